@@ -1,0 +1,1 @@
+"""Derived metrics and statistics: pure functions over stored samples."""

@@ -1,0 +1,1 @@
+"""The `latscope` command: one module per verb."""

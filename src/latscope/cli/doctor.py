@@ -1,0 +1,38 @@
+"""`latscope doctor`: the host's environment and a verdict on what it can measure."""
+
+from __future__ import annotations
+
+import click
+
+from latscope.cli.common import emit_json, json_option
+from latscope.env import collect_environment
+from latscope.env.doctor import checks, has_failures, verdict
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
+
+
+@click.command()
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs."""
+    env = collect_environment()
+    found = checks(env)
+    summary = verdict(found)
+    if as_json:
+        emit_json({"checks": [c.to_json() for c in found], "verdict": summary, "environment": env})
+    else:
+        for c in found:
+            click.echo(f"[{_MARK.get(c.status, c.status)}] {c.name:<12} {c.found}")
+            if c.meaning:
+                click.echo(f"       {'':<12} {c.meaning}")
+        click.echo("")
+        click.echo("This host can measure:")
+        for line in summary["can"]:
+            click.echo(f"  + {line}")
+        if summary["cannot"]:
+            click.echo("It cannot measure:")
+            for line in summary["cannot"]:
+                click.echo(f"  - {line}")
+    if has_failures(found):
+        ctx.exit(1)

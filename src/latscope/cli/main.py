@@ -1,0 +1,72 @@
+"""Entry point: the verb group and the mapping of errors to one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from latscope import __version__
+from latscope.errors import LatscopeError
+
+VERBS = {
+    "run": "latscope.cli.run:run",
+    "send": "latscope.cli.send:send",
+    "recv": "latscope.cli.recv:recv",
+    "ls": "latscope.cli.ls:ls",
+    "show": "latscope.cli.show:show",
+    "doctor": "latscope.cli.doctor:doctor",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a verb's module only when it runs, so `latscope ls` does not load the probe."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(VERBS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = VERBS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(__import__(module, fromlist=[attr]), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="latscope")
+def cli() -> None:
+    """Measure, explain and compare the network latency of a Linux system."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return its exit code (0 ok, 1 run or check failed, 2 usage or input error)."""
+    try:
+        rc = cli.main(args=argv, prog_name="latscope", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("latscope: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        message = exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
+        ctx_hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            ctx_hint = f" (see `{exc.ctx.command_path} --help`)"
+        click.echo(f"latscope: error: {message}{ctx_hint}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except LatscopeError as exc:
+        click.echo(f"latscope: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("latscope: interrupted", err=True)
+        return 1
+    except BrokenPipeError:
+        return 1
+    # Verbs that report a failed run or check end with ctx.exit(1), which
+    # click returns here when not in standalone mode.
+    return rc if isinstance(rc, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

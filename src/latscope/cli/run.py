@@ -1,0 +1,126 @@
+"""`latscope run`: sender and receiver across a topology, one command, one stored run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+
+from latscope.cli.common import DURATION, INT_OR_HEX, emit_json, json_option, results_option, store_from, warn
+from latscope.cli.progress import packet_progress
+from latscope.errors import ConfigError, PrivilegeError
+from latscope.probe.config import MeasureConfig
+from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
+from latscope.report.document import run_document
+from latscope.report.text import summary_text
+
+
+def probe_options(f):
+    """Options of the packet stream, shared by `run` and `send`."""
+    for opt in reversed([
+        click.option("--period", type=DURATION, default="1ms", show_default=True, help="Interval between packets."),
+        click.option("--count", type=click.IntRange(1), default=None, help="Packets to send [default: 60000]."),
+        click.option("--duration", type=DURATION, default=None, help="Run length instead of --count (60s, 5m)."),
+        click.option("--size", type=click.IntRange(1), default=64, show_default=True,
+                     help="Payload bytes (UDP payload or Ethernet payload; at least 64)."),
+        click.option("--spin", type=DURATION, default="0", help="Busy-wait this long before each deadline (50us)."),
+        click.option("--base-time", "base_time", default=None,
+                     help="Absolute start (CLOCK_REALTIME seconds, e.g. 1795605691.5); default: next whole period."),
+        click.option("--ipv6", is_flag=True, help="UDP over IPv6."),
+        click.option("--l2", is_flag=True, help="Raw Ethernet frames (AF_PACKET) instead of UDP."),
+        click.option("--ethertype", type=INT_OR_HEX, default=DEFAULT_ETHERTYPE, show_default="0x88b5",
+                     help="EtherType of --l2 frames."),
+        click.option("--vid", type=int, default=None, help="802.1Q VLAN id of --l2 frames."),
+        click.option("--pcp", type=int, default=None, help="802.1Q priority (PCP) of --l2 frames."),
+        click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="UDP port."),
+        click.option("--tos", type=INT_OR_HEX, default=None, help="IP TOS / traffic class byte."),
+        click.option("--so-priority", "so_priority", type=int, default=None, help="SO_PRIORITY of the socket."),
+        click.option("--txtime", type=DURATION, default=None,
+                     help="SO_TXTIME launch time = scheduled time + this offset (needs the ETF qdisc)."),
+        click.option("--no-mlock", "no_mlock", is_flag=True, help="Do not lock memory (mlockall)."),
+        click.option("--stream-log", "stream_log", is_flag=True,
+                     help="Write a line per packet during the run (costs latency; for comparison only)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def resolve_count(count: int | None, duration: int | None, period: int) -> int:
+    """--count, or --duration / --period, or the default of one minute at 1 kHz."""
+    if count is not None and duration is not None:
+        raise ConfigError("give --count or --duration, not both")
+    if duration is not None:
+        if duration < period:
+            raise ConfigError("--duration is shorter than one --period")
+        return duration // period
+    return count if count is not None else 60_000
+
+
+def parse_base_time(text: str | None) -> int | None:
+    """--base-time in seconds since the epoch (decimals allowed) or nanoseconds; must be in the future."""
+    if text is None:
+        return None
+    try:
+        value = int(text) if text.isdigit() and len(text) > 12 else round(float(text) * 1e9)
+    except ValueError:
+        raise ConfigError(f"--base-time {text!r}: expected seconds since the epoch, e.g. 1795605691.5") from None
+    if value <= time.clock_gettime_ns(time.CLOCK_REALTIME):
+        raise ConfigError("--base-time is in the past")
+    return value
+
+
+def family_of(ipv6: bool, l2: bool) -> str:
+    if ipv6 and l2:
+        raise ConfigError("--ipv6 and --l2 exclude each other")
+    return "packet" if l2 else "inet6" if ipv6 else "inet"
+
+
+@click.command()
+@click.option("--topology", type=click.Choice(["veth", "loopback", "none"]), default=None,
+              help="Path under test [default: veth as root, else loopback].")
+@click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
+@probe_options
+@click.option("--cpu-send", "cpu_send", type=int, default=None, help="Pin the sender to this CPU.")
+@click.option("--cpu-recv", "cpu_recv", type=int, default=None, help="Pin the receiver to this CPU.")
+@click.option("--prio-send", "prio_send", type=int, default=None, help="SCHED_FIFO priority of the sender.")
+@click.option("--prio-recv", "prio_recv", type=int, default=None, help="SCHED_FIFO priority of the receiver.")
+@click.option("--name", default="", help="A name for the run (show and compare accept it).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable), e.g. --tag bridge --tag stress.")
+@results_option
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def run(ctx: click.Context, topology, dest, period, count, duration, size, spin, base_time, ipv6, l2, ethertype,
+        vid, pcp, port, tos, so_priority, txtime, no_mlock, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
+        name, tags, results, as_json, quiet) -> None:
+    """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
+    from latscope.session import measure
+
+    root = os.geteuid() == 0
+    if topology is None:
+        topology = "none" if dest else ("veth" if root else "loopback")
+    if topology == "veth" and not root:
+        raise PrivilegeError("--topology veth needs root (network namespaces); "
+                             "run as root or use --topology loopback")
+    cfg = MeasureConfig(
+        topology=topology, family=family_of(ipv6, l2), period_ns=period,
+        count=resolve_count(count, duration, period), size=size, spin_ns=spin,
+        base_time_ns=parse_base_time(base_time), port=port, dest=dest, ethertype=ethertype, vid=vid, pcp=pcp,
+        tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu_send, cpu_recv=cpu_recv,
+        prio_send=prio_send, prio_recv=prio_recv, mlock=not no_mlock, stream_log=stream_log, name=name,
+        tags=tuple(tags),
+    )
+    store = store_from(results)
+    with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet) as on_progress:
+        outcome = measure(cfg, store, on_progress=on_progress)
+    for w in outcome.warnings:
+        warn(w)
+    if as_json:
+        emit_json(run_document(outcome.run, outcome.summary))
+    else:
+        click.echo(summary_text(outcome.summary, outcome.run.run_id, outcome.run.record.status))
+    if outcome.interrupted:
+        warn(f"run interrupted ({outcome.stop_reason}); {outcome.summary['packets']['received']} packets saved "
+             f"as {outcome.run.run_id}")
+        ctx.exit(1)

@@ -1,0 +1,108 @@
+"""`latscope doctor`: what this host can and cannot measure, each check saying what it found."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: a name, a status, what was found and what it means for measurements."""
+
+    name: str
+    status: str
+    found: str
+    meaning: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def checks(env: dict[str, Any]) -> list[Check]:
+    """Findings derived from a collected environment (pure: tests feed it documents)."""
+    out: list[Check] = []
+    k = env.get("kernel", {})
+    user = env.get("user", {})
+    root = user.get("euid") == 0
+    out.append(Check("root", OK if root else WARN, "running as root" if root else "not root",
+                     "" if root else "veth namespaces, tracing and real-time priorities need root; "
+                     "--topology loopback works without"))
+    model = k.get("preempt_model", "unknown")
+    out.append(Check("preemption", OK if model == "PREEMPT_RT" else INFO, f"kernel {k.get('release')}, {model}",
+                     "" if model == "PREEMPT_RT" else "not a real-time kernel: expect longer tails than on PREEMPT_RT"))
+    params = k.get("cmdline_params", {})
+    tuned = [f"{p}={v}" if v else p for p, v in params.items() if p in ("isolcpus", "nohz_full", "irqaffinity")]
+    out.append(Check("isolation", OK if tuned else INFO, ", ".join(tuned) or "no isolcpus/nohz_full/irqaffinity",
+                     "" if tuned else "no isolated CPUs: pin with --cpu-send/--cpu-recv to reduce noise"))
+    c = env.get("cpu", {})
+    out.append(Check("cpu", INFO, f"{c.get('count')} x {c.get('model')}; clocksource {c.get('clocksource')}; "
+                     f"governor {c.get('governor') or 'n/a'}"))
+    if c.get("clocksource") not in (None, "tsc"):
+        out.append(Check("clocksource", WARN, f"clocksource {c.get('clocksource')}",
+                         "reading the time is slower than with tsc; timestamps cost more"))
+    ifaces = env.get("net", {}).get("interfaces", [])
+    hw = [i["name"] for i in ifaces if (i.get("timestamping") or {}).get("hardware")]
+    sw = [i["name"] for i in ifaces if (i.get("timestamping") or {}).get("rx_software")]
+    out.append(Check("timestamps", OK if hw else INFO,
+                     f"hardware timestamping on {', '.join(hw)}" if hw else
+                     f"software timestamps only ({', '.join(sw) or 'no interface reports capabilities'})",
+                     "" if hw else "latency is measured with kernel software timestamps (no NIC timestamps)"))
+    ptp = env.get("ptp", {}).get("clocks", [])
+    out.append(Check("ptp", OK if ptp else INFO, ", ".join(p["name"] for p in ptp) or "no PTP hardware clock",
+                     "" if ptp else "two-host one-way latency needs clocks synchronised by other means (PTP/NTP)"))
+    tr = env.get("tracing", {})
+    if tr.get("available"):
+        missing = tr.get("event_groups_missing") or []
+        out.append(Check("tracing", OK if not missing else WARN, f"tracefs at {tr.get('tracefs')}"
+                         + (f"; missing event groups: {', '.join(missing)}" if missing else ""),
+                         "`run --trace` can record kernel events" if not missing else
+                         "breakdowns will lack the stages of the missing groups"))
+        if "tai" not in tr.get("clocks", []):
+            out.append(Check("trace clock", WARN, "no 'tai' trace clock",
+                             "trace and probe timestamps are aligned by offset instead of exactly"))
+    else:
+        out.append(Check("tracing", WARN if root else INFO, "tracefs not available",
+                         "`run --trace` cannot record kernel events"))
+    q = env.get("qdisc", {}).get("available", {})
+    for kind, meaning in (("etf", "--txtime launch times"), ("taprio", "time-aware shaping")):
+        have = q.get(kind)
+        out.append(Check(kind, OK if have else INFO,
+                         {True: f"{kind} qdisc present", False: f"no {kind} qdisc in this kernel",
+                          None: "not checked (needs root)"}[have],
+                         "" if have else f"{meaning} unavailable"))
+    kv = env.get("kvm", {})
+    out.append(Check("kvm", OK if kv.get("opens") else INFO,
+                     "/dev/kvm opens" if kv.get("opens") else "/dev/kvm absent or not usable"))
+    return out
+
+
+def verdict(found: list[Check]) -> dict[str, list[str]]:
+    """What this host can and cannot measure, in a few plain sentences."""
+    by = {c.name: c for c in found}
+    can, cannot = [], []
+    root = by["root"].status == OK
+    can.append("one-way latency over loopback with kernel software timestamps")
+    if root:
+        can.append("one-way latency across veth between network namespaces (UDP IPv4/IPv6, raw Ethernet, VLAN)")
+        can.append("SCHED_FIFO priorities, CPU pinning and mlockall for the probe")
+    else:
+        cannot.append("namespaces and real-time priorities (not root)")
+    if by.get("tracing") and by["tracing"].status == OK:
+        can.append("kernel traces during a run (`run --trace`) for latency breakdowns")
+    else:
+        cannot.append("kernel traces (tracefs unavailable or incomplete)")
+    if by["timestamps"].status == OK:
+        can.append("hardware timestamps")
+    else:
+        cannot.append("hardware (NIC) timestamps")
+    if by["etf"].status != OK:
+        cannot.append("SO_TXTIME launch times (--txtime): no ETF qdisc")
+    return {"can": can, "cannot": cannot}
+
+
+def has_failures(found: list[Check]) -> bool:
+    """True when a check failed outright (doctor exits 1)."""
+    return any(c.status == FAIL for c in found)

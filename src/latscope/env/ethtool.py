@@ -1,0 +1,55 @@
+"""The two ethtool ioctls latscope needs: driver name and timestamping capabilities."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import socket
+import struct
+from typing import Any
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x00000003
+ETHTOOL_GET_TS_INFO = 0x00000041
+
+_TS_FLAGS = {
+    "tx_hardware": 1 << 0,
+    "tx_software": 1 << 1,
+    "rx_hardware": 1 << 2,
+    "rx_software": 1 << 3,
+    "software": 1 << 4,
+    "raw_hardware": 1 << 6,
+}
+
+
+def _ioctl(sock: socket.socket, ifname: str, payload: ctypes.Array) -> bool:
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(payload))
+    try:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    except OSError:
+        return False
+    return True
+
+
+def driver(sock: socket.socket, ifname: str) -> str | None:
+    """The driver name (e.g. 'veth', 'e1000e'), None when the device does not say."""
+    buf = (ctypes.c_char * 196)()
+    struct.pack_into("I", buf, 0, ETHTOOL_GDRVINFO)
+    if not _ioctl(sock, ifname, buf):
+        return None
+    name = bytes(buf[4:36]).split(b"\0", 1)[0].decode(errors="replace")
+    return name or None
+
+
+def timestamping(sock: socket.socket, ifname: str) -> dict[str, Any] | None:
+    """SO_TIMESTAMPING capabilities and PHC index (-1: no PTP clock) of ``ifname``."""
+    buf = (ctypes.c_char * 44)()
+    struct.pack_into("I", buf, 0, ETHTOOL_GET_TS_INFO)
+    if not _ioctl(sock, ifname, buf):
+        return None
+    _cmd, caps, phc, tx_types = struct.unpack_from("IIiI", buf, 0)
+    rx_filters = struct.unpack_from("I", buf, 28)[0]
+    out: dict[str, Any] = {k: bool(caps & bit) for k, bit in _TS_FLAGS.items()}
+    out.update(phc_index=phc, tx_types=tx_types, rx_filters=rx_filters)
+    out["hardware"] = out["tx_hardware"] and out["rx_hardware"] and out["raw_hardware"]
+    return out

@@ -1,0 +1,1 @@
+"""The measurement hot path: wire format, clocks, sockets, sender and receiver."""

@@ -1,0 +1,124 @@
+"""The user's measurement request, validated once, recorded in run.json as given."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from latscope.errors import ConfigError
+from latscope.probe import wire
+from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
+
+MIN_PERIOD_NS = 10_000
+MAX_COUNT = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Everything `latscope run` was asked to do."""
+
+    topology: str = "veth"
+    family: str = "inet"  # inet, inet6, packet
+    period_ns: int = 1_000_000
+    count: int = 60_000
+    size: int = wire.HEADER_SIZE
+    spin_ns: int = 0
+    base_time_ns: int | None = None
+    port: int = DEFAULT_PORT
+    dest: str | None = None
+    ethertype: int = DEFAULT_ETHERTYPE
+    vid: int | None = None
+    pcp: int | None = None
+    tos: int | None = None
+    so_priority: int | None = None
+    txtime_offset_ns: int | None = None
+    cpu_send: int | None = None
+    cpu_recv: int | None = None
+    prio_send: int | None = None
+    prio_recv: int | None = None
+    mlock: bool = True
+    stream_log: bool = False
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    stream: int = field(default_factory=lambda: secrets.randbits(31))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["tags"] = list(self.tags)
+        return doc
+
+    @property
+    def duration_ns(self) -> int:
+        return self.period_ns * self.count
+
+
+def validate(cfg: MeasureConfig) -> None:
+    """Raise ConfigError for any value or combination that cannot work."""
+    if cfg.family not in ("inet", "inet6", "packet"):
+        raise ConfigError(f"unknown family {cfg.family!r}")
+    if cfg.period_ns < MIN_PERIOD_NS:
+        raise ConfigError(f"--period must be at least {MIN_PERIOD_NS // 1000}us, got {cfg.period_ns}ns")
+    if not 1 <= cfg.count <= MAX_COUNT:
+        raise ConfigError(f"--count must be between 1 and {MAX_COUNT}, got {cfg.count}")
+    if not wire.MIN_SIZE <= cfg.size <= wire.MAX_SIZE:
+        raise ConfigError(f"--size must be between {wire.MIN_SIZE} and {wire.MAX_SIZE} bytes, got {cfg.size}")
+    if cfg.family == "packet" and cfg.size > 1500:
+        raise ConfigError(f"--size {cfg.size} does not fit an Ethernet frame (at most 1500 bytes with --l2)")
+    if cfg.spin_ns < 0 or cfg.spin_ns >= cfg.period_ns:
+        raise ConfigError("--spin must be shorter than --period")
+    if not 1 <= cfg.port <= 65535:
+        raise ConfigError(f"--port must be 1..65535, got {cfg.port}")
+    if cfg.vid is not None and not 0 <= cfg.vid <= 4094:
+        raise ConfigError(f"--vid must be 0..4094, got {cfg.vid}")
+    if cfg.pcp is not None and not 0 <= cfg.pcp <= 7:
+        raise ConfigError(f"--pcp must be 0..7, got {cfg.pcp}")
+    if (cfg.vid is not None or cfg.pcp is not None) and cfg.family != "packet":
+        raise ConfigError("--vid and --pcp need --l2 (raw Ethernet frames)")
+    if not 0 <= cfg.ethertype <= 0xFFFF or cfg.ethertype < 0x0600:
+        raise ConfigError(f"--ethertype must be 0x0600..0xffff, got 0x{cfg.ethertype:x}")
+    if cfg.tos is not None and not 0 <= cfg.tos <= 255:
+        raise ConfigError(f"--tos must be 0..255, got {cfg.tos}")
+    if cfg.so_priority is not None and not 0 <= cfg.so_priority <= 0xFFFFFFFF:
+        raise ConfigError("--so-priority must be a non-negative integer")
+    if cfg.topology == "none" and not cfg.dest:
+        raise ConfigError("--topology none needs --dest HOST:PORT")
+    if cfg.topology != "none" and cfg.dest:
+        raise ConfigError("--dest is only for --topology none (veth and loopback choose their own addresses)")
+    if cfg.topology == "none" and cfg.family == "packet":
+        raise ConfigError(
+            "raw Ethernet over a real network needs two hosts: use `latscope recv --l2` and `latscope send --l2`"
+        )
+    ncpu = os.cpu_count() or 1
+    for opt, cpu in (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv)):
+        if cpu is not None and not 0 <= cpu < ncpu:
+            raise ConfigError(f"{opt} {cpu}: this machine has CPUs 0..{ncpu - 1}")
+    for opt, prio in (("--prio-send", cfg.prio_send), ("--prio-recv", cfg.prio_recv)):
+        if prio is not None and not 1 <= prio <= 99:
+            raise ConfigError(f"{opt} must be 1..99 (SCHED_FIFO), got {prio}")
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' or 'v6addr' -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or str(default_port)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, str(default_port)
+    if not host:
+        raise ConfigError(f"invalid destination {text!r}: expected HOST:PORT")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError(f"invalid port in {text!r}") from None
+    if not 1 <= p <= 65535:
+        raise ConfigError(f"invalid port {p} in {text!r}")
+    return host, p

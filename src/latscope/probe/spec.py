@@ -1,0 +1,93 @@
+"""What a sender or receiver worker is told to do: plain frozen records, JSON in and out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+FAMILIES = ("inet", "inet6", "packet")
+DEFAULT_PORT = 48_500
+#: IEEE 802 local experimental EtherType 1: for protocols that are not registered.
+DEFAULT_ETHERTYPE = 0x88B5
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the stream goes: an IP address and port, or an interface and MAC for raw Ethernet."""
+
+    family: str = "inet"
+    address: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    ifname: str | None = None
+    mac: str | None = None
+    ethertype: int = DEFAULT_ETHERTYPE
+    vid: int | None = None
+    pcp: int | None = None
+
+
+@dataclass(frozen=True)
+class SenderSpec:
+    """Everything the sender needs; it runs exactly this and reports what it did."""
+
+    dest: Endpoint
+    stream: int
+    period_ns: int = 1_000_000
+    count: int = 60_000
+    size: int = 64
+    base_time_ns: int | None = None
+    start_delay_ns: int = 200_000_000
+    spin_ns: int = 0
+    tos: int | None = None
+    so_priority: int | None = None
+    txtime_offset_ns: int | None = None
+    cpu: int | None = None
+    prio: int | None = None
+    mlock: bool = True
+    stream_log: str | None = None
+    netns: str | None = None
+    trace_marker: str | None = None
+    hello: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    """Everything the receiver needs."""
+
+    listen: Endpoint
+    stream: int | None = None
+    count: int | None = None
+    cpu: int | None = None
+    prio: int | None = None
+    mlock: bool = True
+    stream_log: str | None = None
+    netns: str | None = None
+    trace_marker: str | None = None
+    #: Stop when nothing arrived for this long after the first packet.
+    idle_timeout_ns: int = 5_000_000_000
+    #: Stop when no first packet arrived for this long (0: wait forever).
+    first_timeout_ns: int = 0
+    #: After the sender's end packet, keep reading late (reordered) packets this long.
+    grace_ns: int = 100_000_000
+    max_size: int = 65_535
+
+
+def to_json(spec: SenderSpec | ReceiverSpec) -> dict[str, Any]:
+    """A JSON-ready dict of a spec (Endpoint nested)."""
+    return asdict(spec)
+
+
+def sender_from_json(doc: dict[str, Any]) -> SenderSpec:
+    """Inverse of to_json for a SenderSpec."""
+    return _build(SenderSpec, doc, "dest")
+
+
+def receiver_from_json(doc: dict[str, Any]) -> ReceiverSpec:
+    """Inverse of to_json for a ReceiverSpec."""
+    return _build(ReceiverSpec, doc, "listen")
+
+
+def _build(cls: type, doc: dict[str, Any], endpoint_key: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in doc.items() if k in known}
+    values[endpoint_key] = Endpoint(**doc[endpoint_key])
+    return cls(**values)

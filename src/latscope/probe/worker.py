@@ -1,0 +1,203 @@
+"""A sender or receiver worker process: ``python -m latscope.probe.worker ROLE SPEC RESULT``.
+
+The controller stays in the root namespace and starts one worker per half;
+each worker opens its trace marker (if any) first, enters its namespace with
+setns, applies its real-time knobs, runs its loop and writes its columns to
+RESULT (.npz) and what happened to RESULT.json, after the loop has ended.
+SIGINT and SIGTERM end the loop early; what was measured is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latscope.errors import LatscopeError
+from latscope.probe import netns, rt
+from latscope.probe.clock import RealClock, tai_offset_ns
+from latscope.probe.columns import to_numpy
+from latscope.probe.receiver import ReceiverResult, run_receiver
+from latscope.probe.sender import Interrupted, SenderResult, run_sender
+from latscope.probe.sockets import open_receiver, open_sender
+from latscope.probe.spec import ReceiverSpec, SenderSpec, receiver_from_json, sender_from_json
+
+READY = "ready"
+PROGRESS_SLOTS = 4  # received, sent, reserved, reserved
+
+
+def open_progress(path: str | None) -> tuple[memoryview, Any]:
+    """A shared int64[4] the controller polls for the progress bar (anonymous when no path)."""
+    if path is None:
+        mm = mmap.mmap(-1, 8 * PROGRESS_SLOTS)
+    else:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mm = mmap.mmap(fd, 8 * PROGRESS_SLOTS)
+        finally:
+            os.close(fd)
+    return memoryview(mm).cast("q"), mm
+
+
+class _Stopper:
+    """Signal handlers that end the loop by raising Interrupted, and the receiver's idle watchdog."""
+
+    def __init__(self, progress: memoryview, spec: ReceiverSpec | None) -> None:
+        self.armed = True
+        self.progress = progress
+        self.spec = spec
+        self.started = time.monotonic_ns()
+        self.last_value = 0
+        self.last_change = self.started
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        if self.spec is not None:
+            signal.signal(signal.SIGALRM, self._on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, 0.25, 0.25)
+
+    def disarm(self) -> None:
+        self.armed = False
+        if self.spec is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise Interrupted("stopped" if signum == signal.SIGUSR1 else "interrupted")
+
+    def _on_alarm(self, _signum: int, _frame: Any) -> None:
+        if not self.armed or self.spec is None:
+            return
+        now = time.monotonic_ns()
+        value = self.progress[0]
+        if value != self.last_value:
+            self.last_value, self.last_change = value, now
+            return
+        if value == 0:
+            if self.spec.first_timeout_ns and now - self.started > self.spec.first_timeout_ns:
+                self.armed = False
+                raise Interrupted("no packets")
+        elif now - self.last_change > self.spec.idle_timeout_ns:
+            self.armed = False
+            raise Interrupted("idle")
+
+
+def _open_optional(path: str | None, append: bool = False) -> int | None:
+    if not path:
+        return None
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND | os.O_CREAT if append else 0)
+    return os.open(path, flags, 0o644)
+
+
+def _prepare(spec: SenderSpec | ReceiverSpec) -> tuple[int | None, int | None, dict[str, Any]]:
+    """Marker fd (opened before setns), namespace, affinity, priority, mlock."""
+    marker_fd = _open_optional(spec.trace_marker)
+    if spec.netns:
+        netns.enter(spec.netns)
+    log_fd = _open_optional(spec.stream_log, append=True)
+    rt.set_affinity(spec.cpu)
+    rt.set_fifo(spec.prio)
+    rt.minimal_timer_slack()
+    locked = rt.lock_memory() if spec.mlock else False
+    sched = rt.scheduling_in_force()
+    sched["mlock"] = locked
+    return marker_fd, log_fd, sched
+
+
+def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: str | None) -> int:
+    """Run one half; write RESULT.npz and RESULT.json; return the process exit code."""
+    info: dict[str, Any] = {"role": role}
+    progress, _mm = open_progress(progress_path)
+    is_recv = role == "receiver"
+    spec = receiver_from_json(spec_doc) if is_recv else sender_from_json(spec_doc)
+    stopper = _Stopper(progress, spec if is_recv else None)
+    res: SenderResult | ReceiverResult | None = None
+    try:
+        stopper.install()
+        marker_fd, log_fd, info["scheduling"] = _prepare(spec)
+        clock = RealClock(spin_ns=getattr(spec, "spin_ns", 0))
+        if is_recv:
+            sock = open_receiver(spec.listen)
+            with rt.gc_paused():
+                res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
+                                   on_ready=lambda: print(READY, flush=True))
+        else:
+            out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority,
+                              txtime=spec.txtime_offset_ns is not None)
+            with rt.gc_paused():
+                res = run_sender(spec, out, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
+                                 tai_offset_ns=tai_offset_ns())
+        stopper.disarm()
+    except Interrupted as exc:
+        stopper.disarm()
+        info["interrupted_before_start"] = str(exc)
+    except LatscopeError as exc:
+        stopper.disarm()
+        info["error"] = str(exc)
+        info["error_type"] = type(exc).__name__
+    except OSError as exc:
+        stopper.disarm()
+        info["error"] = f"{role}: {exc.strerror or exc}"
+        info["error_type"] = "CaptureError"
+    rt.unlock_memory()
+    if res is not None:
+        _write_columns(result, res)
+        info.update(_describe(res))
+    _write_info(result, info)
+    return 1 if "error" in info else 0
+
+
+def _write_columns(result: Path, res: SenderResult | ReceiverResult) -> None:
+    if isinstance(res, SenderResult):
+        n = res.done
+        arrays = {k: to_numpy(getattr(res, k), n) for k in ("sched", "wake", "send", "tx_sw", "tx_hw", "flags")}
+    else:
+        n = res.capacity
+        names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
+        arrays = {k: to_numpy(getattr(res, k), n) for k in names}
+    tmp = result.with_name(result.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, result)
+
+
+def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:
+    if isinstance(res, SenderResult):
+        return {"done": res.done, "send_failed": res.send_failed, "interrupted": res.interrupted,
+                "base_time_ns": res.base_time_ns, **res.info}
+    return {
+        "received": res.received, "duplicated": res.duplicated, "reordered": res.reordered,
+        "foreign": dict(res.foreign), "stream": res.stream, "count": res.count,
+        "sent_reported": res.sent_reported, "hello": res.hello, "stop_reason": res.stop_reason,
+        "interrupted": res.interrupted, "first_rx_ns": res.first_rx_ns, "last_rx_ns": res.last_rx_ns,
+    }
+
+
+def _write_info(result: Path, info: dict[str, Any]) -> None:
+    path = Path(str(result) + ".json")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, default=str))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (3, 4) or args[0] not in ("sender", "receiver"):
+        print("usage: python -m latscope.probe.worker sender|receiver SPEC.json RESULT.npz [PROGRESS]",
+              file=sys.stderr)
+        return 2
+    role, spec_path, result = args[0], Path(args[1]), Path(args[2])
+    progress = args[3] if len(args) == 4 else None
+    return run_role(role, json.loads(spec_path.read_text()), result, progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Network namespaces owned by latscope: named after the process that made them.
+
+A name carries the owner's pid, so namespaces left behind by a process that
+was killed (SIGKILL gives no chance to clean up) are found and removed by the
+next run instead of piling up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+PREFIX = "latscope-"
+_NAME = re.compile(rf"^{PREFIX}(\d+)([a-z0-9]*)-(\w+)$")
+RUN_DIR = "/run/netns"
+
+
+_serial = itertools.count()
+
+
+def owner_token() -> str:
+    """A token for this process's namespaces: its pid, plus a letter for each further topology."""
+    n = next(_serial)
+    return f"{os.getpid()}" + ("" if n == 0 else chr(ord("a") + (n - 1) % 26))
+
+
+def name(token: str, role: str) -> str:
+    """The namespace name for ``role`` (tx, rx, ...) of ``token``."""
+    return f"{PREFIX}{token}-{role}"
+
+
+def create(nsname: str) -> None:
+    """Create a named network namespace."""
+    from pyroute2 import netns
+
+    netns.create(nsname)
+
+
+def remove(nsname: str) -> None:
+    """Remove a named network namespace; links inside it go with it. Missing is fine."""
+    from pyroute2 import netns
+
+    try:
+        netns.remove(nsname)
+    except FileNotFoundError:
+        return
+    except OSError:
+        # Not a mount point any more (half removed before): drop the name.
+        path = os.path.join(RUN_DIR, nsname)
+        if os.path.lexists(path):
+            os.unlink(path)
+
+
+def owned() -> list[str]:
+    """latscope's namespaces currently present."""
+    try:
+        return sorted(n for n in os.listdir(RUN_DIR) if _NAME.match(n))
+    except FileNotFoundError:
+        return []
+
+
+def reap_stale() -> list[str]:
+    """Remove latscope namespaces whose owning process no longer exists; return their names."""
+    reaped = []
+    for nsname in owned():
+        m = _NAME.match(nsname)
+        assert m is not None
+        pid = int(m.group(1))
+        if pid != os.getpid() and not _alive(pid):
+            remove(nsname)
+            reaped.append(nsname)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
