@@ -53,9 +53,9 @@ def duration_words(ns: int) -> str:
     seconds = ns / 1e9
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
         if seconds >= size:
-            count = round(seconds / size)
+            count = int(seconds / size + 0.5)
             return f"{count}{unit}{'s' if count != 1 else ''}"
-    ms = round(seconds * 1000)
+    ms = int(seconds * 1000 + 0.5)
     return f"{ms}millisecond{'s' if ms != 1 else ''}"
 
 
