@@ -52,7 +52,7 @@ def duration_words(ns: int) -> str:
     """Round a duration to one unit in words, e.g. "1minute", "3seconds", "2hours"."""
     seconds = ns / 1e9
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
-        if seconds >= size:
+        if seconds >= size * 0.99:  # 59.999 s of a 60000-packet run is "1minute"
             count = int(seconds / size + 0.5)
             return f"{count}{unit}{'s' if count != 1 else ''}"
     ms = int(seconds * 1000 + 0.5)
