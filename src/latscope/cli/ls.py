@@ -1,4 +1,4 @@
-"""`latscope ls`: the runs in the results store."""
+"""`latscope ls`: the runs in the results store, filtered and sorted (docs/ls.md)."""
 
 from __future__ import annotations
 
@@ -15,39 +15,71 @@ def _row(run) -> dict:
         "run_id": rec.run_id, "name": rec.name, "tags": list(rec.tags), "created": rec.created,
         "status": rec.status, "packets": pk.get("received"), "lost": pk.get("lost"),
         "latency_avg_us": lat.get("avg"), "latency_p99_us": lat.get("p99"), "latency_max_us": lat.get("max"),
+        "source": rec.source.get("kind"), "tool": rec.source.get("tool"), "metric": rec.source.get("metric"),
     }
 
 
 @click.command(name="ls")
+@click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
+              help="Keep runs matching KEY=VALUE (globs), KEY!=VALUE, KEY~REGEX or KEY<N, <=, >, >= "
+                   "(e.g. tag=bridge, source=imported, 'latency_p99_us<50'); repeat to AND them.")
+@click.option("--sort", "sort_key", default=None, metavar="KEY",
+              help="Sort by KEY (-KEY: descending), e.g. --sort -latency_max_us. Default: oldest first.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many runs (after sorting).")
+@click.option("-q", "--quiet", "ids_only", is_flag=True, help="Print only run ids, one per line (for scripts).")
 @results_option
 @json_option
-def ls(results: str | None, as_json: bool) -> None:
-    """List stored runs: id, name, time, packets and latency avg/p99/max."""
+def ls(where: tuple[str, ...], sort_key: str | None, limit: int | None, ids_only: bool, results: str | None,
+       as_json: bool) -> None:
+    """List stored runs: id, name, time, packets and latency avg/p99/max.
+
+    Keys for --where and --sort: tag, name, status, source (measured/imported),
+    tool, metric, created, run_id, packet counts (sent, received, lost, ...),
+    summary statistics such as latency_p99_us or wakeup_latency_max_us, and
+    dotted paths into run.json (config.period_ns, source.tool, ...).
+    Values of *_us keys may carry a unit: 'latency_max_us>1ms'.
+    """
+    from latscope.store import catalog
+
+    filters = [catalog.parse_filter(w) for w in where]
     store = store_from(results)
     runs, bad = store.runs()
     for path, reason in bad:
         warn(f"skipping unreadable run {path.name}: {reason}")
+    runs = catalog.select(runs, filters)
+    if sort_key:
+        runs = catalog.sort_runs(runs, sort_key)
+    if limit is not None:
+        runs = runs[:limit]
+    if ids_only:
+        for run in runs:
+            click.echo(run.path.name)
+        return
     rows = [_row(r) for r in runs]
     if as_json:
-        emit_json({"results": str(store.root), "runs": rows})
+        emit_json({"results": str(store.root), "filters": [str(f) for f in filters], "runs": rows})
         return
     if not rows:
-        click.echo(f"no runs in {store.root}")
+        click.echo(f"no runs in {store.root}" + (" match " + " ".join(map(str, filters)) if filters else ""))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col, justify in (("run", "left"), ("name", "left"), ("created (UTC)", "left"), ("packets", "right"),
-                         ("lost", "right"), ("avg us", "right"), ("p99 us", "right"), ("max us", "right")):
+    for col, justify in (("run", "left"), ("name", "left"), ("created (UTC)", "left"), ("source", "left"),
+                         ("packets", "right"), ("lost", "right"), ("avg us", "right"), ("p99 us", "right"),
+                         ("max us", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
 
     def f(v) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     for r in rows:
+        source = r["tool"] or r["source"] or "-"
+        if r["metric"] == "round-trip":
+            source += " (rtt)"
         table.add_row(r["run_id"], r["name"] + (f" [{','.join(r['tags'])}]" if r["tags"] else ""),
-                      r["created"][:19].replace("T", " "), str(r["packets"]), str(r["lost"]),
+                      r["created"][:19].replace("T", " "), source, str(r["packets"]), str(r["lost"]),
                       f(r["latency_avg_us"]), f(r["latency_p99_us"]), f(r["latency_max_us"]),
                       style=None if r["status"] == "complete" else "yellow")
     Console(width=200).print(table)

@@ -16,6 +16,8 @@ VERBS = {
     "ls": "latscope.cli.ls:ls",
     "show": "latscope.cli.show:show",
     "doctor": "latscope.cli.doctor:doctor",
+    "import": "latscope.cli.importcmd:import_",
+    "sql": "latscope.cli.sql:sql",
 }
 
 

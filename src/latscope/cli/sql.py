@@ -1,0 +1,151 @@
+"""`latscope sql "SELECT ..."`: SQL over the stored runs and their samples (docs/sql.md)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import decimal
+import json
+import math
+import sys
+import uuid
+from typing import Any
+
+import click
+
+from latscope.cli.common import json_option, results_option, store_from, warn
+
+DEFAULT_MAX_ROWS = 200
+
+
+@click.command()
+@click.argument("statement", metavar="SQL")
+@click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
+              help="Only these runs in both views (the filters of `latscope ls --where`; repeatable).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (header line, then every row).")
+@click.option("--max-rows", type=click.IntRange(0), default=DEFAULT_MAX_ROWS, show_default=True,
+              help="Rows shown in the table (0: all); --json and --csv always give every row.")
+@click.option("--skip-bad", is_flag=True, help="Leave runs with unreadable samples out instead of failing.")
+@results_option
+@json_option
+def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, skip_bad: bool, results: str | None,
+        as_json: bool) -> None:
+    """Run SQL (DuckDB) over the views `runs` (one row per run) and `samples` (one row per packet, all runs).
+
+    samples has the raw columns plus run_id and the derived metrics of
+    docs/metrics.md (latency_ns, delta_ns, e2e_ns, ...), computed in SQL with
+    the same formulas. Example:
+
+      latscope sql "SELECT run_id, quantile_cont(latency_ns, 0.999)/1e3 AS p999_us
+                    FROM samples GROUP BY run_id"
+    """
+    from latscope.store import catalog
+
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    filters = [catalog.parse_filter(w) for w in where]
+    store = store_from(results)
+    runs, bad = store.runs()
+    for path, reason in bad:
+        warn(f"skipping unreadable run {path.name}: {reason}")
+    runs = catalog.select(runs, filters)
+    con, skipped = catalog.connect(runs, skip_bad=skip_bad)
+    for s in skipped:
+        warn(f"left out of samples: {s.reason}")
+    result = catalog.query(con, statement)
+    if as_json:
+        _emit_json(result)
+    elif as_csv:
+        _emit_csv(result)
+    else:
+        _emit_table(result, max_rows)
+
+
+def _emit_json(result: Any) -> None:
+    # Rows are streamed so a large result never sits in memory as one document.
+    out = sys.stdout
+    out.write('{\n  "columns": ')
+    out.write(json.dumps([{"name": n, "type": t} for n, t in zip(result.columns, result.types)]))
+    out.write(',\n  "rows": [')
+    count = 0
+    for row in result.rows:
+        out.write(("," if count else "") + "\n    ")
+        out.write(json.dumps({n: plain(v) for n, v in zip(result.columns, row)}, allow_nan=False))
+        count += 1
+    out.write(("\n  " if count else "") + f'],\n  "row_count": {count}\n}}\n')
+
+
+def _emit_csv(result: Any) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if result.columns:
+        writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else _csv_cell(v) for v in row])
+
+
+def _emit_table(result: Any, max_rows: int) -> None:
+    if not result.columns:
+        click.echo("ok")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, typ in zip(result.columns, result.types):
+        numeric = any(t in typ for t in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL"))
+        table.add_column(name, justify="right" if numeric else "left")
+    shown = more = 0
+    for row in result.rows:
+        if max_rows and shown >= max_rows:
+            more += 1
+            continue
+        table.add_row(*("NULL" if v is None else _cell(v) for v in row))
+        shown += 1
+    # Wide enough never to cut a value: a table is only as wide as its content.
+    Console(width=100_000).print(table)
+    note = f"({shown} row{'s' if shown != 1 else ''}"
+    if more:
+        note += f"; {more} more not shown: use --max-rows 0, --csv or --json"
+    click.echo(note + ")", err=True)
+
+
+def plain(v: Any) -> Any:
+    """A DuckDB value as plain JSON: numbers, strings, lists, objects, null (NaN/inf become null)."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, decimal.Decimal):
+        return float(v) if v.is_finite() else None
+    if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
+        return v.isoformat()
+    if isinstance(v, _dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return str(v)
+
+
+def _csv_cell(v: Any) -> str:
+    # Full precision: CSV is for further processing, not for reading.
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    if isinstance(v, (list, dict)):
+        return json.dumps(plain(v))
+    p = plain(v)
+    return p if isinstance(p, str) else json.dumps(p)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if math.isfinite(v) and abs(v) < 1e15 else repr(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(plain(v))
+    p = plain(v)
+    return p if isinstance(p, str) else json.dumps(p)

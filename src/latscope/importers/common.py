@@ -1,0 +1,169 @@
+"""What every importer shares: reading the file, and turning partial timestamps into contract columns.
+
+Importers fill only the timestamps their tool really has; everything else
+stays null (``MISSING``). Loss, reordering and the completeness counts are
+derived here the same way for every tool, so an imported run answers
+`show`, `compare` and `check` exactly like a measured one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latscope.errors import FormatError, NotFoundError
+from latscope.store.runfile import COMPLETENESS_KEYS
+from latscope.store.samples import FLAG_LOST, FLAG_REORDERED, MISSING, TIME_COLUMNS
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """An import file's bytes (gunzipped when it was gzip) and where they came from."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    size: int
+    gzipped: bool
+
+    def provenance(self) -> dict[str, Any]:
+        """The part of run.json ``source`` that identifies the original file."""
+        return {"file": str(self.path), "file_size": self.size, "file_sha256": self.sha256,
+                **({"gzipped": True} if self.gzipped else {})}
+
+
+def read_file(path: str | Path) -> RawFile:
+    """Read ``path`` whole; gzip is undone transparently (irtt writes .json.gz by default)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{p}: is a directory, not a file") from None
+    except OSError as exc:
+        raise FormatError(f"{p}: cannot read ({exc.strerror})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    data, gz = raw, False
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            data, gz = gzip.decompress(raw), True
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FormatError(f"{p}: corrupt or truncated gzip data ({exc})") from None
+    if not data.strip():
+        raise FormatError(f"{p}: file is empty")
+    return RawFile(p, data, digest, len(raw), gz)
+
+
+def text_of(raw: RawFile) -> str:
+    """The file as text; import files are ASCII in practice, UTF-8 is accepted."""
+    try:
+        return raw.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{raw.path}: not a text file (byte {exc.start} is not UTF-8)") from None
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A parsed import: contract columns plus everything run.json should say about them."""
+
+    columns: dict[str, np.ndarray]
+    counts: dict[str, int]
+    source: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: When the measurement started (UTC ISO 8601), where the file says.
+    started: str | None = None
+
+
+def null_column(n: int) -> np.ndarray:
+    """A timestamp column of ``n`` nulls."""
+    return np.full(n, MISSING, dtype=np.int64)
+
+
+def reordered_mask(seq: np.ndarray, arrival: np.ndarray) -> np.ndarray:
+    """Packets that arrived after a packet with a higher seq: latscope's receiver rule, after the fact.
+
+    The receiver flags a packet when its seq is below the highest seq seen so
+    far; replaying arrivals in time order (ties in row order) gives the same set.
+    """
+    out = np.zeros(len(seq), dtype=bool)
+    got = np.flatnonzero(arrival != MISSING)
+    if len(got) < 2:
+        return out
+    order = got[np.argsort(arrival[got], kind="stable")]
+    s = seq[order]
+    highest_before = np.maximum.accumulate(np.concatenate(([np.iinfo(np.int64).min], s[:-1])))
+    out[order[s < highest_before]] = True
+    return out
+
+
+def build(
+    seq: np.ndarray,
+    times: dict[str, np.ndarray],
+    *,
+    stream: np.ndarray | int = 0,
+    extra_flags: np.ndarray | None = None,
+    arrival: str | None = None,
+    duplicated: int = 0,
+    tx_recorded: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Contract columns and completeness counts from whatever timestamps a tool has.
+
+    A packet is received when it has a receive timestamp (rx_hw, rx_sw or
+    rx_user) and lost otherwise. ``arrival`` names the column whose order is
+    the arrival order, for the reordering flags. ``tx_recorded`` False means
+    the tool never records transmit timestamps, so their absence is not
+    counted as missing.
+    """
+    n = len(seq)
+    cols: dict[str, np.ndarray] = {"seq": np.asarray(seq, dtype=np.int64)}
+    cols["stream"] = (np.full(n, stream, dtype=np.int32) if np.isscalar(stream)
+                      else np.asarray(stream, dtype=np.int32))
+    for name in TIME_COLUMNS:
+        col = times.get(name)
+        cols[name] = null_column(n) if col is None else np.asarray(col, dtype=np.int64)
+        if len(cols[name]) != n:
+            raise ValueError(f"column {name} has {len(cols[name])} rows, expected {n}")
+    flags = np.zeros(n, dtype=np.int32) if extra_flags is None else np.asarray(extra_flags, dtype=np.int32).copy()
+    has_rx = (cols["rx_hw_ns"] != MISSING) | (cols["rx_sw_ns"] != MISSING)
+    received = has_rx | (cols["rx_user_ns"] != MISSING)
+    reordered_only = (flags & FLAG_REORDERED) != 0
+    flags[~received & ~reordered_only] |= FLAG_LOST
+    if arrival is not None:
+        order_by = (np.where(cols["rx_hw_ns"] != MISSING, cols["rx_hw_ns"], cols["rx_sw_ns"])
+                    if arrival == "rx_best" else cols[arrival])
+        flags[reordered_mask(cols["seq"], order_by)] |= FLAG_REORDERED
+    cols["flags"] = flags
+    has_tx = (cols["tx_sw_ns"] != MISSING) | (cols["tx_hw_ns"] != MISSING)
+    counts = dict.fromkeys(COMPLETENESS_KEYS, 0)
+    counts.update({
+        "sent": n,
+        "received": int(np.count_nonzero(received)),
+        "lost": int(np.count_nonzero(flags & FLAG_LOST)),
+        "duplicated": int(duplicated),
+        "reordered": int(np.count_nonzero(flags & FLAG_REORDERED)),
+        "missing_tx_timestamps": int(np.count_nonzero(~has_tx)) if tx_recorded else 0,
+        "missing_rx_timestamps": int(np.count_nonzero(received & ~has_rx)),
+    })
+    return cols, counts
+
+
+def parse_decimal_ns(text: str, scale_digits: int = 9) -> int:
+    """'2.403062896' seconds -> 2403062896 ns, exactly (floats lose the last digits of epoch times)."""
+    t = text.strip()
+    neg = t.startswith("-")
+    whole, _, frac = t.lstrip("+-").partition(".")
+    if not (whole.isdigit() or (whole == "" and frac)) or (frac and not frac.isdigit()):
+        raise ValueError(f"not a decimal number: {text!r}")
+    frac = (frac + "0" * scale_digits)[:scale_digits]
+    value = int(whole or "0") * 10**scale_digits + int(frac or "0")
+    return -value if neg else value

@@ -1,0 +1,177 @@
+"""irtt's JSON output (`irtt client -o FILE`, gzip or not) -> a latscope run.
+
+irtt is a round-trip tool, but with server timestamps (``--tstamp=both``,
+its default) each round trip carries four wall-clock times: client send,
+server receive, server send, client receive. latscope can therefore store a
+real one-way stream, as long as the client's and the server's clocks agree
+(the same host, or both synchronised by PTP/NTP); irtt's own "send delay"
+and "receive delay" rest on the same assumption.
+
+``metric`` chooses what lands in the contract columns:
+
+- ``one-way`` (default when the file has server receive times): the
+  client-to-server stream. send_ns = client send, rx_sw_ns = server receive.
+  irtt's "send delay" per packet is exactly latscope's latency.
+- ``one-way-down``: the server-to-client replies. send_ns = server send,
+  rx_sw_ns = client receive (irtt's "receive delay"). Only packets that
+  reached the server have a row.
+- ``half-rtt`` (default without server timestamps): send_ns = client send,
+  rx_sw_ns = send_ns + RTT/2 (integer ns, rounded down), RTT being irtt's,
+  which excludes the server's processing time when the server stamped both
+  receive and send. Clocks need not agree.
+- ``rtt``: rx_sw_ns = send_ns + RTT, so latency is the round trip.
+
+irtt's times are taken in user space (Go's clock after the socket call);
+they go into rx_sw_ns anyway because latency is computed from it, and the
+run's source says so. sched_ns is irtt's send schedule, rebuilt as it
+builds it: the test start plus the nearest whole number of intervals (irtt
+skips a slot rather than send late by more than half an interval).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from latscope.errors import ConfigError, FormatError
+from latscope.importers.common import Imported, RawFile, build, null_column, text_of
+from latscope.store.samples import MISSING
+
+METRICS = ("one-way", "one-way-down", "half-rtt", "rtt")
+KNOWN_JSON_FORMATS = (1,)
+
+
+def parse(raw: RawFile, metric: str | None = None) -> Imported:
+    """Parse an irtt JSON result; ``metric`` is one of METRICS (None: one-way when possible)."""
+    where = raw.path
+    try:
+        doc = json.loads(text_of(raw))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{where}: not valid irtt JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("round_trips"), list):
+        raise FormatError(f"{where}: not an irtt result (no round_trips list)")
+    fmt = (doc.get("version") or {}).get("json_format")
+    if fmt is not None and fmt not in KNOWN_JSON_FORMATS:
+        raise FormatError(f"{where}: irtt JSON format {fmt} is not supported (known: 1)")
+    trips = doc["round_trips"]
+    if not trips:
+        raise FormatError(f"{where}: the irtt result holds no round trips")
+    params = ((doc.get("config") or {}).get("params") or {})
+    interval = _int(params.get("interval"), where, "config.params.interval")
+    stats = doc.get("stats") or {}
+
+    n = len(trips)
+    seq = np.empty(n, np.int64)
+    fields = {k: null_column(n) for k in ("c_send", "c_recv", "s_recv", "s_send", "rtt")}
+    for i, rt in enumerate(trips):
+        try:
+            seq[i] = int(rt["seqno"])
+            ts = rt.get("timestamps") or {}
+            client, server = ts.get("client") or {}, ts.get("server") or {}
+            fields["c_send"][i] = _wall(client, "send", where, i, required=True)
+            fields["c_recv"][i] = _wall(client, "receive", where, i)
+            fields["s_recv"][i] = _wall(server, "receive", where, i)
+            fields["s_send"][i] = _wall(server, "send", where, i)
+            rtt = (rt.get("delay") or {}).get("rtt")
+            if rtt is not None:
+                fields["rtt"][i] = int(rtt)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"{where}: round trip #{i} is malformed ({type(exc).__name__}: {exc})") from None
+    if len(np.unique(seq)) != n:
+        raise FormatError(f"{where}: the same seqno appears twice in round_trips")
+
+    has_server_rx = bool(np.any(fields["s_recv"] != MISSING))
+    if metric is None:
+        metric = "one-way" if has_server_rx else "half-rtt"
+    if metric not in METRICS:
+        raise ConfigError(f"irtt metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric.startswith("one-way") and not has_server_rx:
+        raise ConfigError(f"{where}: this irtt result has no server wall-clock timestamps (run irtt with "
+                          "--tstamp=both --clock=both, its defaults), so no one-way stream can be taken; "
+                          "use --metric half-rtt")
+
+    start_ns = _rfc3339_ns(stats.get("start_time"))
+    c_send = fields["c_send"]
+    notes: list[str] = []
+    rows = np.ones(n, dtype=bool)
+    if metric == "one-way":
+        send, rx = c_send, fields["s_recv"]
+        notes.append("one-way latency client -> server: send_ns = client send (wall), "
+                     "rx_sw_ns = server receive (wall); valid only if both hosts' clocks agree")
+    elif metric == "one-way-down":
+        rows = fields["s_send"] != MISSING
+        send, rx = fields["s_send"], fields["c_recv"]
+        notes.append("one-way latency server -> client: send_ns = server send (wall), "
+                     "rx_sw_ns = client receive (wall); valid only if both hosts' clocks agree")
+        if not rows.all():
+            notes.append(f"{int(np.count_nonzero(~rows))} round trip(s) never reached the server and have no row")
+    else:
+        rtt = fields["rtt"]
+        ok = rtt != MISSING
+        send = c_send
+        rx = np.where(ok, c_send + (rtt // 2 if metric == "half-rtt" else rtt), MISSING)
+        what = "RTT/2 (rounded down to the ns)" if metric == "half-rtt" else "the full RTT"
+        notes.append(f"round trip: latency = {what}; rx_sw_ns = send_ns + that, a derived value, not a timestamp; "
+                     "irtt's RTT leaves out the server's processing time when the server stamped both times")
+    notes.append("irtt's timestamps are user-space clock readings; the receive one is stored as rx_sw_ns so that "
+                 "latency can be computed, and no kernel (tx/rx) timestamps exist")
+    sched = null_column(n)
+    if start_ns is not None and interval > 0:
+        ok = c_send != MISSING
+        k = np.rint((c_send[ok] - start_ns) / interval).astype(np.int64)
+        sched[ok] = start_ns + k * interval
+        notes.append("sched_ns is irtt's send schedule rebuilt: test start + the nearest whole number of intervals")
+    times = {"sched_ns": sched[rows], "send_ns": send[rows], "rx_sw_ns": rx[rows]}
+    cols, counts = build(seq[rows], times, arrival="rx_sw_ns", duplicated=int(stats.get("duplicates") or 0),
+                         tx_recorded=False)
+    if stats.get("late_packets"):
+        notes.append(f"irtt counted {stats['late_packets']} late (out-of-order) packets by client arrival; "
+                     "the reordered flags here follow arrival order in the chosen direction")
+    round_trip = metric in ("half-rtt", "rtt")
+    version = doc.get("version") or {}
+    return Imported(
+        columns=cols,
+        counts=counts,
+        source={"tool": "irtt", "tool_version": version.get("irtt"), "json_format": fmt,
+                "metric": "round-trip" if round_trip else "one-way latency", "irtt_metric": metric,
+                "clock": "CLOCK_REALTIME (wall)", "notes": notes},
+        config={"period_ns": interval or None, "count": int(np.count_nonzero(rows)),
+                "size": params.get("length"), "duration_ns": params.get("duration"),
+                "irtt": {k: v for k, v in (doc.get("config") or {}).items() if k != "supplied"}},
+        environment={"irtt": {"version": version, "system_info": doc.get("system_info")}},
+        started=None if start_ns is None else _dt.datetime.fromtimestamp(
+            start_ns / 1e9, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+    )
+
+
+def _wall(side: dict[str, Any], which: str, where: Any, i: int, required: bool = False) -> int:
+    stamp = side.get(which)
+    wall = stamp.get("wall") if isinstance(stamp, dict) else None
+    if wall is None:
+        if required:
+            raise FormatError(f"{where}: round trip #{i} has no client send wall time")
+        return MISSING
+    return int(wall)
+
+
+def _int(value: Any, where: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FormatError(f"{where}: {what} must be an integer (ns), got {value!r}")
+    return value
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _rfc3339_ns(text: Any) -> int | None:
+    """'2026-11-25T12:00:33.217849192Z' -> epoch ns, keeping all nine digits (datetime keeps six)."""
+    m = _RFC3339.match(text) if isinstance(text, str) else None
+    if not m:
+        return None
+    whole, frac, tz = m.groups()
+    base = _dt.datetime.fromisoformat(whole + ("+00:00" if tz == "Z" else tz))
+    return int(base.timestamp()) * 1_000_000_000 + int((frac or "0")[:9].ljust(9, "0"))

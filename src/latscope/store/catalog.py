@@ -1,0 +1,418 @@
+"""The catalog of stored runs: filters for `ls --where`, and DuckDB views for `sql` (docs/ls.md, docs/sql.md).
+
+Filters read only run.json. The SQL views read the samples where they lie:
+DuckDB scans the Parquet files directly, so a query touches only the columns
+(and, for ``WHERE run_id = ...``, only the files) it needs, and nothing is
+loaded into Python first.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from latscope.analysis.stats import PERCENTILES
+from latscope.errors import ConfigError, FormatError, LatscopeError
+from latscope.store.layout import StoredRun
+from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
+
+# -- the flat view of a run ---------------------------------------------------
+
+#: Summary metrics whose statistics the ``runs`` row carries, and the statistics.
+ROW_METRICS = ("latency", "delta", "wakeup_latency", "sender_latency", "path_delay", "arrival_latency", "e2e")
+ROW_STATS = ("count", "min", "avg", *PERCENTILES, "max", "stddev")
+PACKET_KEYS = ("sent", "received", "lost", "duplicated", "reordered")
+
+
+def run_row(run: StoredRun) -> dict[str, Any]:
+    """One flat row per run: identity, source, packet counts and summary statistics (µs)."""
+    rec = run.record
+    pk = rec.summary.get("packets") or {}
+    row: dict[str, Any] = {
+        "run_id": run.path.name,
+        "name": rec.name,
+        "tags": list(rec.tags),
+        "created": rec.created,
+        "status": rec.status,
+        "source": rec.source.get("kind"),
+        "tool": rec.source.get("tool"),
+        "metric": rec.source.get("metric"),
+        "period_ns": _num(rec.config.get("period_ns")),
+        "duration_s": _num(rec.summary.get("duration_ns"), 1e-9),
+    }
+    row.update({k: _num(pk.get(k)) for k in PACKET_KEYS})
+    for metric in ROW_METRICS:
+        stats = rec.summary.get(f"{metric}_us") or {}
+        for stat in ROW_STATS:
+            row[f"{metric}_{stat}" + ("" if stat == "count" else "_us")] = _num(stats.get(stat))
+    return row
+
+
+def _num(value: Any, scale: float = 1.0) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value * scale if scale != 1.0 else value
+
+
+# -- filters -------------------------------------------------------------------
+
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|<=|>=|=|<|>|~)\s*(.*?)\s*$")
+_ALIASES = {"id": "run_id", "tags": "tag", "kind": "source"}
+_UNIT_SCALE = {"_us": 1e-3, "_ns": 1.0, "_s": 1e-9}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """KEY OP VALUE from `--where`: = and != match globs, ~ a regular expression, < <= > >= compare."""
+
+    key: str
+    op: str
+    value: str
+
+    def matches(self, run: StoredRun) -> bool:
+        """True when ``run`` passes; a run without the key passes only `!=`."""
+        found = lookup(run, self.key)
+        values = found if isinstance(found, list) else [found]
+        values = [v for v in values if v is not None]
+        if self.op == "!=":
+            return not any(self._equal(v) for v in values)
+        return any(self._test(v) for v in values)
+
+    def _equal(self, v: Any) -> bool:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            target = self._number()
+            return target is not None and v == target
+        return fnmatch.fnmatchcase(_text(v), self.value)
+
+    def _test(self, v: Any) -> bool:
+        if self.op == "=":
+            return self._equal(v)
+        if self.op == "~":
+            return re.search(self.value, _text(v)) is not None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            target = self._number()
+            if target is None:
+                raise ConfigError(f"--where {self}: {self.value!r} is not a number")
+            a, b = float(v), target
+        else:
+            a, b = _text(v), self.value  # type: ignore[assignment]
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[self.op]
+
+    def _number(self) -> float | None:
+        return parse_number(self.value, self.key)
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value}"
+
+
+def parse_filter(text: str) -> Filter:
+    """Parse ``tag=bridge``, ``latency_p99_us<50``, ``config.topology!=veth``, ``name~^vm-``."""
+    m = _FILTER.match(text)
+    if not m:
+        raise ConfigError(f"--where {text!r}: expected KEY=VALUE, KEY!=VALUE, KEY~REGEX or KEY<NUMBER (also <= > >=)")
+    key, op, value = m.groups()
+    key = _ALIASES.get(key, key)
+    if not _known_key(key):
+        raise ConfigError(f"--where {text!r}: unknown key {key!r}; {KEYS_HELP}")
+    if op == "~":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ConfigError(f"--where {text!r}: bad regular expression ({exc})") from None
+    f = Filter(key, op, value)
+    if op in ("<", "<=", ">", ">=") and _is_numeric_key(key) and f._number() is None:
+        raise ConfigError(f"--where {text!r}: {value!r} is not a number")
+    return f
+
+
+def select(runs: Iterable[StoredRun], filters: Sequence[Filter]) -> list[StoredRun]:
+    """The runs that pass every filter (filters are ANDed)."""
+    return [r for r in runs if all(f.matches(r) for f in filters)]
+
+
+def lookup(run: StoredRun, key: str) -> Any:
+    """The value of ``key`` for ``run``: a row field, ``tag`` (a list), or a dotted path into run.json."""
+    if key == "tag":
+        return list(run.record.tags)
+    if "." in key:
+        node: Any = run.record.to_json()
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+    return run_row(run).get(key)
+
+
+def filter_keys() -> list[str]:
+    """Keys `--where` and `--sort` know besides dotted paths (the ``runs`` row, with ``tag``)."""
+    return ["tag", *[k for k in _ROW_KEYS if k != "tags"]]
+
+
+_ROW_KEYS = tuple(
+    ["run_id", "name", "tags", "created", "status", "source", "tool", "metric", "period_ns", "duration_s",
+     *PACKET_KEYS]
+    + [f"{m}_{s}" + ("" if s == "count" else "_us") for m in ROW_METRICS for s in ROW_STATS]
+)
+
+
+KEYS_HELP = (
+    "keys: tag, run_id, name, created, status, source, tool, metric, period_ns, duration_s, "
+    f"{', '.join(PACKET_KEYS)}, METRIC_STAT_us (METRIC: {', '.join(ROW_METRICS)}; "
+    f"STAT: {', '.join(s for s in ROW_STATS if s != 'count')}), METRIC_count, "
+    "or a dotted path into run.json (config.period_ns, source.tool, ...)"
+)
+
+
+def _known_key(key: str) -> bool:
+    return key == "tag" or key in _ROW_KEYS or ("." in key and key.split(".", 1)[0] in (
+        "config", "environment", "source", "summary", "completeness", "extra"))
+
+
+def _is_numeric_key(key: str) -> bool:
+    return key.endswith(("_us", "_ns", "_s", "_count")) or key in PACKET_KEYS
+
+
+def parse_number(value: str, key: str = "") -> float | None:
+    """A number, or a duration with a unit converted to the key's unit (50us for a *_us key is 50)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from latscope.units import parse_duration_ns
+
+    for suffix, scale in _UNIT_SCALE.items():
+        if key.endswith(suffix):
+            try:
+                return parse_duration_ns(value) * scale
+            except LatscopeError:
+                return None
+    return None
+
+
+def _text(v: Any) -> str:
+    # JSON spelling, so config.isochron.txtime=true matches a Python True.
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def sort_runs(runs: list[StoredRun], key: str) -> list[StoredRun]:
+    """Sort by ``key`` (``-key`` descending); runs without the key go last either way."""
+    desc = key.startswith("-")
+    k = _ALIASES.get(key.lstrip("-+"), key.lstrip("-+"))
+    if not _known_key(k):
+        raise ConfigError(f"--sort: unknown key {k!r}; {KEYS_HELP}")
+
+    def value(run: StoredRun) -> Any:
+        v = lookup(run, k)
+        return ",".join(map(str, v)) if isinstance(v, list) else v
+
+    present = [r for r in runs if value(r) is not None]
+    absent = [r for r in runs if value(r) is None]
+    try:
+        present.sort(key=value, reverse=desc)
+    except TypeError:
+        present.sort(key=lambda r: str(value(r)), reverse=desc)
+    return present + absent
+
+
+# -- SQL -------------------------------------------------------------------------
+
+#: Derived metrics of the ``samples`` view, as SQL over the raw columns. Each is
+#: the formula of latscope.analysis.metrics: NULL where the Python code gives NaN.
+RX_BEST = "coalesce(rx_hw_ns, rx_sw_ns)"
+TX_BEST = "coalesce(tx_hw_ns, tx_sw_ns)"
+DERIVED_SQL = {
+    "rx_best_ns": RX_BEST,
+    "tx_best_ns": TX_BEST,
+    "latency_ns": f"{RX_BEST} - send_ns",
+    "wakeup_latency_ns": "wake_ns - sched_ns",
+    "sender_latency_ns": "tx_sw_ns - send_ns",
+    "path_delay_ns": f"{RX_BEST} - {TX_BEST}",
+    "arrival_latency_ns": f"rx_user_ns - {RX_BEST}",
+    "e2e_ns": "rx_user_ns - sched_ns",
+    # Arrival order, ties in row order: the stable argsort of metrics.delta.
+    "delta_ns": (f"CASE WHEN {RX_BEST} IS NOT NULL THEN {RX_BEST} - lag({RX_BEST}) OVER "
+                 f"(PARTITION BY filename, {RX_BEST} IS NULL ORDER BY {RX_BEST}, file_row_number) END"),
+    "lost": "(flags & 1) <> 0",
+    "duplicate": "(flags & 2) <> 0",
+    "reordered": "(flags & 4) <> 0",
+    "send_failed": "(flags & 8) <> 0",
+}
+_RAW = ("seq", "stream", *TIME_COLUMNS, "flags")
+_RUN_ID = r"regexp_extract(filename, '([^/\\]+)[/\\]samples\.parquet$', 1)"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A run left out of the SQL views, and why."""
+
+    run_id: str
+    reason: str
+
+
+def check_samples(run: StoredRun) -> None:
+    """Raise FormatError unless samples.parquet has an intact footer, latscope's magic and a known version.
+
+    Only the footer is read: cheap enough to do for every run before a query,
+    and it catches truncated and foreign files, which DuckDB would report
+    without saying which run they belong to.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = run.samples_path
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise FormatError(f"run {run.path.name}: samples.parquet is missing") from None
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FormatError(f"run {run.path.name}: samples.parquet is corrupt ({first})") from None
+    meta = schema.metadata or {}
+    if meta.get(b"magic") != SAMPLES_MAGIC:
+        raise FormatError(f"run {run.path.name}: samples.parquet is not a latscope samples file")
+    try:
+        version = int(meta.get(b"schema_version", b"0"))
+    except ValueError:
+        raise FormatError(f"run {run.path.name}: samples.parquet has an unreadable schema_version") from None
+    if version > SAMPLES_SCHEMA_VERSION:
+        raise FormatError(f"run {run.path.name}: samples schema_version {version} is newer than this latscope "
+                          f"supports ({SAMPLES_SCHEMA_VERSION})")
+    missing = [c for c in _RAW if c not in schema.names]
+    if missing:
+        raise FormatError(f"run {run.path.name}: samples.parquet lacks column(s) {', '.join(missing)}")
+
+
+def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False) -> tuple[Any, list[Skipped]]:
+    """An in-memory DuckDB connection with the views ``runs`` and ``samples`` over ``runs``.
+
+    A run whose samples fail `check_samples` raises FormatError, or with
+    ``skip_bad`` is left out of ``samples`` (it stays in ``runs``) and named
+    in the returned list.
+    """
+    import duckdb
+
+    skipped: list[Skipped] = []
+    files: list[str] = []
+    for run in runs:
+        try:
+            check_samples(run)
+        except FormatError as exc:
+            if not skip_bad:
+                raise FormatError(f"{exc}; pass --skip-bad to query the other runs") from None
+            skipped.append(Skipped(run.path.name, str(exc)))
+            continue
+        files.append(str(run.samples_path.absolute()))
+    con = duckdb.connect(":memory:")
+    # Timestamps print in UTC whatever the host's zone, like everything latscope shows.
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("runs_rows", _runs_table(runs))
+    con.execute("CREATE VIEW runs AS SELECT * FROM runs_rows")
+    con.execute(f"CREATE VIEW samples AS {samples_sql(files)}")
+    return con, skipped
+
+
+def samples_sql(files: Sequence[str]) -> str:
+    """The SELECT behind the ``samples`` view over the given samples.parquet files."""
+    derived = ", ".join(f"{expr} AS {name}" for name, expr in DERIVED_SQL.items())
+    if not files:
+        typed = ", ".join(["NULL::VARCHAR AS run_id", "NULL::BIGINT AS seq", "NULL::INTEGER AS stream",
+                           *(f"NULL::BIGINT AS {c}" for c in TIME_COLUMNS), "NULL::INTEGER AS flags",
+                           "NULL::VARCHAR AS filename", "NULL::BIGINT AS file_row_number"])
+        source = f"(SELECT {typed} WHERE false)"
+        run_id = "run_id"
+    else:
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        source = f"read_parquet([{listed}], filename = true, file_row_number = true)"
+        run_id = _RUN_ID
+    return f"SELECT {run_id} AS run_id, {', '.join(_RAW)}, {derived} FROM {source}"
+
+
+def _arrow_type(name: str) -> Any:
+    import pyarrow as pa
+
+    if name == "tags":
+        return pa.list_(pa.string())
+    if name == "created":
+        return pa.timestamp("us", tz="UTC")
+    if name in ("period_ns", *PACKET_KEYS) or name.endswith("_count"):
+        return pa.int64()
+    if name == "duration_s" or name.endswith("_us"):
+        return pa.float64()
+    return pa.string()
+
+
+def _runs_table(runs: Sequence[StoredRun]) -> Any:
+    import pyarrow as pa
+
+    names = [*_ROW_KEYS, "path", "run_json"]
+    data: dict[str, list[Any]] = {name: [] for name in names}
+    for run in runs:
+        row = {**run_row(run), "path": str(run.path), "run_json": json.dumps(run.record.to_json(), default=str)}
+        row["created"] = _timestamp(row["created"])
+        for name in names:
+            v = row.get(name)
+            if v is not None and (name in ("period_ns", *PACKET_KEYS) or name.endswith("_count")):
+                v = int(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+            data[name].append(v)
+    return pa.table({name: pa.array(data[name], type=_arrow_type(name)) for name in names})
+
+
+def _timestamp(text: Any) -> _dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and types of a query, and its rows as they are fetched."""
+
+    columns: list[str]
+    types: list[str]
+    rows: Iterator[tuple[Any, ...]]
+
+
+def query(con: Any, sql: str, batch: int = 10_000) -> QueryResult:
+    """Run ``sql``; DuckDB errors become one-line latscope errors (SQL mistakes: exit 2)."""
+    import duckdb
+
+    try:
+        cur = con.execute(sql)
+    except duckdb.Error as exc:
+        raise _sql_error(exc) from None
+    if cur.description is None:
+        return QueryResult([], [], iter(()))
+    names = [d[0] for d in cur.description]
+    types = [str(d[1]) for d in cur.description]
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        while True:
+            try:
+                chunk = cur.fetchmany(batch)
+            except duckdb.Error as exc:
+                raise _sql_error(exc) from None
+            if not chunk:
+                return
+            yield from chunk
+
+    return QueryResult(names, types, rows())
+
+
+def _sql_error(exc: Exception) -> LatscopeError:
+    import duckdb
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and "parquet" in str(exc).lower():
+        return FormatError(f"reading samples failed: {first}")
+    return ConfigError(f"SQL: {first}")
