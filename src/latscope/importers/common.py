@@ -115,6 +115,7 @@ def build(
     arrival: str | None = None,
     duplicated: int = 0,
     tx_recorded: bool = True,
+    untimed: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Contract columns and completeness counts from whatever timestamps a tool has.
 
@@ -122,7 +123,8 @@ def build(
     rx_user) and lost otherwise. ``arrival`` names the column whose order is
     the arrival order, for the reordering flags. ``tx_recorded`` False means
     the tool never records transmit timestamps, so their absence is not
-    counted as missing.
+    counted as missing. ``untimed`` marks rows the tool knows arrived without
+    knowing when: not lost, counted as received with a missing rx timestamp.
     """
     n = len(seq)
     cols: dict[str, np.ndarray] = {"seq": np.asarray(seq, dtype=np.int64)}
@@ -136,8 +138,8 @@ def build(
     flags = np.zeros(n, dtype=np.int32) if extra_flags is None else np.asarray(extra_flags, dtype=np.int32).copy()
     has_rx = (cols["rx_hw_ns"] != MISSING) | (cols["rx_sw_ns"] != MISSING)
     received = has_rx | (cols["rx_user_ns"] != MISSING)
-    reordered_only = (flags & FLAG_REORDERED) != 0
-    flags[~received & ~reordered_only] |= FLAG_LOST
+    arrived_untimed = np.zeros(n, dtype=bool) if untimed is None else np.asarray(untimed, dtype=bool) & ~received
+    flags[~received & ~arrived_untimed] |= FLAG_LOST
     if arrival is not None:
         order_by = (np.where(cols["rx_hw_ns"] != MISSING, cols["rx_hw_ns"], cols["rx_sw_ns"])
                     if arrival == "rx_best" else cols[arrival])
@@ -147,12 +149,12 @@ def build(
     counts = dict.fromkeys(COMPLETENESS_KEYS, 0)
     counts.update({
         "sent": n,
-        "received": int(np.count_nonzero(received)),
+        "received": int(np.count_nonzero(received | arrived_untimed)),
         "lost": int(np.count_nonzero(flags & FLAG_LOST)),
         "duplicated": int(duplicated),
         "reordered": int(np.count_nonzero(flags & FLAG_REORDERED)),
         "missing_tx_timestamps": int(np.count_nonzero(~has_tx)) if tx_recorded else 0,
-        "missing_rx_timestamps": int(np.count_nonzero(received & ~has_rx)),
+        "missing_rx_timestamps": int(np.count_nonzero((received & ~has_rx) | arrived_untimed)),
     })
     return cols, counts
 

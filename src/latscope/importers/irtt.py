@@ -67,9 +67,11 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     n = len(trips)
     seq = np.empty(n, np.int64)
     fields = {k: null_column(n) for k in ("c_send", "c_recv", "s_recv", "s_send", "rtt")}
+    lost = np.empty(n, dtype=object)
     for i, rt in enumerate(trips):
         try:
             seq[i] = int(rt["seqno"])
+            lost[i] = _lost(rt.get("lost"))
             ts = rt.get("timestamps") or {}
             client, server = ts.get("client") or {}, ts.get("server") or {}
             fields["c_send"][i] = _wall(client, "send", where, i, required=True)
@@ -84,31 +86,49 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     if len(np.unique(seq)) != n:
         raise FormatError(f"{where}: the same seqno appears twice in round_trips")
 
-    has_server_rx = bool(np.any(fields["s_recv"] != MISSING))
+    # With --tstamp=midpoint the server's "receive" and "send" are both the
+    # midpoint, and with --clock=monotonic there is no wall time to compare
+    # across hosts: neither gives a one-way time.
+    stamp_at, clock = params.get("stamp_at"), params.get("clock")
+    wall = clock in ("both", "wall")
+    usable = {
+        "one-way": wall and stamp_at in ("both", "receive") and bool(np.any(fields["s_recv"] != MISSING)),
+        "one-way-down": wall and stamp_at in ("both", "send") and bool(np.any(fields["s_send"] != MISSING)),
+    }
     if metric is None:
-        metric = "one-way" if has_server_rx else "half-rtt"
+        metric = "one-way" if usable["one-way"] else "half-rtt"
     if metric not in METRICS:
         raise ConfigError(f"irtt metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if metric.startswith("one-way") and not has_server_rx:
-        raise ConfigError(f"{where}: this irtt result has no server wall-clock timestamps (run irtt with "
-                          "--tstamp=both --clock=both, its defaults), so no one-way stream can be taken; "
-                          "use --metric half-rtt")
+    if metric in usable and not usable[metric]:
+        raise ConfigError(f"{where}: this irtt result has no server {'receive' if metric == 'one-way' else 'send'} "
+                          f"wall-clock timestamps (it was run with --tstamp={stamp_at} --clock={clock}; one-way "
+                          "needs --tstamp=both --clock=both, irtt's defaults); use --metric half-rtt")
 
     start_ns = _rfc3339_ns(stats.get("start_time"))
     c_send = fields["c_send"]
     notes: list[str] = []
     rows = np.ones(n, dtype=bool)
+    untimed = np.zeros(n, dtype=bool)
     if metric == "one-way":
         send, rx = c_send, fields["s_recv"]
+        # The server's times travel in the reply: a reply lost on the way back
+        # ("true_down") hides when a packet that did arrive got there.
+        untimed = lost == "true_down"
         notes.append("one-way latency client -> server: send_ns = client send (wall), "
                      "rx_sw_ns = server receive (wall); valid only if both hosts' clocks agree")
+        if untimed.any():
+            notes.append(f"{int(np.count_nonzero(untimed))} packet(s) reached the server but their reply was lost, "
+                         "so their arrival time is unknown: received, with a missing rx timestamp")
     elif metric == "one-way-down":
-        rows = fields["s_send"] != MISSING
+        # Replies exist for packets the server got: lost "false" or "true_down".
+        rows = (lost == "false") | (lost == "true_down")
         send, rx = fields["s_send"], fields["c_recv"]
         notes.append("one-way latency server -> client: send_ns = server send (wall), "
                      "rx_sw_ns = client receive (wall); valid only if both hosts' clocks agree")
+        notes.append("a reply lost on the way back has no server send time either (it travelled in the reply)")
         if not rows.all():
-            notes.append(f"{int(np.count_nonzero(~rows))} round trip(s) never reached the server and have no row")
+            notes.append(f"{int(np.count_nonzero(~rows))} round trip(s) lost upstream or in an unknown direction "
+                         "have no row")
     else:
         rtt = fields["rtt"]
         ok = rtt != MISSING
@@ -127,7 +147,7 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         notes.append("sched_ns is irtt's send schedule rebuilt: test start + the nearest whole number of intervals")
     times = {"sched_ns": sched[rows], "send_ns": send[rows], "rx_sw_ns": rx[rows]}
     cols, counts = build(seq[rows], times, arrival="rx_sw_ns", duplicated=int(stats.get("duplicates") or 0),
-                         tx_recorded=False)
+                         tx_recorded=False, untimed=untimed[rows])
     if stats.get("late_packets"):
         notes.append(f"irtt counted {stats['late_packets']} late (out-of-order) packets by client arrival; "
                      "the reordered flags here follow arrival order in the chosen direction")
@@ -146,6 +166,15 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         started=None if start_ns is None else _dt.datetime.fromtimestamp(
             start_ns / 1e9, _dt.timezone.utc).isoformat(timespec="milliseconds"),
     )
+
+
+def _lost(value: Any) -> str:
+    # irtt 0.9 writes "false", "true", "true_up" or "true_down"; older versions a boolean.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value in ("false", "true", "true_up", "true_down"):
+        return value
+    raise ValueError(f"unknown lost value {value!r}")
 
 
 def _wall(side: dict[str, Any], which: str, where: Any, i: int, required: bool = False) -> int:

@@ -44,6 +44,7 @@ _RULE = re.compile(r"^-{10,}$")
 _HEADER = re.compile(r"^packet,\s*txTime\(sec\),\s*rxTime\(sec\),\s*(latency|rtt)\(usec\)$")
 _SERVER = re.compile(r"Printing statistics for Server No:\s*(\d+)")
 _ERRORS = re.compile(r"# dropped messages = (\d+); # duplicated messages = (\d+); # out-of-order messages = (\d+)")
+_VALID = re.compile(r"\[Valid Duration\].*ReceivedMessages=(\d+)")
 _PARAMS = re.compile(r"test was performed using the following parameters:\s*(.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: sockperf prints the reported value with 3 decimals of a double; allow that rounding.
@@ -72,7 +73,7 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     mps = _param(params, "mps")
     period = 1_000_000_000 // int(mps) if mps and mps.isdigit() and int(mps) > 0 else None
 
-    seq, stream, send, rx, sched, extra = [], [], [], [], [], []
+    seq, stream, send, rx, sched, extra, untimed = [], [], [], [], [], [], []
     duplicated = dropped = ooo = 0
     unit = blocks[0].unit
     for b in blocks:
@@ -92,13 +93,14 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         flags = np.zeros(len(s) + len(missing), np.int32)
         flags[len(s) + b.dropped:] = FLAG_REORDERED
         extra.append(flags)
+        untimed.append(flags == FLAG_REORDERED)
         stream.append(np.full(len(s) + len(missing), b.server, np.int32))
         duplicated += b.duplicated
         dropped += b.dropped
         ooo += b.out_of_order
     times = {"sched_ns": np.concatenate(sched), "send_ns": np.concatenate(send), "rx_sw_ns": np.concatenate(rx)}
     cols, counts = build(np.concatenate(seq), times, stream=np.concatenate(stream), extra_flags=np.concatenate(extra),
-                         duplicated=duplicated, tx_recorded=False)
+                         duplicated=duplicated, tx_recorded=False, untimed=np.concatenate(untimed))
     what = "RTT/2" if metric == "half-rtt" else "the full RTT"
     notes = [
         f"round trip: latency = {what}; rx_sw_ns = txTime + that, a derived value, not a timestamp",
@@ -106,7 +108,8 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         f"the log was written with {unit}(usec) as its last column"
         + (" (sockperf --full-rtt)" if unit == "rtt" else " (sockperf's RTT/2)"),
         f"{dropped} dropped and {ooo} out-of-order packet(s) are in sockperf's summary but not in its log; "
-        "they are rows without timestamps after the logged ones",
+        "they are rows without timestamps after the logged ones (out-of-order ones count as received "
+        "with a missing rx timestamp)",
         "only sockperf's 'valid duration' is logged (its warm-up and cool-down are left out)",
     ]
     notes.append("sched_ns is rebuilt from --mps: first send + the nearest whole period" if period else
@@ -128,6 +131,7 @@ def _read_blocks(raw: RawFile) -> tuple[list[_Block], dict[str, str]]:
     params: dict[str, str] = {}
     server = 0
     counts: dict[int, tuple[int, int, int]] = {}
+    reported: dict[int, int] = {}
     current: _Block | None = None
     for lineno, line in enumerate(lines, 1):
         text = line.strip()
@@ -143,6 +147,8 @@ def _read_blocks(raw: RawFile) -> tuple[list[_Block], dict[str, str]]:
             blocks.append(current)
         elif m := _SERVER.search(text):
             server = int(m.group(1))
+        elif m := _VALID.search(text):
+            reported[server] = int(m.group(1))
         elif m := _ERRORS.search(text):
             counts[server] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
         elif m := _PARAMS.search(text):
@@ -155,6 +161,10 @@ def _read_blocks(raw: RawFile) -> tuple[list[_Block], dict[str, str]]:
         if not b.seq:
             raise FormatError(f"{where}: the sockperf log for server {b.server} has no packets")
         b.dropped, b.duplicated, b.out_of_order = counts.get(b.server, (0, 0, 0))
+        # sockperf states how many packets it logs; fewer rows mean lines went missing.
+        if b.server in reported and reported[b.server] != len(b.seq):
+            raise FormatError(f"{where}: the sockperf log for server {b.server} has {len(b.seq)} packets, "
+                              f"its summary says {reported[b.server]}")
     if len({b.server for b in blocks}) != len(blocks):
         raise FormatError(f"{where}: two sockperf logs for the same server number")
     if len({b.unit for b in blocks}) != 1:
