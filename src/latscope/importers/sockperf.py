@@ -16,16 +16,17 @@ and out-of-order packets are counted in the summary but have no line.
 
 Mapping (docs/import.md):
 
-- seq = the ``packet`` number of the log, stream = the server number;
+- seq = the send slot when dropped packets can be placed (see below), else
+  the ``packet`` number of the log; stream = the server number;
 - send_ns = txTime;
 - ``half-rtt`` (default, sockperf's own "latency"): rx_sw_ns = txTime +
   (rxTime - txTime) / 2, a derived value, not a timestamp;
   ``rtt``: rx_sw_ns = rxTime, so latency is the round trip;
 - sched_ns: the send grid rebuilt from --mps (first send + nearest whole
   period), null with --mps=max;
-- the dropped and out-of-order packets of the summary become rows without
-  timestamps after the logged ones (flagged lost, resp. reordered), so loss
-  counts come out right in every verb.
+- the dropped and out-of-order packets of the summary become rows, so loss
+  counts come out right in every verb: in the gaps of the send grid when
+  they can be placed exactly, else after the logged ones without times.
 """
 
 from __future__ import annotations
@@ -73,43 +74,31 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     mps = _param(params, "mps")
     period = 1_000_000_000 // int(mps) if mps and mps.isdigit() and int(mps) > 0 else None
 
-    seq, stream, send, rx, sched, extra, untimed = [], [], [], [], [], [], []
-    duplicated = dropped = ooo = 0
+    paced = period is not None and _param(params, "burst") in (None, "1") and \
+        _param(params, "reply-every") in (None, "1")
+    parts = [_block_rows(b, metric, period if paced else None) for b in blocks]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "placed"}
+    times = {"sched_ns": cat["sched_ns"], "send_ns": cat["send_ns"], "rx_sw_ns": cat["rx_sw_ns"]}
+    duplicated = sum(b.duplicated for b in blocks)
+    dropped = sum(b.dropped for b in blocks)
+    ooo = sum(b.out_of_order for b in blocks)
+    placed = sum(p["placed"] for p in parts)
+    cols, counts = build(cat["seq"], times, stream=cat["stream"], extra_flags=cat["flags"],
+                         duplicated=duplicated, tx_recorded=False, untimed=cat["flags"] == FLAG_REORDERED)
     unit = blocks[0].unit
-    for b in blocks:
-        s = np.array(b.seq, np.int64)
-        tx = np.array(b.tx, np.int64)
-        rtt = np.array(b.rx, np.int64) - tx
-        seq.append(s)
-        send.append(tx)
-        rx.append(tx + (rtt // 2 if metric == "half-rtt" else rtt))
-        sched.append(_grid(tx, period))
-        # Counted by sockperf but not logged: rows with no timestamps, after the logged ones.
-        nxt = int(s.max()) + 1 if len(s) else 0
-        missing = np.arange(nxt, nxt + b.dropped + b.out_of_order, dtype=np.int64)
-        seq.append(missing)
-        for arr in (send, rx, sched):
-            arr.append(np.full(len(missing), MISSING, np.int64))
-        flags = np.zeros(len(s) + len(missing), np.int32)
-        flags[len(s) + b.dropped:] = FLAG_REORDERED
-        extra.append(flags)
-        untimed.append(flags == FLAG_REORDERED)
-        stream.append(np.full(len(s) + len(missing), b.server, np.int32))
-        duplicated += b.duplicated
-        dropped += b.dropped
-        ooo += b.out_of_order
-    times = {"sched_ns": np.concatenate(sched), "send_ns": np.concatenate(send), "rx_sw_ns": np.concatenate(rx)}
-    cols, counts = build(np.concatenate(seq), times, stream=np.concatenate(stream), extra_flags=np.concatenate(extra),
-                         duplicated=duplicated, tx_recorded=False, untimed=np.concatenate(untimed))
     what = "RTT/2" if metric == "half-rtt" else "the full RTT"
     notes = [
         f"round trip: latency = {what}; rx_sw_ns = txTime + that, a derived value, not a timestamp",
         "send_ns = txTime, the client's user-space clock before the send (sockperf ticks, not wall time)",
         f"the log was written with {unit}(usec) as its last column"
         + (" (sockperf --full-rtt)" if unit == "rtt" else " (sockperf's RTT/2)"),
-        f"{dropped} dropped and {ooo} out-of-order packet(s) are in sockperf's summary but not in its log; "
-        "they are rows without timestamps after the logged ones (out-of-order ones count as received "
-        "with a missing rx timestamp)",
+        f"{dropped} dropped and {ooo} out-of-order packet(s) are in sockperf's summary but not in its log",
+        (f"all {placed} dropped packet(s) were placed in the gaps of the send grid: seq is the send slot "
+         "(first logged packet = 0), not the file's packet number" if placed and placed == dropped + ooo else
+         f"{placed} dropped packet(s) were placed in gaps of the send grid (seq = send slot); the other "
+         f"{dropped + ooo - placed} are rows without timestamps after the logged ones" if placed else
+         "they are rows without timestamps after the logged ones (out-of-order ones count as received "
+         "with a missing rx timestamp); seq is the file's packet number"),
         "only sockperf's 'valid duration' is logged (its warm-up and cool-down are left out)",
     ]
     notes.append("sched_ns is rebuilt from --mps: first send + the nearest whole period" if period else
@@ -190,6 +179,46 @@ def _row(block: _Block, text: str, where: object, lineno: int) -> None:
     block.seq.append(int(parts[0]))
     block.tx.append(tx)
     block.rx.append(rx)
+
+
+def _block_rows(b: _Block, metric: str, period: int | None) -> dict[str, np.ndarray | int]:
+    """Rows of one server's log, plus rows for the packets sockperf counted but did not log.
+
+    With a regular send grid (--mps, one message per burst, a reply to every
+    message) each dropped packet leaves a gap of one period between logged
+    sends. When the gaps account for every dropped packet, and none was merely
+    out of order (those leave gaps too and cannot be told apart), the lost
+    rows go into their slots, so windows and loss bursts see them where they
+    happened. Otherwise they are appended without times.
+    """
+    tx = np.array(b.tx, np.int64)
+    rtt = np.array(b.rx, np.int64) - tx
+    rx = tx + (rtt // 2 if metric == "half-rtt" else rtt)
+    slots = np.rint((tx - tx[0]) / period).astype(np.int64) if period else None
+    gaps = int(np.sum(np.diff(slots) - 1)) if slots is not None else -1
+    if slots is not None and b.out_of_order == 0 and np.all(np.diff(slots) >= 1) and 0 <= gaps <= b.dropped:
+        n = int(slots[-1]) + 1
+        out = {name: np.full(n, MISSING, np.int64) for name in ("send_ns", "rx_sw_ns")}
+        out["send_ns"][slots], out["rx_sw_ns"][slots] = tx, rx
+        out["sched_ns"] = tx[0] + np.arange(n, dtype=np.int64) * period
+        out["seq"] = np.arange(n, dtype=np.int64)
+        placed, rest, rest_reordered = gaps, b.dropped - gaps, 0
+    else:
+        out = {"send_ns": tx, "rx_sw_ns": rx, "sched_ns": _grid(tx, period), "seq": np.array(b.seq, np.int64)}
+        placed, rest, rest_reordered = 0, b.dropped, b.out_of_order
+    # Counted by sockperf but not placed: rows with no timestamps after the others.
+    extra = rest + rest_reordered
+    nxt = int(out["seq"][-1]) + 1
+    for name in ("send_ns", "rx_sw_ns", "sched_ns"):
+        out[name] = np.concatenate([out[name], np.full(extra, MISSING, np.int64)])
+    out["seq"] = np.concatenate([out["seq"], np.arange(nxt, nxt + extra, dtype=np.int64)])
+    flags = np.zeros(len(out["seq"]), np.int32)
+    if rest_reordered:
+        flags[-rest_reordered:] = FLAG_REORDERED
+    out["flags"] = flags
+    out["stream"] = np.full(len(flags), b.server, np.int32)
+    out["placed"] = placed
+    return out
 
 
 def _grid(tx: np.ndarray, period: int | None) -> np.ndarray:

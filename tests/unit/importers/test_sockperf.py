@@ -32,21 +32,41 @@ def test_half_rtt_matches_sockperf_latency_column() -> None:
     """Each logged packet's latency is sockperf's own "latency" value (RTT/2), to its 3 printed decimals."""
     imp = sockperf.parse(read_file(LOSSY))
     rows = _rows(LOSSY)
-    lat = metrics.latency(Samples(imp.columns))[: len(rows)] / 1000
-    assert np.abs(lat - rows[:, 3]).max() <= 0.0015
+    lat = metrics.latency(Samples(imp.columns))
+    lat = lat[~np.isnan(lat)] / 1000
+    assert len(lat) == len(rows) and np.abs(lat - rows[:, 3]).max() <= 0.0015
     assert imp.source["metric"] == "round-trip" and imp.source["sockperf_metric"] == "half-rtt"
 
 
-def test_dropped_packets_become_lost_rows() -> None:
-    """sockperf's dropped count (123 here) appears as lost rows without timestamps after the logged ones."""
+def test_dropped_packets_fill_the_gaps_of_the_send_grid() -> None:
+    """Each of the 123 dropped packets goes into the 1 ms slot its absence left, flagged lost, schedule known."""
     imp = sockperf.parse(read_file(LOSSY))
     c = imp.columns
-    logged = len(_rows(LOSSY))
-    assert logged == 1427 and len(c["seq"]) == 1427 + 123
-    assert not (c["flags"][:logged] & FLAG_LOST).any() and (c["flags"][logged:] & FLAG_LOST).all()
-    assert (c["send_ns"][logged:] == MISSING).all()
-    assert list(c["seq"]) == list(range(1550))
+    rows = _rows(LOSSY)
+    tx = np.round(rows[:, 1] * 1e9).astype(np.int64)
+    slots = np.rint((tx - tx[0]) / 1e6).astype(np.int64)
+    assert len(c["seq"]) == 1427 + 123 and list(c["seq"]) == list(range(1550))
+    lost = (c["flags"] & FLAG_LOST) != 0
+    assert lost.sum() == 123 and not lost[slots].any()
+    assert (c["send_ns"][slots] == tx).all() and (c["send_ns"][lost] == MISSING).all()
+    assert (c["sched_ns"] != MISSING).all() and (np.diff(c["sched_ns"]) == 1_000_000).all()
     assert imp.counts["lost"] == 123 and imp.counts["sent"] == 1550
+    assert any("placed in the gaps" in n for n in imp.source["notes"])
+
+
+def test_unpaced_or_reordered_logs_append_the_lost_rows() -> None:
+    """Without a send grid (--mps=max) or with out-of-order packets, uncounted rows go after the log, untimed."""
+    text = LOSSY.read_text()
+    for edited, lost, reordered in (
+        (text.replace("--mps=1000", "--mps=max"), 123, 0),
+        (text.replace("# out-of-order messages = 0", "# out-of-order messages = 2"), 123, 2),
+    ):
+        imp = sockperf.parse(_raw(edited))
+        c = imp.columns
+        assert len(c["seq"]) == 1427 + lost + reordered and list(c["seq"]) == list(range(len(c["seq"])))
+        assert not (c["flags"][:1427] & FLAG_LOST).any() and (c["send_ns"][1427:] == MISSING).all()
+        assert imp.counts["lost"] == lost and imp.counts["reordered"] == reordered
+        assert imp.counts["received"] == 1427 + reordered and imp.counts["missing_rx_timestamps"] == reordered
 
 
 def test_full_rtt_log() -> None:
