@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from latscope.analysis.summary import summarise
 from latscope.errors import ConfigError
 from latscope.importers import csvfile, irtt, isochron, sockperf
-from latscope.importers.common import Imported, RawFile, read_file
+from latscope.importers.common import Imported, read_file
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
@@ -31,8 +32,8 @@ KINDS: dict[str, tuple[Callable[..., Imported], tuple[str, ...]]] = {
 __all__ = ["KINDS", "Imported", "parse_file", "import_run"]
 
 
-def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[Imported, RawFile]:
-    """Parse ``path`` as ``kind``; nothing is written."""
+def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[Imported, dict[str, Any]]:
+    """Parse ``path`` as ``kind``: the columns and the file's provenance for run.json; nothing is written."""
     if kind not in KINDS:
         raise ConfigError(f"unknown import kind {kind!r}; known: {', '.join(KINDS)}")
     parser, metrics = KINDS[kind]
@@ -42,23 +43,24 @@ def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[
         raise ConfigError(f"--metric for {kind} must be one of {', '.join(metrics)}, got {metric!r}")
     raw = read_file(path)
     imported = parser(raw, metric) if metrics else parser(raw)
-    return imported, raw
+    # Only the provenance outlives parsing: the file's bytes are released here.
+    return imported, raw.provenance()
 
 
 def import_run(store: ResultsStore, kind: str, path: str | Path, *, name: str, tags: tuple[str, ...] = (),
                metric: str | None = None, now: _dt.datetime | None = None) -> StoredRun:
     """Parse ``path`` and store it as a new run; all of it or nothing."""
-    imported, raw = parse_file(kind, path, metric)
+    imported, provenance = parse_file(kind, path, metric)
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    record = build_record(imported, raw, kind=kind, name=name, tags=tags, now=now)
+    record = build_record(imported, provenance, kind=kind, name=name, tags=tags, now=now)
     return store.save(record, imported.columns)
 
 
-def build_record(imported: Imported, raw: RawFile, *, kind: str, name: str, tags: tuple[str, ...],
-                 now: _dt.datetime) -> RunRecord:
+def build_record(imported: Imported, provenance: dict[str, Any], *, kind: str, name: str,
+                 tags: tuple[str, ...], now: _dt.datetime) -> RunRecord:
     """The run.json of an import: the measurement's own start time when the file has one."""
     imported_at = now.isoformat(timespec="milliseconds")
-    source = {"kind": "imported", "import_kind": kind, **imported.source, **raw.provenance(),
+    source = {"kind": "imported", "import_kind": kind, **imported.source, **provenance,
               "imported_at": imported_at, "created_from": "file" if imported.started else "import time"}
     return RunRecord(
         run_id=new_run_id(now),
