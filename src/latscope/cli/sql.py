@@ -8,6 +8,7 @@ import decimal
 import json
 import math
 import sys
+import tempfile
 import uuid
 from typing import Any
 
@@ -49,16 +50,21 @@ def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, ski
     for path, reason in bad:
         warn(f"skipping unreadable run {path.name}: {reason}")
     runs = catalog.select(runs, filters)
-    con, skipped = catalog.connect(runs, skip_bad=skip_bad)
-    for s in skipped:
-        warn(f"left out of samples: {s.reason}")
-    result = catalog.query(con, statement)
-    if as_json:
-        _emit_json(result)
-    elif as_csv:
-        _emit_csv(result)
-    else:
-        _emit_table(result, max_rows)
+    # A private spill directory for sorts bigger than memory, removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp:
+        con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
+        try:
+            for s in skipped:
+                warn(f"left out of samples: {s.reason}")
+            result = catalog.query(con, statement)
+            if as_json:
+                _emit_json(result)
+            elif as_csv:
+                _emit_csv(result)
+            else:
+                _emit_table(result, max_rows)
+        finally:
+            con.close()
 
 
 def _emit_json(result: Any) -> None:

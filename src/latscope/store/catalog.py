@@ -289,12 +289,14 @@ def check_samples(run: StoredRun) -> None:
         raise FormatError(f"run {run.path.name}: samples.parquet lacks column(s) {', '.join(missing)}")
 
 
-def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False) -> tuple[Any, list[Skipped]]:
+def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False,
+            temp_dir: str | None = None) -> tuple[Any, list[Skipped]]:
     """An in-memory DuckDB connection with the views ``runs`` and ``samples`` over ``runs``.
 
     A run whose samples fail `check_samples` raises FormatError, or with
     ``skip_bad`` is left out of ``samples`` (it stays in ``runs``) and named
-    in the returned list.
+    in the returned list. ``temp_dir`` is where DuckDB may spill big sorts
+    (its default is ./.tmp in the current directory, which is nobody's business).
     """
     import duckdb
 
@@ -312,6 +314,8 @@ def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False) -> tuple[Any, 
     con = duckdb.connect(":memory:")
     # Timestamps print in UTC whatever the host's zone, like everything latscope shows.
     con.execute("SET TimeZone = 'UTC'")
+    if temp_dir is not None:
+        con.execute("SET temp_directory = '" + temp_dir.replace("'", "''") + "'")
     con.register("runs_rows", _runs_table(runs))
     con.execute("CREATE VIEW runs AS SELECT * FROM runs_rows")
     con.execute(f"CREATE VIEW samples AS {samples_sql(files)}")
