@@ -58,7 +58,7 @@ def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, c
     store = store_from(results)
 
     def ready() -> None:
-        if not quiet and not as_json:
+        if not quiet:
             click.echo(f"latscope: listening on {_where(listen)}", err=True)
 
     with packet_progress(0, 0, True) as on_progress:

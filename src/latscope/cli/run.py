@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import click
@@ -10,6 +9,7 @@ import click
 from latscope.cli.common import DURATION, INT_OR_HEX, emit_json, json_option, results_option, store_from, warn
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
+from latscope.privileges import can_build_namespaces
 from latscope.probe.config import MeasureConfig
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
@@ -97,7 +97,7 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
     from latscope.session import measure
 
-    root = os.geteuid() == 0
+    root = can_build_namespaces()
     if topology is None:
         topology = "none" if dest else ("veth" if root else "loopback")
     if topology == "veth" and not root:

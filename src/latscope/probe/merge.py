@@ -92,7 +92,9 @@ def merge(
         "reordered": int(recv_info.get("reordered") or 0),
         "foreign": int(sum(foreign.values())),
         "send_failed": int(np.count_nonzero(failed)),
-        "missing_tx_timestamps": int(np.count_nonzero(sent_mask & ~has_tx)),
+        # Without the sender's own columns a lost packet's TX timestamp is
+        # unknowable, so only packets that arrived can be missing one.
+        "missing_tx_timestamps": int(np.count_nonzero((sent_mask if sender is not None else received) & ~has_tx)),
         "missing_rx_timestamps": int(np.count_nonzero(received & ~has_rx)),
         "trace_overruns": 0,
     }

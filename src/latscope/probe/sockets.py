@@ -77,8 +77,11 @@ def open_sender(dest: Endpoint, *, tos: int | None, so_priority: int | None, txt
         if dest.family == "packet":
             if not dest.ifname:
                 raise ConfigError("raw Ethernet (--l2) needs an interface")
+            # Protocol 0: a send-only socket. Bound to the EtherType it would also
+            # queue every matching frame it sees (on loopback, its own), fill its
+            # receive buffer and leave no room for TX timestamps.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            sock.bind((dest.ifname, dest.ethertype))
+            sock.bind((dest.ifname, 0))
             prefix = ethernet_prefix(dest, interface_mac(dest.ifname))
         else:
             fam = socket.AF_INET6 if dest.family == "inet6" else socket.AF_INET

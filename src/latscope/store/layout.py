@@ -85,7 +85,8 @@ class ResultsStore:
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             raise StoreError(f"results root {self.root} is not writable: {reason}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            # On a read-only root the probe was never created and unlink fails too.
+            with contextlib.suppress(OSError):
                 probe.unlink()
         st = os.statvfs(self.root)
         free = st.f_bavail * st.f_frsize

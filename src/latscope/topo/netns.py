@@ -7,7 +7,6 @@ next run instead of piling up.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 
@@ -16,13 +15,9 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)([a-z0-9]*)-(\w+)$")
 RUN_DIR = "/run/netns"
 
 
-_serial = itertools.count()
-
-
 def owner_token() -> str:
-    """A token for this process's namespaces: its pid, plus a letter for each further topology."""
-    n = next(_serial)
-    return f"{os.getpid()}" + ("" if n == 0 else chr(ord("a") + (n - 1) % 26))
+    """The token in the names of this process's namespaces: its pid (roles keep them apart)."""
+    return str(os.getpid())
 
 
 def name(token: str, role: str) -> str:

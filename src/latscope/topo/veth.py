@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 from latscope.errors import PrivilegeError, TopologyError
+from latscope.privileges import can_build_namespaces
 from latscope.topo.base import Side, TopologyPath
 from latscope.topo import netns as ns
 
@@ -24,7 +25,7 @@ IFA_F_NODAD = 0x02
 @contextlib.contextmanager
 def veth_pair(token: str | None = None, carrier_timeout_s: float = 5.0) -> Iterator[TopologyPath]:
     """Create ``<prefix>-tx`` and ``<prefix>-rx`` with a veth between them; remove both afterwards."""
-    if os.geteuid() != 0:
+    if not can_build_namespaces():
         raise PrivilegeError(
             "--topology veth needs root (network namespaces); use --topology loopback to measure without root"
         )

@@ -1,0 +1,187 @@
+"""`latscope run` end to end as root: veth namespaces, counts, loss, garbage, signals, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from latscope.probe import wire
+from latscope.store.layout import ResultsStore
+from tests.conftest import BIN
+from tests.integration.netutil import namespaces_of, nft_drop_seq_range, wait_for_namespace
+
+pytestmark = pytest.mark.root
+
+STAT_KEYS = {"min", "avg", "max", "stddev", "p50", "p90", "p99", "p999", "p9999"}
+
+
+def test_run_3000_packets_json(latscope, results: Path) -> None:
+    """`run --count 3000 --json` over veth receives all 3000 packets and keeps the JSON contract."""
+    r = latscope("run", "--count", "3000", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["packets"] == {"sent": 3000, "received": 3000, "lost": 0, "duplicated": 0, "reordered": 0,
+                              "foreign": 0}
+    for key in ("latency_us", "delta_us", "wakeup_latency_us", "arrival_latency_us"):
+        assert STAT_KEYS <= set(doc[key]), key
+    lat, delta = doc["latency_us"], doc["delta_us"]
+    # Generous sanity bounds only: a veth hop takes microseconds, not seconds.
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"] < 1_000_000
+    assert 900 < delta["avg"] < 1100
+    assert doc["config"]["topology"] == "veth" and doc["config"]["count"] == 3000
+    env = doc["environment"]["before"]
+    assert env["kernel"]["release"] == os.uname().release and "preempt_model" in env["kernel"]
+    assert doc["environment"]["workers"]["receiver"]["policy"] == "SCHED_OTHER"
+    assert doc["completeness"]["missing_rx_timestamps"] == 0
+    assert doc["completeness"]["missing_tx_timestamps"] == 0
+    run_dir = Path(doc["path"])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "samples.parquet"]
+    assert not [p for p in results.iterdir() if p.name.startswith(".")], "staging left behind"
+
+
+def test_text_summary_shape_and_show(latscope) -> None:
+    """The text summary keeps the classic three lines; `show` recomputes the same numbers from disk."""
+    r = latscope("run", "--count", "500", "--period", "500us", "--name", "shape", "--tag", "t1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Total: 500 packets (~= 250milliseconds)"
+    assert lines[1].startswith("  latency min/avg/max/stddev (usec): ")
+    assert len(lines[1].split(": ")[1].split("/")) == 4
+    assert all(len(x.split(".")[1]) == 3 for x in lines[1].split(": ")[1].split("/"))
+    assert lines[2].startswith("  delta min/avg/max/stdev (usec): ")
+    assert any(l.startswith("  latency p50/p90/p99/p99.9/p99.99 (usec): ") for l in lines)
+    assert any(l.startswith("  packets: sent 500, received 500, lost 0") for l in lines)
+    run_id = lines[-1].split("run: ")[1]
+    show = latscope("show", "shape")
+    assert show.returncode == 0, show.stderr
+    assert show.stdout.splitlines()[1:4] == lines[0:3]
+    assert run_id in show.stdout
+    ls = latscope("ls", "--json")
+    rows = json.loads(ls.stdout)["runs"]
+    assert [r["run_id"] for r in rows] == [run_id] and rows[0]["tags"] == ["t1"]
+
+
+@pytest.mark.parametrize("args", [["--ipv6"], ["--l2"], ["--l2", "--vid", "5", "--pcp", "3"],
+                                  ["--topology", "loopback"], ["--topology", "loopback", "--l2"]])
+def test_modes_receive_everything(latscope, args: list[str]) -> None:
+    """IPv6, raw Ethernet (with and without a VLAN tag) and loopback each deliver every packet."""
+    r = latscope("run", "--count", "400", "--period", "250us", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["packets"]["received"] == 400 and doc["packets"]["foreign"] == 0
+    assert doc["completeness"]["missing_tx_timestamps"] == 0
+
+
+def test_rt_knobs_are_recorded(latscope) -> None:
+    """--cpu-*/--prio-* are applied and the scheduling actually in force is stored with the run."""
+    r = latscope("run", "--count", "300", "--period", "500us", "--cpu-send", "0", "--cpu-recv", "1",
+                 "--prio-send", "70", "--prio-recv", "71", "--spin", "20us", "--json")
+    assert r.returncode == 0, r.stderr
+    w = json.loads(r.stdout)["environment"]["workers"]
+    assert w["sender"]["policy"] == "SCHED_FIFO" and w["sender"]["priority"] == 70
+    assert w["sender"]["affinity"] == [0] and w["receiver"]["affinity"] == [1]
+    assert w["receiver"]["priority"] == 71 and w["sender"]["mlock"] is True
+
+
+def test_exact_loss_under_nftables_drop(results: Path) -> None:
+    """Packets dropped by an nftables rule in the receiver's namespace are counted exactly as lost."""
+    port = 48_000 + random.randrange(500)
+    base = time.clock_gettime_ns(time.CLOCK_REALTIME) + 4_000_000_000
+    env = {**os.environ, "LATSCOPE_RESULTS": str(results)}
+    proc = subprocess.Popen([str(BIN / "latscope"), "run", "--count", "1000", "--period", "500us", "--port",
+                             str(port), "--base-time", str(base), "--json"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rx_ns = f"latscope-{proc.pid}-rx"
+        wait_for_namespace(rx_ns)
+        time.sleep(0.3)  # the veth and addresses come right after the namespace
+        nft_drop_seq_range(rx_ns, port, 100, 149)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["packets"]["lost"] == 50
+    assert doc["packets"]["received"] == 950
+    samples = ResultsStore(results).resolve(doc["run_id"]).samples(["seq", "flags"])
+    lost = [int(s) for s, f in zip(samples["seq"], samples["flags"]) if f & 1]
+    assert lost == list(range(100, 150))
+
+
+def _inject_garbage(port: int, n_rounds: int, stop_at: float) -> dict[str, int]:
+    """Send every kind of foreign packet to the receiver's port, mid-run."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    good = bytearray(64)
+    wire.pack_into(good, kind=wire.KIND_DATA, length=64, stream=12345, seq=3)
+    wrong_version = bytearray(good)
+    wrong_version[4] = 7
+    kinds = {
+        "random": lambda: os.urandom(random.randrange(1, 200)),
+        "truncated": lambda: bytes(good[:30]),
+        "oversized": lambda: bytes(good) + b"\0" * 1000,
+        "version": lambda: bytes(wrong_version),
+        "stream": lambda: bytes(good),
+    }
+    sent = dict.fromkeys(kinds, 0)
+    for _ in range(n_rounds):
+        if time.monotonic() > stop_at:
+            break
+        for k, make in kinds.items():
+            s.sendto(make(), ("127.0.0.1", port))
+            sent[k] += 1
+        time.sleep(0.01)
+    s.close()
+    return sent
+
+
+def test_garbage_mid_run_is_counted_and_ignored(results: Path) -> None:
+    """Garbage, truncated, oversized, foreign-version and foreign-stream packets are foreign; the run is intact."""
+    port = 48_500 + random.randrange(500)
+    env = {**os.environ, "LATSCOPE_RESULTS": str(results)}
+    proc = subprocess.Popen([str(BIN / "latscope"), "run", "--topology", "loopback", "--count", "2000",
+                             "--period", "1ms", "--port", str(port), "--json"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        sent = _inject_garbage(port, 40, time.monotonic() + 1.0)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["packets"]["received"] == 2000 and doc["packets"]["lost"] == 0
+    assert doc["packets"]["foreign"] == sum(sent.values()) > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_saves_what_was_measured(results: Path, sig: int) -> None:
+    """Ctrl-C or SIGTERM mid-run: the partial run is saved and summarised, namespaces go, exit is non-zero."""
+    env = {**os.environ, "LATSCOPE_RESULTS": str(results)}
+    proc = subprocess.Popen([str(BIN / "latscope"), "run", "--count", "20000", "--period", "1ms"], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_namespace(f"latscope-{proc.pid}-rx")
+        time.sleep(3.0)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "interrupted" in err
+    assert out.startswith("Total: ")
+    runs, _ = ResultsStore(results).runs()
+    assert len(runs) == 1 and runs[0].record.status == "interrupted"
+    pk = runs[0].record.summary["packets"]
+    assert 0 < pk["received"] < 20000 and pk["lost"] <= 2
+    assert namespaces_of(proc.pid) == []
