@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Percentiles of the standard summary: key -> percentile.
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9, "p9999": 99.99}
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9, "p9999": 99.99, "p99999": 99.999}
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,29 @@ class Stats:
         return doc
 
 
-def describe(values: np.ndarray, percentiles: dict[str, float] | None = None) -> Stats:
-    """Stats of ``values`` (ns, NaN ignored). stddev is the population standard deviation."""
+def describe(values: np.ndarray, percentiles: dict[str, float] | None = None, *, scratch: bool = False) -> Stats:
+    """Stats of ``values`` (ns, NaN ignored). stddev is the population standard deviation.
+
+    ``scratch=True`` lets describe reorder ``values`` in place (the caller no
+    longer needs their order), which saves a copy of the whole array.
+    """
     pcts = percentiles or PERCENTILES
-    v = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+    nan = np.isnan(values) if values.dtype.kind == "f" else None
+    copied = nan is not None and bool(nan.any())
+    v = values[~nan] if copied and nan is not None else values
+    del nan
     if len(v) == 0:
         return Stats(0, None, None, None, None, {k: None for k in pcts})
-    q = np.percentile(v, list(pcts.values()))
+    count, lo, avg, hi, sd = int(len(v)), float(v.min()), float(v.mean()), float(v.max()), float(v.std())
+    # v is our own copy when NaNs were filtered out: let the partition reuse it
+    # instead of copying 80 MB again on a 10-million-packet run. The moments are
+    # taken before, so the reordering cannot change their rounding.
+    q = np.percentile(v, list(pcts.values()), overwrite_input=copied or scratch)
     return Stats(
-        count=int(len(v)),
-        min=float(v.min()),
-        avg=float(v.mean()),
-        max=float(v.max()),
-        stddev=float(v.std()),
+        count=count,
+        min=lo,
+        avg=avg,
+        max=hi,
+        stddev=sd,
         percentiles={k: float(x) for k, x in zip(pcts, q)},
     )
