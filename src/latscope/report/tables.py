@@ -1,0 +1,90 @@
+"""Text sections of the analysis verbs: worst packets, windows, anomalies, comparisons, checks.
+
+Numbers are microseconds with three decimals, as everywhere in latscope.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from latscope.analysis.anomalies import Anomaly
+from latscope.analysis.window import WindowSeries
+
+#: Anomalies listed in text before "... and N more".
+ANOMALY_LINES = 12
+
+
+def _us(v: float | None, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    return f"{v:+.3f}" if sign else f"{v:.3f}"
+
+
+def worst_text(rows: Sequence[dict[str, Any]], metric: str) -> list[str]:
+    """The worst packets as a table a person can search a trace with (seq and time)."""
+    if not rows:
+        return [f"worst packets by {metric}: none"]
+    lines = [f"worst {len(rows)} packets by {metric}:", f"  {'seq':>10}  {'at (s)':>12}  {metric + ' (us)':>16}"]
+    for r in rows:
+        at = "-" if r["at_s"] is None else f"{r['at_s']:.6f}"
+        lines.append(f"  {r['seq']:>10}  {at:>12}  {r['value_us']:>16.3f}")
+    return lines
+
+
+def windows_text(series: WindowSeries, metric: str) -> list[str]:
+    """One line per window: start, packets, lost, and p50/p99/max of the metric."""
+    lines = [f"{metric} per {series.window_ns / 1e9:g} s window (usec):",
+             f"  {'from (s)':>10}  {'packets':>8}  {'lost':>6}  {'p50':>10}  {'p99':>10}  {'max':>10}"]
+    for i in range(len(series)):
+        vals = [None if np.isnan(x) else x / 1000 for x in (series.p50[i], series.p99[i], series.max[i])]
+        lines.append(f"  {series.start_s[i]:>10.3f}  {series.count[i]:>8d}  {series.lost[i]:>6d}  "
+                     + "  ".join(f"{_us(v):>10}" for v in vals))
+    return lines
+
+
+def anomalies_text(anomalies: Sequence[Anomaly], limit: int = ANOMALY_LINES, per_kind: int = 3) -> list[str]:
+    """Anomalies, most telling kinds first, each with its time range and explanation.
+
+    A kind with more than ``per_kind`` findings (a run can have hundreds of
+    spikes) gets one line that counts them and names the largest, then the
+    explanation of the largest one.
+    """
+    if not anomalies:
+        return ["anomalies: none found"]
+    lines = [f"anomalies ({len(anomalies)}):"]
+    shown = 0
+    kinds: dict[str, list[Anomaly]] = {}
+    for a in anomalies:
+        kinds.setdefault(a.kind, []).append(a)
+    for kind, items in kinds.items():
+        if shown >= limit:
+            lines.append(f"  ... and more (see --json)")
+            break
+        if len(items) <= per_kind:
+            for a in items:
+                lines += _wrapped(f"  [{kind}] {_when(a)}: ", a.explanation)
+                shown += 1
+            continue
+        top = sorted(items, key=lambda a: -abs(a.peak_us or 0.0) - a.packets * 1e-9)[:5]
+        largest = ", ".join(
+            f"#{a.seq_first} at {a.start_s:.3f} s ({a.peak_us:.3f} us)" if a.peak_us is not None
+            else f"#{a.seq_first} at {a.start_s:.3f} s ({a.packets} packets)" for a in top)
+        first, last = min(a.start_s for a in items), max(a.end_s for a in items)
+        lines += _wrapped(f"  [{kind}] {len(items)} between {first:.3f} and {last:.3f} s; ",
+                          f"largest: {largest}. The largest: {top[0].explanation}")
+        shown += 1
+    return lines
+
+
+def _when(a: Anomaly) -> str:
+    return f"{a.start_s:.3f} s" if a.end_s == a.start_s else f"{a.start_s:.3f}-{a.end_s:.3f} s"
+
+
+def _wrapped(head: str, text: str, width: int = 100, indent: int = 6) -> list[str]:
+    first = textwrap.wrap(text, width=max(40, width - len(head)))[0]
+    rest = text[len(first):].strip()
+    return [head + first] + [" " * indent + b for b in textwrap.wrap(rest, width=width - indent)]
