@@ -1,0 +1,57 @@
+"""Validation of a measurement request and parsing of destinations."""
+
+from __future__ import annotations
+
+import pytest
+
+from latscope.errors import ConfigError
+from latscope.probe.config import MeasureConfig, parse_hostport
+
+
+def test_defaults_are_the_classic_stream() -> None:
+    """By default: one 64-byte UDP packet every 1 ms, 60000 packets, about a minute."""
+    cfg = MeasureConfig()
+    assert (cfg.period_ns, cfg.count, cfg.size, cfg.family) == (1_000_000, 60_000, 64, "inet")
+    assert cfg.duration_ns == 60 * 10**9
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"period_ns": 1000}, "--period"),
+    ({"count": 0}, "--count"),
+    ({"size": 63}, "--size"),
+    ({"family": "packet", "size": 1501}, "Ethernet"),
+    ({"spin_ns": 2_000_000}, "--spin"),
+    ({"vid": 5}, "--l2"),
+    ({"family": "packet", "vid": 4095}, "--vid"),
+    ({"family": "packet", "pcp": 8}, "--pcp"),
+    ({"topology": "none"}, "--dest"),
+    ({"topology": "veth", "dest": "1.2.3.4:5"}, "--dest"),
+    ({"topology": "none", "dest": "x:1", "family": "packet"}, "two hosts"),
+    ({"prio_send": 0}, "--prio-send"),
+    ({"cpu_recv": 4096}, "--cpu-recv"),
+    ({"tos": 256}, "--tos"),
+    ({"port": 0}, "--port"),
+    ({"family": "ipx"}, "family"),
+])
+def test_invalid_requests(kw: dict, needle: str) -> None:
+    """Each impossible value or combination is a ConfigError naming the option."""
+    with pytest.raises(ConfigError, match=needle):
+        MeasureConfig(**kw)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("198.18.0.2:5000", ("198.18.0.2", 5000)),
+    ("host", ("host", 48500)),
+    ("[2001:2::2]:7", ("2001:2::2", 7)),
+    ("2001:2::2", ("2001:2::2", 48500)),
+])
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    """HOST:PORT, bare hosts and bracketed or bare IPv6 addresses are understood."""
+    assert parse_hostport(text, 48500) == expected
+
+
+@pytest.mark.parametrize("text", [":5", "host:port", "host:70000", "[::1]:x"])
+def test_parse_hostport_rejects(text: str) -> None:
+    """Missing hosts and bad ports are ConfigErrors."""
+    with pytest.raises(ConfigError):
+        parse_hostport(text, 1)
