@@ -1,0 +1,216 @@
+"""The parsed trace: one columnar table of events, whatever format it came from.
+
+Every event is a row: when (``ts``, ns on the trace clock), where (``cpu``),
+who (``pid``, ``comm``), what (``event``), the interrupt context it ran in
+(``ctx``), and up to five numbers and two strings whose meaning depends on
+the event (latscope.trace.fields lists them). Strings are ids into one shared
+string table so a two-million-row table holds a few hundred distinct strings.
+
+Stored as ``trace/events.parquet`` in a run directory, with its magic and
+schema version in the Parquet metadata like every latscope file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from latscope.errors import FormatError
+
+EVENTS_MAGIC = b"latscope-trace-events"
+EVENTS_SCHEMA_VERSION = 1
+#: Missing numeric field (same sentinel as the samples).
+NONE = np.iinfo(np.int64).min
+NUM_FIELDS = ("a0", "a1", "a2", "a3", "a4")
+STR_FIELDS = ("s0", "s1")
+
+#: ctx values: the kernel's hardirq/softirq flag character of the event, or 0 when unknown.
+CTX_HARDIRQ = ord("h")
+CTX_SOFTIRQ = ord("s")
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """Columns of a parsed trace, sorted by ``ts`` (stable, so per-CPU order is kept)."""
+
+    ts: np.ndarray            # int64 ns on the trace clock
+    cpu: np.ndarray           # int16
+    pid: np.ndarray           # int32
+    comm: np.ndarray          # int32 id into strings
+    event: np.ndarray         # int16 id into event_names
+    ctx: np.ndarray           # uint8
+    nums: np.ndarray          # int64 (n, 5): a0..a4, NONE where absent
+    strs: np.ndarray          # int32 (n, 2): s0, s1 ids into strings, -1 where absent
+    event_names: tuple[str, ...]
+    strings: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def code(self, name: str) -> int:
+        """The event id of ``name`` in this table, -1 if the trace has none."""
+        try:
+            return self.event_names.index(name)
+        except ValueError:
+            return -1
+
+    def rows(self, *names: str) -> np.ndarray:
+        """Row indices of the events called any of ``names``, in time order."""
+        codes = [c for c in (self.code(n) for n in names) if c >= 0]
+        if not codes:
+            return np.zeros(0, dtype=np.int64)
+        if len(codes) == 1:
+            return np.flatnonzero(self.event == codes[0])
+        return np.flatnonzero(np.isin(self.event, codes))
+
+    def string(self, sid: int) -> str:
+        """The string with id ``sid`` ('' for -1)."""
+        return self.strings[sid] if 0 <= sid < len(self.strings) else ""
+
+    def string_id(self, text: str) -> int:
+        """Id of ``text`` in the string table, -1 when absent."""
+        try:
+            return self.strings.index(text)
+        except ValueError:
+            return -1
+
+    def counts(self) -> dict[str, int]:
+        """Events per name, most frequent first."""
+        c = np.bincount(self.event, minlength=len(self.event_names))
+        order = np.argsort(-c, kind="stable")
+        return {self.event_names[i]: int(c[i]) for i in order if c[i]}
+
+    def with_meta(self, **kw: Any) -> EventTable:
+        return replace(self, meta={**self.meta, **kw})
+
+    def shifted(self, offset_ns: int) -> EventTable:
+        """The same events with ``offset_ns`` added to every timestamp (trace clock -> probe clock)."""
+        return replace(self, ts=self.ts + np.int64(offset_ns))
+
+
+def empty_table(meta: dict[str, Any] | None = None) -> EventTable:
+    return EventTable(
+        ts=np.zeros(0, np.int64), cpu=np.zeros(0, np.int16), pid=np.zeros(0, np.int32),
+        comm=np.zeros(0, np.int32), event=np.zeros(0, np.int16), ctx=np.zeros(0, np.uint8),
+        nums=np.full((0, len(NUM_FIELDS)), NONE, np.int64), strs=np.full((0, len(STR_FIELDS)), -1, np.int32),
+        event_names=(), strings=(), meta=dict(meta or {}),
+    )
+
+
+def sort_by_time(t: EventTable) -> EventTable:
+    """Rows in time order; ties keep input order (the order the kernel printed them)."""
+    if len(t) < 2 or bool(np.all(t.ts[1:] >= t.ts[:-1])):
+        return t
+    o = np.argsort(t.ts, kind="stable")
+    return replace(t, ts=t.ts[o], cpu=t.cpu[o], pid=t.pid[o], comm=t.comm[o], event=t.event[o], ctx=t.ctx[o],
+                   nums=t.nums[o], strs=t.strs[o])
+
+
+# -- Parquet --------------------------------------------------------------
+
+def write_table(t: EventTable, path: Path) -> None:
+    """Write ``t`` as Parquet (zstd), strings dictionary-encoded, via a temporary name."""
+    strings = pa.array(list(t.strings) or [""], type=pa.string())
+    names = pa.array(list(t.event_names) or [""], type=pa.string())
+
+    def dict_col(ids: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+        ids = ids.astype(np.int32, copy=False)
+        mask = ids < 0
+        return pa.DictionaryArray.from_arrays(pa.array(np.where(mask, 0, ids), pa.int32(),
+                                                       mask=mask if mask.any() else None), dictionary)
+
+    cols: dict[str, pa.Array] = {
+        "ts": pa.array(t.ts, pa.int64()),
+        "cpu": pa.array(t.cpu, pa.int16()),
+        "pid": pa.array(t.pid, pa.int32()),
+        "comm": dict_col(t.comm, strings),
+        "event": dict_col(t.event.astype(np.int32), names),
+        "ctx": pa.array(t.ctx, pa.uint8()),
+    }
+    for k, name in enumerate(NUM_FIELDS):
+        col = t.nums[:, k]
+        mask = col == NONE
+        cols[name] = pa.array(col, pa.int64(), mask=mask if mask.any() else None)
+    for k, name in enumerate(STR_FIELDS):
+        cols[name] = dict_col(t.strs[:, k], strings)
+    meta = {b"magic": EVENTS_MAGIC, b"schema_version": str(EVENTS_SCHEMA_VERSION).encode(),
+            b"latscope_meta": json.dumps(t.meta, default=str).encode()}
+    table = pa.table(cols).replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_table(path: Path) -> EventTable:
+    """Read events.parquet, checking magic and version."""
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: trace table is missing") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{path}: not a readable Parquet file ({exc})") from None
+    md = pf.schema_arrow.metadata or {}
+    if md.get(b"magic") != EVENTS_MAGIC:
+        raise FormatError(f"{path}: not a latscope trace table (magic missing)")
+    try:
+        version = int(md.get(b"schema_version", b"0"))
+    except ValueError:
+        raise FormatError(f"{path}: unreadable trace table schema_version") from None
+    if version > EVENTS_SCHEMA_VERSION:
+        raise FormatError(f"{path}: trace table schema_version {version} is newer than this latscope supports "
+                          f"({EVENTS_SCHEMA_VERSION}); upgrade latscope")
+    try:
+        table = pf.read()
+        meta = json.loads(md.get(b"latscope_meta", b"{}"))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FormatError(f"{path}: corrupt trace table ({exc})") from None
+    strings: dict[str, int] = {}
+
+    def ids_of(name: str, table_strings: dict[str, int]) -> np.ndarray:
+        col = table.column(name)
+        if col.num_chunks == 0:
+            return np.zeros(0, np.int32)
+        parts = []
+        for chunk in col.chunks:
+            d = chunk.dictionary.to_pylist()
+            remap = np.array([table_strings.setdefault(s, len(table_strings)) for s in d] or [0], np.int32)
+            idx = chunk.indices.to_numpy(zero_copy_only=False)
+            valid = ~np.asarray(chunk.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            out = np.full(len(chunk), -1, np.int32)
+            out[valid] = remap[idx[valid].astype(np.int64)]
+            parts.append(out)
+        return np.concatenate(parts)
+
+    n = table.num_rows
+    comm = ids_of("comm", strings)
+    events: dict[str, int] = {}
+    event = ids_of("event", events).astype(np.int16)
+    nums = np.full((n, len(NUM_FIELDS)), NONE, np.int64)
+    for k, name in enumerate(NUM_FIELDS):
+        c = table.column(name)
+        nums[:, k] = c.fill_null(NONE).to_numpy() if n else nums[:, k]
+    strs = np.full((n, len(STR_FIELDS)), -1, np.int32)
+    for k, name in enumerate(STR_FIELDS):
+        strs[:, k] = ids_of(name, strings)
+    return EventTable(
+        ts=table.column("ts").to_numpy().astype(np.int64, copy=False),
+        cpu=table.column("cpu").to_numpy().astype(np.int16, copy=False),
+        pid=table.column("pid").to_numpy().astype(np.int32, copy=False),
+        comm=comm, event=event, ctx=table.column("ctx").to_numpy().astype(np.uint8, copy=False),
+        nums=nums, strs=strs,
+        event_names=tuple(sorted(events, key=events.__getitem__)),
+        strings=tuple(sorted(strings, key=strings.__getitem__)),
+        meta=meta,
+    )
