@@ -143,7 +143,7 @@ def measure(
             "topology": path.description,
             "workers": {"sender": s_info.get("scheduling"), "receiver": r_info.get("scheduling")},
         }
-        record_extra: dict[str, Any] = {}
+        record_extra: dict[str, Any] = {"capture": _capture_facts(s_info, r_info)}
         for res in cap_results:
             record_extra.update(res.get("record", {}))
         record = RunRecord(
@@ -152,8 +152,7 @@ def measure(
             config={**cfg.to_json(), "sender_endpoint": _ep(tx_ep), "receiver_endpoint": _ep(rx_ep),
                     "base_time_ns": s_info.get("base_time_ns")},
             environment=env, completeness=counts, summary=summary,
-            source={"kind": "measured", "verb": "run", "metric": "one-way latency",
-                    "per_packet_tx_id": s_info.get("per_packet_tx_id")},
+            source={"kind": "measured", "verb": "run", "metric": "one-way latency"},
             extra=record_extra,
         )
         write_samples(stage / "samples.parquet", cols)
@@ -192,6 +191,17 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
             if w is not None and w.alive():
                 w.signal(signal.SIGKILL)
                 w.wait(5.0)
+
+
+def _capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
+    """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
+    facts: dict[str, Any] = {
+        "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted")},
+    }
+    if s_info:
+        facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
+                                                     "txtime_errors", "tx_timestamps")}
+    return facts
 
 
 def _raise_worker_error(*infos: dict[str, Any]) -> None:
@@ -370,7 +380,8 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
                          "workers": {"receiver": info.get("scheduling")}},
             completeness=counts, summary=summary,
             source={"kind": "measured", "verb": "recv", "metric": "one-way latency",
-                    "sender_host": hello.get("host"), "stop_reason": info.get("stop_reason")},
+                    "sender_host": hello.get("host")},
+            extra={"capture": _capture_facts({}, info)},
         )
         write_samples(stage / "samples.parquet", cols)
         _tidy(stage)

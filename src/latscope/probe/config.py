@@ -43,7 +43,6 @@ class MeasureConfig:
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate(self)

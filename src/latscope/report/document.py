@@ -21,6 +21,8 @@ def run_document(run: StoredRun, summary: dict[str, Any]) -> dict[str, Any]:
     }
     doc.update(summary)
     doc["completeness"] = rec.completeness
+    if "capture" in rec.extra:
+        doc["capture"] = rec.extra["capture"]
     doc["config"] = rec.config
     doc["environment"] = rec.environment
     return doc
