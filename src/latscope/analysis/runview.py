@@ -17,6 +17,7 @@ import numpy as np
 from latscope.analysis import chunked
 from latscope.analysis.anomalies import RunSeries
 from latscope.analysis.columns import ColumnReader, LazyColumns
+from latscope.analysis.compare import RunData
 from latscope.analysis.summary import packet_counts, summarise_columns
 from latscope.analysis.window import TIME_COLUMNS, Range, Selection, offsets, select
 from latscope.errors import ConfigError
@@ -104,6 +105,12 @@ class RunView:
             out.append({"seq": int(seqs[j]), "value_us": round(float(values[i]) / 1000, 3),
                         "at_s": None if t == MISSING else round(int(t) / 1e9, 6)})
         return out
+
+    def compare_data(self, latency_ns: np.ndarray, lost: np.ndarray) -> RunData:
+        """The run as compare sees it. Rows without a latency that were not lost (a missing send
+        timestamp in an import) say nothing about loss or latency and are left out."""
+        keep = ~np.isnan(latency_ns) | lost
+        return RunData(self.label, latency_ns if keep.all() else latency_ns[keep])
 
     def series(self, latency_ns: np.ndarray, lost: np.ndarray, seq: np.ndarray | None = None) -> RunSeries:
         """What the anomaly detectors read."""

@@ -88,3 +88,69 @@ def _wrapped(head: str, text: str, width: int = 100, indent: int = 6) -> list[st
     first = textwrap.wrap(text, width=max(40, width - len(head)))[0]
     rest = text[len(first):].strip()
     return [head + first] + [" " * indent + b for b in textwrap.wrap(rest, width=width - indent)]
+
+
+def check_text(label: str, run_id: str, verdicts: Sequence[Any]) -> list[str]:
+    """One line per limit: ok or FAIL, the value found, and the limit."""
+    broken = sum(1 for v in verdicts if not v.ok)
+    lines = [f"check {label}" + ("" if label == run_id else f" ({run_id})")
+             + f": {len(verdicts)} limit{'s' if len(verdicts) != 1 else ''}, {broken} broken"]
+    for v in verdicts:
+        lim = v.limit
+        what = "loss" if lim.metric == "loss" else f"{lim.metric} {_STAT_LABEL.get(lim.stat, lim.stat)}"
+        op = ("<=" if v.ok else ">") if lim.bound == "max" else (">=" if v.ok else "<")
+        unit = lim.unit
+        actual = "no data" if v.actual is None else f"{v.actual:.3f} {unit}" if unit != "packets" \
+            else f"{int(v.actual)} {unit}"
+        bound = f"{lim.value:.3f} {unit}" if unit != "packets" else f"{int(lim.value)} {unit}"
+        lines.append(f"  {'ok  ' if v.ok else 'FAIL'}  {what} = {actual} {op} {bound}   ({lim.bound} {lim.text})")
+    return lines
+
+
+_STAT_LABEL = {"p999": "p99.9", "p9999": "p99.99", "p99999": "p99.999"}
+
+
+def compare_text(runs: Sequence[dict[str, Any]], comparisons: Sequence[Any], envdiff: Sequence[Any],
+                 settings: Any) -> list[str]:
+    """The runs, then per run B against A: the metric table and the distribution tests, then what else differs."""
+    letters = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(runs))]
+    lines = ["runs (A is the baseline):"]
+    for letter, r in zip(letters, runs):
+        name = f"{r['name']} ({r['run_id']})" if r["name"] else r["run_id"]
+        lines.append(f"  {letter}  {name}: {r['packets']} packets, {r['lost']} lost")
+    level = f"{100 * (1 - settings.alpha):g}%"
+    for letter, c in zip(letters[1:], comparisons):
+        lines.append("")
+        lines.append(f"{letter} against A ({level} block-bootstrap intervals; differences under "
+                     f"{settings.min_effect_ns / 1000:g} us do not count):")
+        lines.append(f"  {'metric':<12}{'A':>12}{letter:>12}{letter + '-A':>11}   "
+                     f"{'interval of ' + letter + '-A':<24}  verdict")
+        for m in c.metrics:
+            iv = "-" if m.interval is None else f"[{m.interval[0]:+.3f}, {m.interval[1]:+.3f}]"
+            verdict = m.verdict + (f" ({m.note})" if m.note and m.verdict != "not tested" else "")
+            lines.append(f"  {m.label + ' (' + m.unit + ')':<12}{_us(m.a):>12}{_us(m.b):>12}"
+                         f"{_us(m.difference, sign=True):>11}   {iv:<24}  {verdict}")
+        d = c.distribution
+        if d is not None:
+            lines += _wrapped(
+                "  distribution: ",
+                f"Hodges-Lehmann shift {d.hodges_lehmann_us:+.3f} us, Cliff's delta {d.cliffs_delta:+.3f} "
+                f"({d.magnitude}), Mann-Whitney p {_p(d.mann_whitney_p)}, Kolmogorov-Smirnov D "
+                f"{d.ks_statistic:.3f} p {_p(d.ks_p)} (every {d.step_a}/{d.step_b} packets of A/{letter}, "
+                f"n {d.n_a}/{d.n_b}, for serial correlation) -> {d.verdict}"
+                + (f"; {d.note}" if d.note else ""))
+    lines.append("")
+    if not envdiff:
+        lines.append("environment differences: none")
+    else:
+        lines.append(f"environment differences ({len(envdiff)}):")
+        for diff in envdiff[:40]:
+            values = " | ".join("-" if v is None else str(v) for v in diff.values)
+            lines.append(f"  {diff.key}: {values[:160]}")
+        if len(envdiff) > 40:
+            lines.append(f"  ... and {len(envdiff) - 40} more (see --json)")
+    return lines
+
+
+def _p(p: float) -> str:
+    return "< 1e-300" if p <= 1e-300 else f"{p:.3g}"

@@ -1,0 +1,197 @@
+"""Figures of a report: latency over time with its histogram, tail (CCDF), inter-arrival, quantile shift.
+
+matplotlib with the Agg backend (no display, no GUI toolkit). Each function
+takes plain arrays and returns a Figure; ``svg`` turns one into inline SVG
+text for the HTML report and ``save_png`` writes it for `--png`. Long runs are
+drawn as a per-column envelope (min, median, max of the packets that fall on
+one horizontal pixel), so a 10-million-packet run makes a small file and
+still shows every spike: the maximum of its column.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure  # noqa: E402
+
+from latscope.analysis.histogram import Histogram  # noqa: E402
+
+#: Runs with more points than this are drawn as an envelope.
+POINTS = 5000
+#: Columns of the envelope.
+COLUMNS = 1200
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+#: Applied around every figure (creation and saving), never to matplotlib's global state.
+STYLE = {
+    "svg.fonttype": "path",  # glyphs as paths: the SVG needs no font from anywhere
+    "svg.hashsalt": "latscope",  # stable element ids: the same data gives the same file
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def _styled(fn):  # type: ignore[no-untyped-def]
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """min / median / max of a series per column of time."""
+
+    x: np.ndarray
+    lo: np.ndarray
+    mid: np.ndarray
+    hi: np.ndarray
+
+
+def envelope(x: np.ndarray, y: np.ndarray, columns: int = COLUMNS) -> Envelope:
+    """Per-column min, median and max of ``y`` over ``x`` (finite pairs only)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) == 0:
+        empty = np.zeros(0)
+        return Envelope(empty, empty, empty, empty)
+    lo_x, hi_x = float(x.min()), float(x.max())
+    width = (hi_x - lo_x) / columns or 1.0
+    col = np.minimum(((x - lo_x) / width).astype(np.int64), columns - 1)
+    order = np.argsort(col, kind="stable")
+    col, ys = col[order], y[order]
+    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+    lo = np.minimum.reduceat(ys, starts)
+    hi = np.maximum.reduceat(ys, starts)
+    mid = np.array([np.median(s) for s in np.split(ys, starts[1:])])
+    return Envelope(lo_x + (col[starts] + 0.5) * width, lo, mid, hi)
+
+
+@_styled
+def series_with_histogram(t_s: np.ndarray, y_us: np.ndarray, hist: Histogram, title: str,
+                          ylabel: str = "latency (µs)") -> Figure:
+    """Latency over time (left) and its histogram on a log count axis (right), sharing the y axis."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=(4, 1))
+    ax = fig.add_subplot(grid[0, 0])
+    side = fig.add_subplot(grid[0, 1], sharey=ax)
+    ok = np.isfinite(t_s) & np.isfinite(y_us)
+    if np.count_nonzero(ok) <= POINTS:
+        ax.plot(t_s[ok], y_us[ok], ".", markersize=2, color=COLORS[0])
+    else:
+        env = envelope(t_s, y_us)
+        ax.fill_between(env.x, env.lo, env.hi, step="mid", color=COLORS[0], alpha=0.35, linewidth=0,
+                        label="min-max per column")
+        ax.plot(env.x, env.mid, color=COLORS[0], linewidth=0.8, label="median")
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_xlabel("time into the run (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize=10)
+    if hist.total:
+        edges = hist.edges_ns / 1000.0
+        side.barh(edges[:-1], hist.counts, height=np.diff(edges), align="edge", color=COLORS[0], log=True)
+    side.set_xlabel("packets (log)")
+    side.tick_params(labelleft=False)
+    return fig
+
+
+@_styled
+def ccdf(runs: Sequence[tuple[str, np.ndarray]], title: str = "Latency tail (CCDF)") -> Figure:
+    """P(latency > x) on a log axis for each run: the tail, where runs differ most."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, v_us) in enumerate(runs):
+        v = np.sort(v_us[np.isfinite(v_us)])
+        if len(v) == 0:
+            continue
+        # Points spaced evenly in log(1 - p): the body and every decade of the tail get equal room.
+        exceed = np.unique(np.round(np.logspace(0, np.log10(len(v)), 600)).astype(np.int64))
+        idx = len(v) - exceed  # exceed values are larger than v[idx]
+        ax.step(v[idx], exceed / len(v), where="post", color=COLORS[i % len(COLORS)], label=label, linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("latency (µs)")
+    ax.set_ylabel("P(latency ≥ x)")
+    ax.set_title(title, loc="left", fontsize=10)
+    if runs:
+        ax.legend(fontsize=7)
+    return fig
+
+
+@_styled
+def inter_arrival(runs: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]],
+                  title: str = "Inter-arrival time (delta)") -> Figure:
+    """Delta over time per run, with the sending period as a reference line."""
+    fig = Figure(figsize=(10, 1.2 + 2.0 * max(1, len(runs))), layout="constrained")
+    axes = fig.subplots(max(1, len(runs)), 1, sharex=False, squeeze=False)[:, 0]
+    for i, (label, t_s, d_us, period_us) in enumerate(runs):
+        ax = axes[i]
+        ok = np.isfinite(t_s) & np.isfinite(d_us)
+        color = COLORS[i % len(COLORS)]
+        if np.count_nonzero(ok) <= POINTS:
+            ax.plot(t_s[ok], d_us[ok], ".", markersize=2, color=color)
+        else:
+            env = envelope(t_s, d_us)
+            ax.fill_between(env.x, env.lo, env.hi, step="mid", color=color, alpha=0.35, linewidth=0)
+            ax.plot(env.x, env.mid, color=color, linewidth=0.8)
+        if period_us:
+            ax.axhline(period_us, color="black", linewidth=0.7, linestyle="--", label=f"period {period_us:g} µs")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set_ylabel("delta (µs)")
+        ax.set_title(label, loc="left", fontsize=9)
+    axes[-1].set_xlabel("time into the run (s)")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    return fig
+
+
+@_styled
+def quantile_shift(label_a: str, label_b: str, levels: np.ndarray, diff_us: np.ndarray, lo_us: np.ndarray,
+                   hi_us: np.ndarray) -> Figure:
+    """B - A at each quantile with its interval: where in the distribution the runs differ.
+
+    The x axis is stretched towards the tail (-log10(1 - p)), so p99 and p99.9
+    are as far apart as p50 and p90.
+    """
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    x = -np.log10(1.0 - levels / 100.0)
+    ax.axhline(0.0, color="black", linewidth=0.7)
+    ax.fill_between(x, lo_us, hi_us, color=COLORS[1], alpha=0.3, linewidth=0, label="interval")
+    ax.plot(x, diff_us, "o-", color=COLORS[1], markersize=3, label=f"{label_b} − {label_a}")
+    ticks = [p for p in (50, 90, 99, 99.9, 99.99) if p <= float(levels.max()) + 1e-9]
+    ax.set_xticks([-np.log10(1 - p / 100) for p in ticks], [f"p{p:g}" for p in ticks])
+    ax.set_xlabel("quantile (tail stretched)")
+    ax.set_ylabel("difference (µs)")
+    ax.set_title(f"Quantile shift: {label_b} against {label_a}", loc="left", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
+_SVG_START = re.compile(r"<svg\b", re.S)
+
+
+@_styled
+def svg(fig: Figure) -> str:
+    """The figure as an inline <svg> element (no XML prolog, no metadata, no external reference)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    text = buf.getvalue()
+    match = _SVG_START.search(text)
+    text = text[match.start():] if match else text
+    # The RDF metadata block names external vocabularies; inline figures do not need it.
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+
+
+@_styled
+def save_png(fig: Figure, path: Path, dpi: int = 150) -> None:
+    """Write the figure as a PNG file."""
+    fig.savefig(path, format="png", dpi=dpi)

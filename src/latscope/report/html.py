@@ -1,0 +1,226 @@
+"""The HTML report: one self-contained file, figures inline, nothing loaded from anywhere.
+
+``build`` does the analysis and draws the figures (returning plain data);
+``render`` fills the Jinja2 template. The page carries a Content-Security-Policy
+that forbids every network fetch, so a report opened years later, offline or
+behind a proxy, looks exactly as it did when written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from latscope import __version__
+from latscope.analysis.anomalies import Anomaly, find_anomalies
+from latscope.analysis.compare import Comparison, Settings, compare_pair, quantile_shift
+from latscope.analysis.envdiff import Difference, differences, flatten
+from latscope.analysis.histogram import histogram
+from latscope.analysis.runview import RunView
+from latscope.errors import StoreError
+from latscope.report import figures
+from latscope.store.samples import MISSING
+
+#: Environment facts shown for every run (dotted keys of the flattened environment).
+FACTS = (
+    ("kernel", "environment.before.kernel.release"),
+    ("preemption", "environment.before.kernel.preempt_model"),
+    ("CPU", "environment.before.cpu.model"),
+    ("CPUs", "environment.before.cpu.count"),
+    ("isolated CPUs", "environment.before.cpu.isolated"),
+    ("clocksource", "environment.before.cpu.clocksource"),
+    ("topology", "config.topology"),
+    ("period (ns)", "config.period_ns"),
+    ("source", "source.kind"),
+)
+#: Summary columns: (label, metric key, statistic).
+SUMMARY_COLUMNS = (("min", "min"), ("avg", "avg"), ("p50", "p50"), ("p99", "p99"), ("p99.9", "p999"),
+                   ("p99.99", "p9999"), ("max", "max"), ("stddev", "stddev"))
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure: inline SVG for the page, and a file name for --png."""
+
+    name: str
+    title: str
+    svg: str
+
+
+@dataclass(frozen=True)
+class RunSection:
+    label: str
+    run_id: str
+    summary: dict[str, Any]
+    facts: list[tuple[str, str]]
+    anomalies: list[Anomaly]
+    worst: list[dict[str, Any]]
+    figure: Figure
+    breakdown: dict[str, Any] | None
+    selection: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    generated: str
+    runs: list[RunSection]
+    comparisons: list[tuple[Comparison, Figure]]
+    tail: Figure
+    inter_arrival: Figure
+    environment: list[Difference]
+    settings: Settings
+    pngs: list[tuple[str, Any]] = field(default_factory=list)  # (file name, matplotlib figure)
+
+
+def build(views: list[RunView], settings: Settings = Settings(), title: str = "latscope report",
+          keep_png: bool = False) -> ReportData:
+    """Analyse every run, compare each with the first, and draw the figures."""
+    sections: list[RunSection] = []
+    tails: list[tuple[str, np.ndarray]] = []
+    deltas: list[tuple[str, np.ndarray, np.ndarray, float | None]] = []
+    data = []
+    pngs: list[tuple[str, Any]] = []
+    for i, view in enumerate(views):
+        summary, kept = view.summarise(("latency", "delta", "wakeup_latency", "arrival_latency"),
+                                       keep=("latency", "delta", "lost"))
+        latency, lost = kept["latency"], kept["lost"]
+        seq = view.seq()
+        anomalies = find_anomalies(view.series(latency, lost, seq))
+        worst = view.worst(latency, 10, seq)
+        del seq
+        t_s = np.where(view.offsets_ns != MISSING, view.offsets_ns / 1e9, np.nan)
+        name = f"run{i + 1}-{_slug(view.label)}"
+        fig = figures.series_with_histogram(t_s, latency / 1000.0, histogram(latency), view.label)
+        sections.append(RunSection(
+            view.label, view.run.run_id, summary, _facts(view), anomalies, worst,
+            Figure(f"{name}-latency", f"{view.label}: latency over time and its histogram", figures.svg(fig)),
+            breakdown_summary(view.run.path, view.run.record.extra), view.selection.as_json()))
+        if keep_png:
+            pngs.append((f"{name}-latency.png", fig))
+        tails.append((view.label, latency / 1000.0))
+        period = view.period_ns
+        deltas.append((view.label, t_s, kept["delta"] / 1000.0, period / 1000.0 if period else None))
+        data.append(view.compare_data(latency, lost))
+    comparisons = []
+    for i, b in enumerate(data[1:], start=2):
+        shift = quantile_shift(data[0], b, settings)
+        fig = figures.quantile_shift(data[0].label, b.label, shift.levels, shift.difference / 1000.0,
+                                     shift.low / 1000.0, shift.high / 1000.0)
+        name = f"shift-run{i}-vs-run1"
+        comparisons.append((compare_pair(data[0], b, settings),
+                            Figure(name, f"Quantile shift: {b.label} against {data[0].label}", figures.svg(fig))))
+        if keep_png:
+            pngs.append((f"{name}.png", fig))
+    tail_fig = figures.ccdf(tails)
+    delta_fig = figures.inter_arrival(deltas)
+    if keep_png:
+        pngs += [("tail-ccdf.png", tail_fig), ("inter-arrival.png", delta_fig)]
+    envdiff = differences([{"config": v.run.record.config, "environment": v.run.record.environment}
+                           for v in views]) if len(views) > 1 else []
+    return ReportData(
+        title=title,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        runs=sections, comparisons=comparisons,
+        tail=Figure("tail-ccdf", "Latency tail (CCDF, log scale)", figures.svg(tail_fig)),
+        inter_arrival=Figure("inter-arrival", "Inter-arrival time (delta)", figures.svg(delta_fig)),
+        environment=envdiff, settings=settings, pngs=pngs)
+
+
+def breakdown_summary(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The trace breakdown of a run, wherever it was stored; None when the run has no trace.
+
+    The breakdown is another module's output (latscope.trace); this reads its
+    documented JSON shape (culprits, late_packets) from run.json or
+    trace/breakdown.json and shows whatever of it is there.
+    """
+    doc = extra.get("breakdown") if isinstance(extra.get("breakdown"), dict) else None
+    trace_dir = run_dir / "trace"
+    if doc is None and (trace_dir / "breakdown.json").is_file():
+        try:
+            doc = json.loads((trace_dir / "breakdown.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {"note": f"trace/breakdown.json could not be read ({exc.__class__.__name__})"}
+    if doc is None:
+        if trace_dir.is_dir():
+            return {"note": "a kernel trace was recorded but no breakdown is stored yet; "
+                            "`latscope breakdown RUN` makes one"}
+        return None
+    culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
+    late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
+    scalars = {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) and k != "note"}
+    return {
+        "culprits": culprits,
+        "culprit_keys": _keys(culprits, ("comm", "count", "total_us")),
+        "late_count": len(late),
+        "late": [{"seq": p.get("seq"), "latency_us": p.get("latency_us"), "stage": p.get("dominant_stage")}
+                 for p in late[:10]],
+        "scalars": scalars,
+        "note": doc.get("note"),
+    }
+
+
+def render(data: ReportData) -> str:
+    """The HTML text of the report."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("latscope.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["us"] = lambda v: "-" if v is None else f"{v:.3f}"
+    env.filters["signed"] = lambda v: "-" if v is None else f"{v:+.3f}"
+    return env.get_template("report.html.j2").render(
+        data=data, version=__version__, summary_columns=SUMMARY_COLUMNS)
+
+
+def write(text: str, path: Path) -> None:
+    """Write the report atomically: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_pngs(data: ReportData, directory: Path) -> list[Path]:
+    """Every figure as a PNG file in ``directory`` (created if needed)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name, fig in data.pngs:
+            figures.save_png(fig, directory / name)
+            out.append(directory / name)
+    except OSError as exc:
+        raise StoreError(f"cannot write figures into {directory}: {exc.strerror}") from None
+    return out
+
+
+def _facts(view: RunView) -> list[tuple[str, str]]:
+    rec = view.run.record
+    flat = flatten({"config": rec.config, "environment": rec.environment, "source": rec.source})
+    return [(label, str(flat[key])) for label, key in FACTS if flat.get(key) not in (None, "")]
+
+
+def _keys(rows: list[dict[str, Any]], first: tuple[str, ...]) -> list[str]:
+    seen = [k for k in first if any(k in r for r in rows)]
+    for r in rows:
+        seen += [k for k, v in r.items() if k not in seen and isinstance(v, (str, int, float, bool))]
+    return seen[:8]
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+    return keep.strip("-")[:40] or "run"
