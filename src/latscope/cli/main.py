@@ -18,6 +18,9 @@ VERBS = {
     "doctor": "latscope.cli.doctor:doctor",
     "import": "latscope.cli.importcmd:import_",
     "sql": "latscope.cli.sql:sql",
+    "compare": "latscope.cli.compare:compare",
+    "check": "latscope.cli.check:check",
+    "report": "latscope.cli.report:report",
 }
 
 
