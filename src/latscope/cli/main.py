@@ -21,6 +21,7 @@ VERBS = {
     "compare": "latscope.cli.compare:compare",
     "check": "latscope.cli.check:check",
     "report": "latscope.cli.report:report",
+    "breakdown": "latscope.cli.breakdown:breakdown",
 }
 
 

@@ -87,13 +87,17 @@ def family_of(ipv6: bool, l2: bool) -> str:
 @click.option("--prio-recv", "prio_recv", type=int, default=None, help="SCHED_FIFO priority of the receiver.")
 @click.option("--name", default="", help="A name for the run (show and compare accept it).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable), e.g. --tag bridge --tag stress.")
+@click.option("--trace", "trace", is_flag=True,
+              help="Record kernel events during the run (for `latscope breakdown`; needs root).")
+@click.option("--trace-events", "trace_events", default=None, metavar="CHANGES",
+              help="Add or remove traced events: +GROUP[:EVENT],-GROUP[:EVENT] (e.g. -block,+kvm:kvm_exit).")
 @results_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def run(ctx: click.Context, topology, dest, period, count, duration, size, spin, base_time, ipv6, l2, ethertype,
         vid, pcp, port, tos, so_priority, txtime, no_mlock, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
-        name, tags, results, as_json, quiet) -> None:
+        name, tags, trace, trace_events, results, as_json, quiet) -> None:
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
     from latscope.session import measure
 
@@ -113,7 +117,7 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
     )
     store = store_from(results)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet) as on_progress:
-        outcome = measure(cfg, store, on_progress=on_progress)
+        outcome = measure(cfg, store, on_progress=on_progress, captures=trace_captures(trace, trace_events, cfg))
     for w in outcome.warnings:
         warn(w)
     if as_json:
@@ -124,3 +128,14 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
         warn(f"run interrupted ({outcome.stop_reason}); {outcome.summary['packets']['received']} packets saved "
              f"as {outcome.run.run_id}")
         ctx.exit(1)
+
+
+def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig) -> tuple:
+    """The kernel-trace capture when --trace (or --trace-events) was given."""
+    if not trace and trace_events is None:
+        return ()
+    from latscope.trace.capture import TraceCapture
+    from latscope.trace.events import resolve
+
+    resolve(trace_events)  # a bad --trace-events fails before anything is set up
+    return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events),)
