@@ -69,7 +69,9 @@ def endpoints(cfg: MeasureConfig, path: TopologyPath) -> tuple[Endpoint, Endpoin
                 Endpoint("inet6" if v6 else "inet", "::" if v6 else "0.0.0.0", port))
     addr = path.receiver.address6 if v6 else path.receiver.address4
     fam = "inet6" if v6 else "inet"
-    return Endpoint(fam, addr or "", cfg.port), Endpoint(fam, addr or "", cfg.port)
+    # The interfaces matter for UDP too: hardware timestamping is switched on per device.
+    return (Endpoint(fam, addr or "", cfg.port, path.sender.ifname),
+            Endpoint(fam, addr or "", cfg.port, path.receiver.ifname))
 
 
 def check_txtime(cfg: MeasureConfig) -> None:
@@ -113,7 +115,7 @@ def measure(
                 mlock=cfg.mlock, netns=path.receiver.netns,
                 stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
                 trace_marker=extra.get("trace_marker"),
-                idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns),
+                idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
             )
             send_spec = SenderSpec(
                 dest=tx_ep, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
@@ -122,7 +124,7 @@ def measure(
                 netns=path.sender.netns,
                 stream_log=str(stage / "stream-sender.log") if cfg.stream_log else None,
                 trace_marker=extra.get("trace_marker"),
-                hello=_hello(cfg, run_id),
+                hello=_hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
             )
             workers = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
             cap_results = [cap.stop(stage) for cap in captures]
@@ -196,11 +198,12 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
 def _capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
-        "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted")},
+        "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
+                                                "hw_timestamping")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
-                                                     "txtime_errors", "tx_timestamps")}
+                                                     "txtime_errors", "tx_timestamps", "hw_timestamping")}
     return facts
 
 
@@ -276,7 +279,7 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
             dest=dest, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
             base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
             txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
-            netns=netns, hello=_hello(cfg, ""),
+            netns=netns, hello=_hello(cfg, ""), hw_timestamps=cfg.hw_timestamps,
             stream_log=str(Path.cwd() / "stream-sender.log") if cfg.stream_log else None,
         )
         progress = controller.progress_file(work)
@@ -315,6 +318,7 @@ class ReceiveConfig:
     cpu: int | None = None
     prio: int | None = None
     mlock: bool = True
+    hw_timestamps: bool = True
     netns: str | None = None
     first_timeout_ns: int = 0
     idle_timeout_ns: int = 5_000_000_000
@@ -336,6 +340,7 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
             listen=rcfg.listen, stream=rcfg.stream, cpu=rcfg.cpu, prio=rcfg.prio, mlock=rcfg.mlock,
             netns=rcfg.netns, first_timeout_ns=rcfg.first_timeout_ns, idle_timeout_ns=rcfg.idle_timeout_ns,
             stream_log=str(stage / "stream-receiver.log") if rcfg.stream_log else None,
+            hw_timestamps=rcfg.hw_timestamps,
         )
         progress = controller.progress_file(stage)
         receiver = controller.spawn("receiver", spec, stage, progress)

@@ -17,12 +17,14 @@ from latscope.report.text import summary_text
 @click.option("--bind", "bind_addr", default=None, help="Address to listen on [default: all, IPv4; :: with --ipv6].")
 @click.option("--ipv6", is_flag=True, help="Listen for UDP over IPv6.")
 @click.option("--l2", is_flag=True, help="Receive raw Ethernet frames.")
-@click.option("--iface", default=None, help="Interface for --l2.")
+@click.option("--iface", default=None,
+              help="Interface for --l2; with UDP, the device to switch hardware timestamping on for.")
 @click.option("--ethertype", type=INT_OR_HEX, default=DEFAULT_ETHERTYPE, show_default="0x88b5")
 @click.option("--vid", type=int, default=None, help="Only accept --l2 frames tagged with this VLAN id.")
 @click.option("--cpu", type=int, default=None, help="Pin the receiver to this CPU.")
 @click.option("--prio", type=int, default=None, help="SCHED_FIFO priority.")
 @click.option("--no-mlock", "no_mlock", is_flag=True, help="Do not lock memory.")
+@click.option("--no-hw-timestamps", "no_hw", is_flag=True, help="Leave the NIC's hardware timestamping alone.")
 @click.option("--netns", default=None, help="Listen in this named network namespace (entered with setns).")
 @click.option("--timeout", type=DURATION, default="0", help="Give up if no packet arrives this long (0: wait).")
 @click.option("--idle-timeout", "idle_timeout", type=DURATION, default="5s", show_default=True,
@@ -35,7 +37,7 @@ from latscope.report.text import summary_text
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
-def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, cpu, prio, no_mlock, netns, timeout,
+def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, cpu, prio, no_mlock, no_hw, netns, timeout,
          idle_timeout, stream, stream_log, name, tags, results, as_json, quiet) -> None:
     """Receive a stream from `latscope send`, then save and summarise the run."""
     from latscope.session import ReceiveConfig, receive_stream
@@ -51,8 +53,8 @@ def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, c
     else:
         if vid is not None:
             raise ConfigError("--vid needs --l2")
-        listen = Endpoint("inet6" if ipv6 else "inet", bind_addr or ("::" if ipv6 else "0.0.0.0"), port)
-    rcfg = ReceiveConfig(listen=listen, cpu=cpu, prio=prio, mlock=not no_mlock, netns=netns,
+        listen = Endpoint("inet6" if ipv6 else "inet", bind_addr or ("::" if ipv6 else "0.0.0.0"), port, iface)
+    rcfg = ReceiveConfig(listen=listen, cpu=cpu, prio=prio, mlock=not no_mlock, hw_timestamps=not no_hw, netns=netns,
                          first_timeout_ns=timeout, idle_timeout_ns=idle_timeout, stream=stream,
                          stream_log=stream_log, name=name, tags=tuple(tags))
     store = store_from(results)

@@ -39,6 +39,8 @@ def probe_options(f):
         click.option("--txtime", type=DURATION, default=None,
                      help="SO_TXTIME launch time = scheduled time + this offset (needs the ETF qdisc)."),
         click.option("--no-mlock", "no_mlock", is_flag=True, help="Do not lock memory (mlockall)."),
+        click.option("--no-hw-timestamps", "no_hw", is_flag=True,
+                     help="Leave NICs' hardware timestamping alone (default: switch it on where a device has it)."),
         click.option("--stream-log", "stream_log", is_flag=True,
                      help="Write a line per packet during the run (costs latency; for comparison only)."),
     ]):
@@ -96,7 +98,7 @@ def family_of(ipv6: bool, l2: bool) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def run(ctx: click.Context, topology, dest, period, count, duration, size, spin, base_time, ipv6, l2, ethertype,
-        vid, pcp, port, tos, so_priority, txtime, no_mlock, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
+        vid, pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
         name, tags, trace, trace_events, results, as_json, quiet) -> None:
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
     from latscope.session import measure
@@ -112,7 +114,8 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
         count=resolve_count(count, duration, period), size=size, spin_ns=spin,
         base_time_ns=parse_base_time(base_time), port=port, dest=dest, ethertype=ethertype, vid=vid, pcp=pcp,
         tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu_send, cpu_recv=cpu_recv,
-        prio_send=prio_send, prio_recv=prio_recv, mlock=not no_mlock, stream_log=stream_log, name=name,
+        prio_send=prio_send, prio_recv=prio_recv, mlock=not no_mlock, hw_timestamps=not no_hw,
+        stream_log=stream_log, name=name,
         tags=tuple(tags),
     )
     store = store_from(results)

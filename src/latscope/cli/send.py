@@ -26,7 +26,7 @@ from latscope.units import format_us
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, base_time, ipv6, l2, ethertype, vid,
-         pcp, port, tos, so_priority, txtime, no_mlock, stream_log, cpu, prio, netns, name, tags, as_json,
+         pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu, prio, netns, name, tags, as_json,
          quiet) -> None:
     """Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."""
     from latscope.session import send_stream
@@ -45,9 +45,10 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
         base_time_ns=parse_base_time(base_time), port=endpoint.port, ethertype=ethertype,
         vid=vid if family == "packet" else None, pcp=pcp if family == "packet" else None, tos=tos,
         so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio, mlock=not no_mlock,
-        stream_log=stream_log, name=name, tags=tuple(tags),
+        hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags),
     ) if family != "packet" else _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp,
-                                             tos, so_priority, txtime, cpu, prio, no_mlock, stream_log, name, tags)
+                                             tos, so_priority, txtime, cpu, prio, no_mlock, no_hw, stream_log,
+                                             name, tags)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet, "sending") as on_progress:
         result = send_stream(cfg, endpoint, netns=netns, on_progress=on_progress)
     doc = {
@@ -66,12 +67,12 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
 
 
 def _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp, tos, so_priority, txtime, cpu,
-               prio, no_mlock, stream_log, name, tags) -> MeasureConfig:
+               prio, no_mlock, no_hw, stream_log, name, tags) -> MeasureConfig:
     # The loopback topology is only a placeholder that passes validation: the
     # endpoint given to send_stream decides where frames go.
     return MeasureConfig(
         topology="loopback", family="packet", period_ns=period, count=resolve_count(count, duration, period),
         size=size, spin_ns=spin, base_time_ns=parse_base_time(base_time), ethertype=ethertype, vid=vid, pcp=pcp,
         tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio,
-        mlock=not no_mlock, stream_log=stream_log, name=name, tags=tuple(tags),
+        mlock=not no_mlock, hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags),
     )

@@ -53,3 +53,28 @@ def timestamping(sock: socket.socket, ifname: str) -> dict[str, Any] | None:
     out.update(phc_index=phc, tx_types=tx_types, rx_filters=rx_filters)
     out["hardware"] = out["tx_hardware"] and out["rx_hardware"] and out["raw_hardware"]
     return out
+
+
+SIOCSHWTSTAMP = 0x89B0
+SIOCGHWTSTAMP = 0x89B1
+HWTSTAMP_TX_OFF, HWTSTAMP_TX_ON = 0, 1
+HWTSTAMP_FILTER_NONE, HWTSTAMP_FILTER_ALL = 0, 1
+
+
+def _hwtstamp_ioctl(sock: socket.socket, ifname: str, request: int, config: tuple[int, int, int]) -> tuple[int, int]:
+    buf = (ctypes.c_char * 12)()
+    struct.pack_into("iii", buf, 0, *config)
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(buf))
+    fcntl.ioctl(sock.fileno(), request, ifreq)
+    _flags, tx_type, rx_filter = struct.unpack_from("iii", buf, 0)
+    return tx_type, rx_filter
+
+
+def hwtstamp_get(sock: socket.socket, ifname: str) -> tuple[int, int]:
+    """(tx_type, rx_filter) currently set on the NIC; OSError where the driver has none."""
+    return _hwtstamp_ioctl(sock, ifname, SIOCGHWTSTAMP, (0, 0, 0))
+
+
+def hwtstamp_set(sock: socket.socket, ifname: str, tx_type: int, rx_filter: int) -> tuple[int, int]:
+    """Set hardware timestamping; returns what the driver actually applied (it may widen the filter)."""
+    return _hwtstamp_ioctl(sock, ifname, SIOCSHWTSTAMP, (0, tx_type, rx_filter))

@@ -40,6 +40,7 @@ class MeasureConfig:
     prio_recv: int | None = None
     mlock: bool = True
     stream_log: bool = False
+    hw_timestamps: bool = True
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))

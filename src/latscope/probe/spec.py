@@ -47,6 +47,7 @@ class SenderSpec:
     netns: str | None = None
     trace_marker: str | None = None
     hello: dict[str, Any] | None = None
+    hw_timestamps: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class ReceiverSpec:
     #: After the sender's end packet, keep reading late (reordered) packets this long.
     grace_ns: int = 100_000_000
     max_size: int = 65_535
+    hw_timestamps: bool = True
 
 
 def to_json(spec: SenderSpec | ReceiverSpec) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from latscope.errors import LatscopeError
 from latscope.probe import netns, rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import to_numpy
+from latscope.probe.hwstamp import hardware_timestamping
 from latscope.probe.receiver import ReceiverResult, run_receiver
 from latscope.probe.sender import Interrupted, SenderResult, run_sender
 from latscope.probe.sockets import open_receiver, open_sender
@@ -125,17 +126,19 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
         stopper.install()
         marker_fd, log_fd, info["scheduling"] = _prepare(spec)
         clock = RealClock(spin_ns=getattr(spec, "spin_ns", 0))
-        if is_recv:
-            sock = open_receiver(spec.listen)
-            with rt.gc_paused():
-                res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
-                                   on_ready=lambda: print(READY, flush=True))
-        else:
-            out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority,
-                              txtime=spec.txtime_offset_ns is not None)
-            with rt.gc_paused():
-                res = run_sender(spec, out, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
-                                 tai_offset_ns=tai_offset_ns())
+        endpoint = spec.listen if is_recv else spec.dest
+        with hardware_timestamping(endpoint.ifname, spec.hw_timestamps) as info["hw_timestamping"]:
+            if is_recv:
+                sock = open_receiver(spec.listen)
+                with rt.gc_paused():
+                    res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
+                                       on_ready=lambda: print(READY, flush=True))
+            else:
+                out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority,
+                                  txtime=spec.txtime_offset_ns is not None)
+                with rt.gc_paused():
+                    res = run_sender(spec, out, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
+                                     tai_offset_ns=tai_offset_ns())
         stopper.disarm()
     except Interrupted as exc:
         stopper.disarm()
