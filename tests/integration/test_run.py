@@ -188,3 +188,14 @@ def test_signal_mid_run_saves_what_was_measured(results: Path, sig: int) -> None
     pk = runs[0].record.summary["packets"]
     assert 0 < pk["received"] < 20000 and pk["lost"] <= 2
     assert namespaces_of(proc.pid) == []
+
+
+def test_stream_log_writes_a_line_per_packet(latscope) -> None:
+    """--stream-log leaves one line per packet from each half in the run directory."""
+    r = latscope("run", "--count", "300", "--period", "500us", "--stream-log", "--json")
+    assert r.returncode == 0, r.stderr
+    run_dir = Path(json.loads(r.stdout)["path"])
+    sent = (run_dir / "stream-sender.log").read_text().splitlines()
+    got = (run_dir / "stream-receiver.log").read_text().splitlines()
+    assert len(sent) == 300 and len(got) == 300
+    assert [int(l.split()[0]) for l in sent] == list(range(300))
