@@ -40,17 +40,40 @@ def synthetic_columns(latency_ns: np.ndarray, period_ns: int = 1_000_000, *, los
 
 def synthetic_run(root: Path, latency_ns: np.ndarray, *, name: str = "", tags: tuple[str, ...] = (),
                   period_ns: int = 1_000_000, lost: np.ndarray | None = None,
-                  environment: dict | None = None) -> StoredRun:
-    """Store a run whose latencies are exactly ``latency_ns`` and return it."""
-    cols = synthetic_columns(latency_ns, period_ns, lost=lost)
+                  environment: dict | None = None, config: dict | None = None,
+                  extra: dict | None = None, wakeup_ns: np.ndarray | None = None) -> StoredRun:
+    """Store a run whose latencies are exactly ``latency_ns`` and return it.
+
+    ``config`` entries are added to the run's config (e.g. a topology),
+    ``extra`` becomes extra run.json keys (e.g. a stored trace breakdown).
+    """
+    cols = synthetic_columns(latency_ns, period_ns, lost=lost, wakeup_ns=wakeup_ns)
     samples = Samples(cols)
     counts = {"sent": len(latency_ns), "received": int(np.count_nonzero(cols["rx_user_ns"] != MISSING))}
     summary = summarise(samples, counts)
     record = RunRecord(
         run_id=new_run_id(), name=name, tags=tags,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"), status="complete",
-        config={"period_ns": period_ns, "count": len(latency_ns), "topology": "synthetic"},
+        config={"period_ns": period_ns, "count": len(latency_ns), "topology": "synthetic", **(config or {})},
         environment=environment or {}, completeness=counts, summary=summary,
-        source={"kind": "synthetic", "metric": "one-way latency"},
+        source={"kind": "synthetic", "metric": "one-way latency"}, extra=extra or {},
     )
     return ResultsStore(root).save(record, cols)
+
+
+def samples_file(path: Path, columns: dict[str, np.ndarray], row_group_size: int) -> Path:
+    """Write a samples.parquet with small row groups, so chunked readers see many chunks."""
+    import pyarrow.parquet as pq
+
+    from latscope.store.samples import samples_table
+
+    pq.write_table(samples_table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def ar1_lognormal(rng: np.random.Generator, n: int, rho: float, median_ns: float, sigma: float) -> np.ndarray:
+    """Serially correlated, heavy-tailed latencies: exp of a Gaussian AR(1) with lag-1 correlation ``rho``."""
+    from scipy.signal import lfilter
+
+    z = lfilter([np.sqrt(1.0 - rho * rho)], [1.0, -rho], rng.standard_normal(n))
+    return median_ns * np.exp(sigma * z)
