@@ -10,7 +10,7 @@ import datetime as _dt
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ from latscope.errors import CaptureError, ConfigError
 from latscope.probe import controller
 from latscope.probe.config import MeasureConfig, parse_hostport
 from latscope.probe.merge import merge
-from latscope.probe.spec import Endpoint, ReceiverSpec, SenderSpec
+from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples, write_samples
@@ -58,20 +58,21 @@ class Outcome:
 def endpoints(cfg: MeasureConfig, path: TopologyPath) -> tuple[Endpoint, Endpoint]:
     """Where the sender sends and where the receiver listens, on this topology."""
     if cfg.family == "packet":
-        tx = Endpoint("packet", "", cfg.port, path.sender.ifname, path.receiver.mac, cfg.ethertype, cfg.vid, cfg.pcp)
-        rx = Endpoint("packet", "", cfg.port, path.receiver.ifname, None, cfg.ethertype, cfg.vid, cfg.pcp)
+        tx = Endpoint("packet", "", 0, path.sender.ifname, path.receiver.mac, cfg.ethertype, cfg.vid, cfg.pcp)
+        rx = Endpoint("packet", "", 0, path.receiver.ifname, None, cfg.ethertype, cfg.vid, cfg.pcp)
         return tx, rx
     v6 = cfg.family == "inet6"
     if path.kind == "none":
-        host, port = parse_hostport(cfg.dest or "", cfg.port)
+        host, port = parse_hostport(cfg.dest or "", cfg.port or DEFAULT_PORT)
         v6 = v6 or ":" in host
         return (Endpoint("inet6" if v6 else "inet", host, port),
                 Endpoint("inet6" if v6 else "inet", "::" if v6 else "0.0.0.0", port))
     addr = path.receiver.address6 if v6 else path.receiver.address4
     fam = "inet6" if v6 else "inet"
+    port = cfg.port if cfg.port is not None else (0 if path.kind == "loopback" else DEFAULT_PORT)
     # The interfaces matter for UDP too: hardware timestamping is switched on per device.
-    return (Endpoint(fam, addr or "", cfg.port, path.sender.ifname),
-            Endpoint(fam, addr or "", cfg.port, path.receiver.ifname))
+    return (Endpoint(fam, addr or "", port, path.sender.ifname),
+            Endpoint(fam, addr or "", port, path.receiver.ifname))
 
 
 def check_txtime(cfg: MeasureConfig) -> None:
@@ -126,7 +127,9 @@ def measure(
                 trace_marker=extra.get("trace_marker"),
                 hello=_hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
             )
-            workers = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
+            workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
+            if port:
+                tx_ep, rx_ep = replace(tx_ep, port=port), replace(rx_ep, port=port)
             cap_results = [cap.stop(stage) for cap in captures]
         finally:
             for cap in captures:
@@ -170,7 +173,10 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
     receiver = controller.spawn("receiver", recv_spec, stage, progress)
     sender = None
     try:
-        controller.wait_ready(receiver)
+        port = controller.wait_ready(receiver)
+        if port and send_spec.dest.port != port:
+            # The receiver took any free port (loopback): aim the sender at it.
+            send_spec = replace(send_spec, dest=replace(send_spec.dest, port=port))
         sender = controller.spawn("sender", send_spec, stage, progress)
         with controller.progress_view(progress) as view:
             signalled = False
@@ -187,7 +193,7 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
         # if that packet was lost, tell it.
         if not receiver.wait(RECEIVER_GRACE_S if not stop.requested else 0.5):
             receiver.stop()
-        return sender.collect(), receiver.collect()
+        return (sender.collect(), receiver.collect()), port
     finally:
         for w in (sender, receiver):
             if w is not None and w.alive():

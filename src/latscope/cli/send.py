@@ -9,7 +9,7 @@ from latscope.cli.progress import packet_progress
 from latscope.cli.run import family_of, parse_base_time, probe_options, resolve_count
 from latscope.errors import ConfigError
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.spec import Endpoint
+from latscope.probe.spec import DEFAULT_PORT, Endpoint
 from latscope.units import format_us
 
 
@@ -35,9 +35,9 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
     if family == "packet":
         if not iface:
             raise ConfigError("--l2 needs --iface (the interface to send from)")
-        endpoint = Endpoint("packet", "", port, iface, dest, ethertype, vid, pcp)
+        endpoint = Endpoint("packet", "", 0, iface, dest, ethertype, vid, pcp)
     else:
-        host, p = parse_hostport(dest, port)
+        host, p = parse_hostport(dest, port or DEFAULT_PORT)
         endpoint = Endpoint("inet6" if (family == "inet6" or ":" in host) else "inet", host, p)
     cfg = MeasureConfig(
         topology="none", dest="remote", family=family if family == "packet" else endpoint.family,

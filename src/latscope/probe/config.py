@@ -9,7 +9,7 @@ from typing import Any
 
 from latscope.errors import ConfigError
 from latscope.probe import wire
-from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
+from latscope.probe.spec import DEFAULT_ETHERTYPE
 
 MIN_PERIOD_NS = 10_000
 MAX_COUNT = 1_000_000_000
@@ -26,7 +26,8 @@ class MeasureConfig:
     size: int = wire.HEADER_SIZE
     spin_ns: int = 0
     base_time_ns: int | None = None
-    port: int = DEFAULT_PORT
+    #: None: 48500 inside namespaces, any free port on loopback (runs side by side must not collide).
+    port: int | None = None
     dest: str | None = None
     ethertype: int = DEFAULT_ETHERTYPE
     vid: int | None = None
@@ -72,7 +73,7 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(f"--size {cfg.size} does not fit an Ethernet frame (at most 1500 bytes with --l2)")
     if cfg.spin_ns < 0 or cfg.spin_ns >= cfg.period_ns:
         raise ConfigError("--spin must be shorter than --period")
-    if not 1 <= cfg.port <= 65535:
+    if cfg.port is not None and not 1 <= cfg.port <= 65535:
         raise ConfigError(f"--port must be 1..65535, got {cfg.port}")
     if cfg.vid is not None and not 0 <= cfg.vid <= 4094:
         raise ConfigError(f"--vid must be 0..4094, got {cfg.vid}")

@@ -107,8 +107,8 @@ def spawn(role: str, spec: SenderSpec | ReceiverSpec, workdir: Path, progress: P
     return Worker(role, proc, result, stderr_path)
 
 
-def wait_ready(worker: Worker, timeout_s: float = 20.0) -> None:
-    """Block until the receiver says it listens; fail with its own error if it died."""
+def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
+    """Block until the receiver says it listens; return its port. Fail with its own error if it died."""
     assert worker.proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     fd = worker.proc.stdout.fileno()
@@ -120,8 +120,10 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> None:
             if not chunk:
                 break
             buf += chunk
-            if READY.encode() in buf:
-                return
+            for line in buf.splitlines(keepends=True):
+                if line.startswith(READY.encode()) and line.endswith(b"\n"):
+                    parts = line.split()
+                    return int(parts[1]) if len(parts) > 1 else 0
         elif not worker.alive():
             break
     worker.wait(2.0)

@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
                 sock = open_receiver(spec.listen)
                 with rt.gc_paused():
                     res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
-                                       on_ready=lambda: print(READY, flush=True))
+                                       on_ready=lambda: print(READY, _bound_port(sock), flush=True))
             else:
                 out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority,
                                   txtime=spec.txtime_offset_ns is not None)
@@ -157,6 +158,12 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
         info.update(_describe(res))
     _write_info(result, info)
     return 1 if "error" in info else 0
+
+
+def _bound_port(sock) -> int:
+    """The UDP port the receiver got (the controller asked for any free one with port 0)."""
+    name = sock.getsockname()
+    return int(name[1]) if sock.family != socket.AF_PACKET else 0
 
 
 def _write_columns(result: Path, res: SenderResult | ReceiverResult) -> None:
