@@ -113,6 +113,35 @@ def block_bootstrap(series: np.ndarray, stat: Callable[[np.ndarray], np.ndarray]
     return est, dev
 
 
+def hierarchical_bootstrap(runs: list[np.ndarray], stat: Callable[[np.ndarray], np.ndarray], blocks: list[int],
+                           resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two-level bootstrap of ``stat`` over repeated runs of one configuration.
+
+    Each resample draws as many runs as there are, with replacement, then a
+    circular block resample of each drawn run, and pools them. The spread
+    then holds what one run cannot show: how much whole runs of the same
+    configuration differ (another moment on a busy machine, another CPU
+    placement). Resamples of long runs are shortened to RESAMPLE_CAP in total
+    and *not* rescaled: the run-to-run part of the spread does not shrink
+    with more packets, so the intervals err on the wide side.
+    """
+    est = np.asarray(stat(np.concatenate(runs)), dtype=np.float64)
+    k = len(runs)
+    cap = max(1, RESAMPLE_CAP // k)
+    dev = np.empty((resamples, len(est)))
+    for i in range(resamples):
+        parts = []
+        for j in rng.integers(0, k, k):
+            series = runs[j]
+            n = len(series)
+            m = min(n, cap)
+            block = max(1, min(blocks[j], m))
+            starts = rng.integers(0, n, math.ceil(m / block))
+            parts.append(series[(starts[:, None] + np.arange(block)).ravel()[:m] % n])
+        dev[i] = np.asarray(stat(np.concatenate(parts)), dtype=np.float64) - est
+    return est, dev
+
+
 def interval(estimate: float, dev_a: np.ndarray, dev_b: np.ndarray, alpha: float) -> tuple[float, float]:
     """Percentile interval of (B - A) from independent bootstrap deviations of A and B."""
     diffs = estimate + dev_b - dev_a

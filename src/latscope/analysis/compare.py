@@ -23,13 +23,14 @@ them a valid interval, so they are shown and differenced but not tested.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from scipy.stats import ks_2samp, mannwhitneyu
 
-from latscope.analysis.bootstrap import Dependence, block_bootstrap, dependence, interval
+from latscope.analysis.bootstrap import Dependence, block_bootstrap, dependence, hierarchical_bootstrap, interval
 from latscope.analysis.envdiff import Difference
 
 #: Metrics of the table, in order: (key, label, unit).
@@ -65,10 +66,25 @@ class Settings:
 
 @dataclass(frozen=True)
 class RunData:
-    """One run as compare sees it: latency per sent packet (NaN when lost), in send order."""
+    """One run as compare sees it: latency per sent packet (NaN when lost), in send order.
+
+    Several runs of one configuration (repeats) are one RunData whose
+    ``starts`` mark where each run after the first begins in ``latency_ns``.
+    """
 
     label: str
     latency_ns: np.ndarray
+    starts: tuple[int, ...] = ()
+
+    @classmethod
+    def group(cls, label: str, runs: list[np.ndarray]) -> RunData:
+        """Repeated runs of one configuration, compared as a group."""
+        starts = tuple(int(x) for x in np.cumsum([len(r) for r in runs[:-1]]))
+        return cls(label, np.concatenate(runs) if len(runs) > 1 else runs[0], starts)
+
+    @property
+    def runs(self) -> list[np.ndarray]:
+        return np.split(self.latency_ns, list(self.starts)) if self.starts else [self.latency_ns]
 
     @property
     def received(self) -> np.ndarray:
@@ -178,13 +194,17 @@ def compare_pair(a: RunData, b: RunData, settings: Settings = Settings()) -> Com
     """Compare run B with run A (the baseline)."""
     rng = np.random.default_rng(settings.seed)
     ra, rb = a.received, b.received
-    dep = (dependence(ra), dependence(rb))
+    deps = ([_dependence(r) for r in a.runs], [_dependence(r) for r in b.runs])
+    # The least independent run of a group sets the thinning of the group.
+    dep = (max(deps[0], key=lambda d: d.tau), max(deps[1], key=lambda d: d.tau))
     boot = []
-    for run, d in ((a, dep[0]), (b, dep[1])):
+    for run, ds in ((a, deps[0]), (b, deps[1])):
         if len(run.latency_ns) == 0:
             boot.append((np.full(len(_BOOTSTRAPPED), math.nan), np.zeros((0, len(_BOOTSTRAPPED)))))
+        elif run.starts:
+            boot.append(hierarchical_bootstrap(run.runs, _resampled, [d.block for d in ds], settings.resamples, rng))
         else:
-            boot.append(block_bootstrap(run.latency_ns, _resampled, d.block, settings.resamples, rng))
+            boot.append(block_bootstrap(run.latency_ns, _resampled, ds[0].block, settings.resamples, rng))
     (est_a, dev_a), (est_b, dev_b) = boot
     rows = []
     for key, label, unit in METRICS:
@@ -204,8 +224,30 @@ def compare_pair(a: RunData, b: RunData, settings: Settings = Settings()) -> Com
             continue
         ci = interval(vb - va, dev_a[:, i], dev_b[:, i], settings.alpha)
         rows.append(_judge(key, label, unit, va, vb, ci, settings))
-    dist = rank_tests(ra, rb, dep, settings) if len(ra) >= 8 and len(rb) >= 8 else None
+    dist = None
+    if len(ra) >= 8 and len(rb) >= 8:
+        (ta, sa), (tb, sb) = _thinned(a, deps[0]), _thinned(b, deps[1])
+        dist = rank_tests(ta, tb, dep, settings, prethinned=(sa, sb))
+        if a.starts or b.starts:
+            # Packets of different runs are not exchangeable when runs differ as
+            # wholes: the rank p-value would ignore that. The verdict comes from
+            # the run-level interval of the median instead.
+            p50 = next(r for r in rows if r.key == "p50")
+            dist = replace(dist, verdict=p50.verdict, note="repeated runs: verdict from run-level resampling "
+                           "of the median; the rank p-values treat all packets as one sample")
     return Comparison(a.label, b.label, tuple(rows), dist, dep, settings)
+
+
+def _dependence(series: np.ndarray) -> Dependence:
+    return dependence(series[~np.isnan(series)])
+
+
+def _thinned(data: RunData, deps: list[Dependence]) -> tuple[np.ndarray, int]:
+    """Each run's received packets thinned by its own step (and to RANK_SAMPLE in total), pooled; the largest step."""
+    runs = [r[~np.isnan(r)] for r in data.runs]
+    floor = math.ceil(sum(len(r) for r in runs) / RANK_SAMPLE)
+    steps = [max(d.step, floor) for d in deps]
+    return np.concatenate([r[::step] for r, step in zip(runs, steps)]), max(steps)
 
 
 def _finite(v: float) -> float | None:
@@ -237,11 +279,18 @@ def _judge(key: str, label: str, unit: str, va: float, vb: float, ci: tuple[floa
 
 
 def rank_tests(ra: np.ndarray, rb: np.ndarray, dep: tuple[Dependence, Dependence],
-               settings: Settings) -> DistributionResult:
-    """Mann-Whitney U, Cliff's delta, Hodges-Lehmann shift and KS on the thinned series of A and B."""
-    sa = max(dep[0].step, math.ceil(len(ra) / RANK_SAMPLE))
-    sb = max(dep[1].step, math.ceil(len(rb) / RANK_SAMPLE))
-    ta, tb = ra[::sa], rb[::sb]
+               settings: Settings, prethinned: tuple[int, int] | None = None) -> DistributionResult:
+    """Mann-Whitney U, Cliff's delta, Hodges-Lehmann shift and KS on the thinned series of A and B.
+
+    ``prethinned`` gives the steps when ``ra`` and ``rb`` are thinned already.
+    """
+    if prethinned is not None:
+        ta, tb = ra, rb
+        sa, sb = prethinned
+    else:
+        sa = max(dep[0].step, math.ceil(len(ra) / RANK_SAMPLE))
+        sb = max(dep[1].step, math.ceil(len(rb) / RANK_SAMPLE))
+        ta, tb = ra[::sa], rb[::sb]
     u, p = mannwhitneyu(tb, ta, alternative="two-sided")
     delta = 2.0 * float(u) / (len(ta) * len(tb)) - 1.0
     hl = hodges_lehmann(ta, tb, np.random.default_rng(settings.seed))
@@ -295,8 +344,16 @@ def quantile_shift(a: RunData, b: RunData, settings: Settings = Settings(),
     if len(ra) < 2 or len(rb) < 2:
         nan = np.full(len(lv), math.nan)
         return Shift(lv, nan, nan, nan)
-    est_a, dev_a = block_bootstrap(ra, stat, dependence(ra).block, settings.resamples, rng)
-    est_b, dev_b = block_bootstrap(rb, stat, dependence(rb).block, settings.resamples, rng)
+    (est_a, dev_a), (est_b, dev_b) = (_boot(x, stat, settings.resamples, rng) for x in (a, b))
     diff = est_b - est_a
     bounds = [interval(float(diff[i]), dev_a[:, i], dev_b[:, i], settings.alpha) for i in range(len(lv))]
     return Shift(lv, diff, np.array([lo for lo, _ in bounds]), np.array([hi for _, hi in bounds]))
+
+
+def _boot(data: RunData, stat: Callable[[np.ndarray], np.ndarray], resamples: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Block bootstrap of one run, hierarchical bootstrap of repeated runs."""
+    runs = [r[~np.isnan(r)] for r in data.runs]
+    if len(runs) > 1:
+        return hierarchical_bootstrap(runs, stat, [dependence(r).block for r in runs], resamples, rng)
+    return block_bootstrap(runs[0], stat, dependence(runs[0]).block, resamples, rng)

@@ -117,6 +117,8 @@ def compare_text(runs: Sequence[dict[str, Any]], comparisons: Sequence[Any], env
     lines = ["runs (A is the baseline):"]
     for letter, r in zip(letters, runs):
         name = f"{r['name']} ({r['run_id']})" if r["name"] else r["run_id"]
+        if len(r.get("run_ids", ())) > 1:
+            name = f"{len(r['run_ids'])} runs of one configuration: {', '.join(r['run_ids'])}"
         lines.append(f"  {letter}  {name}: {r['packets']} packets, {r['lost']} lost")
     level = f"{100 * (1 - settings.alpha):g}%"
     for letter, c in zip(letters[1:], comparisons):

@@ -132,3 +132,34 @@ def test_json_form() -> None:
     assert {"a", "b", "difference", "interval", "verdict"} <= set(p50)
     assert len(p50["interval"]) == 2 and p50["verdict"] == HIGHER
     assert {"cliffs_delta", "hodges_lehmann_shift_us", "mann_whitney_p", "ks_p"} <= set(doc["distribution"])
+
+
+def _runs(rng: np.random.Generator, count: int, shift_ns: float = 0.0) -> list[np.ndarray]:
+    # Each run sits at its own level (sd 1 µs): what a busy machine does to runs of one configuration.
+    return [ar1_lognormal(rng, 5_000, 0.9, 20_000, 0.1) + rng.normal(0, 1_000) + shift_ns for _ in range(count)]
+
+
+def test_repeated_runs_carry_run_to_run_variation() -> None:
+    """Groups of runs whose levels wander between runs: one pair of runs is often 'different', the groups are not."""
+    pair_hits, group_hits = 0, 0
+    for seed in range(6):
+        rng = np.random.default_rng(200 + seed)
+        ga, gb = _runs(rng, 4), _runs(rng, 4)
+        pair_hits += compare_pair(RunData("a", ga[0]), RunData("b", gb[0]), FAST).metric("p50").verdict != SAME
+        c = compare_pair(RunData.group("A", ga), RunData.group("B", gb), FAST)
+        group_hits += c.metric("p50").verdict != SAME
+        assert c.distribution.verdict == c.metric("p50").verdict
+    assert group_hits <= 1 < pair_hits
+
+
+def test_repeated_runs_still_find_a_real_shift() -> None:
+    """Four runs against four runs shifted by 5 µs: 'higher', despite the run-to-run wander."""
+    rng = np.random.default_rng(300)
+    c = compare_pair(RunData.group("A", _runs(rng, 4)), RunData.group("B", _runs(rng, 4, 5_000)), FAST)
+    assert c.metric("p50").verdict == HIGHER and c.metric("avg").verdict == HIGHER
+
+
+def test_group_keeps_run_boundaries() -> None:
+    """A group of runs splits back into its runs."""
+    g = RunData.group("g", [np.arange(3.0), np.arange(5.0)])
+    assert [len(r) for r in g.runs] == [3, 5] and len(g.latency_ns) == 8
