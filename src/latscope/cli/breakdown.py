@@ -1,0 +1,65 @@
+"""`latscope breakdown [RUN] [--trace FILE]`: what held the late packets back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from latscope.cli.common import DURATION, emit_json, json_option, results_option, store_from, warn
+from latscope.errors import ConfigError
+
+
+@click.command()
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A trace you captured: the tracefs `trace` file or `trace-cmd report` output "
+                   "(plain, .gz, .xz, .zst). Default: the run's own trace.")
+@click.option("--threshold", type=DURATION, default=None,
+              help="Late above this (150us, 1ms) [default: the run's p99 of the metric].")
+@click.option("--metric", type=click.Choice(["e2e", "latency", "trace"]), default="e2e", show_default=True,
+              help="What 'late' is judged on (e2e: scheduled send to receiver in user space).")
+@click.option("--packet-pid", "packet_pid", type=int, default=None,
+              help="pid of the sending process, for traces without latscope markers.")
+@click.option("--receiver-pid", "receiver_pid", type=int, default=None,
+              help="pid of the receiving process, for traces without latscope markers.")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
+              help="Late packets shown stage by stage in the text report.")
+@click.option("--perfetto", "perfetto_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a Chrome/Perfetto trace (JSON) of the late packets, for ui.perfetto.dev.")
+@results_option
+@json_option
+def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | None, metric: str,
+              packet_pid: int | None, receiver_pid: int | None, top: int, perfetto_file: Path | None,
+              results: str | None, as_json: bool) -> None:
+    """Split each late packet's latency into stages and name what held it back.
+
+    RUN is a run recorded with `latscope run --trace` (id, prefix, name or
+    'latest'). With --trace FILE and no RUN, a trace captured by other means
+    is broken down on its own.
+    """
+    from latscope.trace.breakdown import Options, analyse, load_run_table, load_trace_file
+    from latscope.trace.report import to_json, to_text
+
+    if run_ref is None and trace_file is None:
+        raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
+    run = store_from(results).resolve(run_ref) if run_ref is not None else None
+    table = load_trace_file(trace_file) if trace_file is not None else load_run_table(run.path)
+    samples = run.samples() if run is not None else None
+    overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
+    options = Options(metric=metric, threshold_ns=threshold, sender_pid=packet_pid, receiver_pid=receiver_pid,
+                      top=top)
+    bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns)
+    if perfetto_file is not None:
+        from latscope.trace.perfetto import write
+
+        n = write(bd, perfetto_file)
+        if not as_json:
+            warn(f"wrote {n} trace events to {perfetto_file} (open it in https://ui.perfetto.dev)")
+    if as_json:
+        doc = to_json(bd)
+        if perfetto_file is not None:
+            doc["perfetto_file"] = str(perfetto_file)
+        emit_json(doc)
+    else:
+        click.echo(to_text(bd, top=top), nl=False)

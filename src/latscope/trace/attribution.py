@@ -1,0 +1,265 @@
+"""Which stage made a late packet late, and what held that stage back.
+
+1. Baseline: per stage, the median and p99 over the packets that were not
+   late. A stage's *excess* in a late packet is its time minus that median.
+2. The *dominant stage* of a late packet is the one with the largest excess.
+3. Culprits: for every stage with a real excess (at least 5 us and a tenth
+   of the packet's total excess), the stage's window on the CPU where it
+   waited is split among what held that CPU (latscope.trace.model):
+   other tasks (comm, pid), interrupts and softirqs (net of nesting), the
+   CPU being idle (a wakeup that had to bring an idle CPU back), the waiting
+   task's own work ("self"), and silent gaps: stretches without a single
+   event on that CPU while only the waiting task or idle was there, which a
+   guest cannot explain (the host or hypervisor took the CPU, or kernel work
+   that no enabled event shows). Migrations of the waiting task and a
+   wakeup that only preempted at the next tick are noted.
+4. Across late packets: culprits ranked by total time and by how many late
+   packets they delayed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latscope.store.samples import MISSING
+from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
+from latscope.trace.stages import NCHECK, STAGE_ROLE, STAGES, Packets
+
+MIN_EXCESS_NS = 5_000
+MIN_SHARE_NS = 1_000
+GAP_MIN_NS = 20_000
+MAX_CULPRITS = 8
+TICK_FUNCTIONS = ("tick_nohz_handler", "tick_sched_timer", "tick_handle_periodic")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A stage's time in packets that were not late."""
+
+    stage: str
+    count: int
+    median_ns: float
+    p99_ns: float
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """Something that held the CPU a late packet waited on."""
+
+    kind: str      # task, self, idle, irq, softirq, gap, migration
+    name: str
+    pid: int
+    cpu: int
+    ns: int
+    stage: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class StageTime:
+    name: str
+    ns: float
+    cpu: int
+    excess_ns: float
+
+
+@dataclass(frozen=True)
+class LatePacket:
+    seq: int
+    value_ns: float
+    start_ns: int
+    dominant_stage: str
+    excess_ns: float
+    stages: tuple[StageTime, ...]
+    culprits: tuple[Culprit, ...]
+    collateral_of: int | None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A culprit across all late packets."""
+
+    kind: str
+    name: str
+    count: int
+    total_ns: int
+    max_ns: int
+    pids: tuple[int, ...]
+    cpus: tuple[int, ...]
+    stages: tuple[str, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray) -> list[Baseline]:
+    """Median and p99 of each stage over normal packets where the stage's end was seen."""
+    out = []
+    for k, name in enumerate(STAGES):
+        sel = normal & present[:, k] & ~np.isnan(durations[:, k])
+        v = durations[sel, k]
+        if len(v):
+            med, p99 = np.percentile(v, [50, 99])
+            out.append(Baseline(name, int(len(v)), float(med), float(p99)))
+        else:
+            out.append(Baseline(name, 0, 0.0, 0.0))
+    return out
+
+
+def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.ndarray,
+            base: list[Baseline]) -> LatePacket:
+    """Stages, dominant stage and culprits of packet ``idx`` of ``pk``."""
+    d = durations[idx]
+    times, cpus = pk.times[idx], pk.cpus[idx]
+    starts = _stage_starts(times)
+    present = times[1:] != MISSING
+    excess = np.where(present, d - np.array([b.median_ns for b in base]), 0.0)
+    excess = np.nan_to_num(excess)
+    total_excess = float(np.clip(excess, 0, None).sum())
+    dominant = int(np.argmax(excess)) if present.any() else 0
+    stages = tuple(StageTime(STAGES[k], float(d[k]), int(cpus[k + 1]), float(excess[k]))
+                   for k in range(len(STAGES)) if present[k])
+    culprits: list[Culprit] = []
+    for k in range(len(STAGES)):
+        if not present[k] or excess[k] < max(MIN_EXCESS_NS, 0.1 * total_excess):
+            continue
+        a, b = int(starts[k]), int(times[k + 1])
+        cpu = int(cpus[k + 1])
+        if cpu < 0 or b <= a:
+            continue
+        victim = (pk.sender_pid, -1, pk.receiver_pid)[STAGE_ROLE[k]]
+        culprits += _stage_culprits(tl, STAGES[k], cpu, a, b, victim, base[k])
+        if STAGES[k] == "runqueue_wait":
+            culprits = _note_tick(tl, pk, idx, culprits)
+    culprits += _migrations(tl, pk, idx)
+    merged = _merge(culprits)
+    cause = int(pk.cause[idx]) if pk.collateral[idx] and pk.cause[idx] >= 0 else None
+    return LatePacket(int(pk.seq[idx]), float(value_ns), int(times[0]) if times[0] != MISSING else 0,
+                      STAGES[dominant], float(excess[dominant]), stages, tuple(merged[:MAX_CULPRITS]), cause)
+
+
+def _stage_starts(times: np.ndarray) -> np.ndarray:
+    """Start of each stage: the last checkpoint seen before its end."""
+    starts = np.full(len(STAGES), MISSING, dtype=np.int64)
+    last = times[0]
+    for k in range(1, NCHECK):
+        starts[k - 1] = last
+        if times[k] != MISSING:
+            last = times[k]
+    return starts
+
+
+def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: int,
+                    base: Baseline) -> list[Culprit]:
+    shares = window_shares(tl, cpu, a, b)
+    out: list[Culprit] = []
+    gap_min = int(max(GAP_MIN_NS, base.p99_ns))
+    gaps = [(s, e) for s, e in silent_gaps(tl, cpu, a, b, gap_min)
+            if running_at(tl, cpu, (s + e) // 2) in (victim, 0, -1)]
+    gap_ns = sum(e - s for s, e in gaps)
+    for sh in shares:
+        if sh.ns < MIN_SHARE_NS:
+            continue
+        kind, name, note = sh.kind, sh.name, ""
+        ns = sh.ns
+        if kind == "task" and sh.pid == victim:
+            kind, note = "self", "the waiting task's own time"
+        if kind in ("self", "idle") and gap_ns:
+            # the silent part is reported as a gap, not as the task's own time
+            take = min(ns, gap_ns)
+            ns -= take
+            gap_ns -= take
+        if kind == "idle":
+            name = f"idle CPU {cpu}"
+            note = "the CPU was idle: wakeup IPI or idle-state exit latency"
+        if ns >= MIN_SHARE_NS:
+            out.append(Culprit(kind, name, sh.pid, cpu, int(ns), stage, note))
+    for s, e in gaps:
+        out.append(Culprit("gap", "silent gap (no events)", -1, cpu, int(e - s), stage,
+                           "no event on this CPU: host/hypervisor preemption or untraced kernel work"))
+    return out
+
+
+def _note_tick(tl: Timeline, pk: Packets, idx: int, culprits: list[Culprit]) -> list[Culprit]:
+    """A runqueue wait that ended right after a tick by preempting a runnable task: say so."""
+    row = int(pk.rows[idx, 10])
+    if row < 0:
+        return culprits
+    t = tl.table
+    state = int(t.nums[row, 4])
+    prev_pid = int(t.nums[row, 0])
+    if prev_pid <= 0 or state == MISSING or state & 0xFFFF:  # prev was not runnable: it blocked
+        return culprits
+    cpu = int(t.cpu[row])
+    hr = t.rows("hrtimer_expire_entry")
+    hr = hr[(t.cpu[hr] == cpu) & (hr < row)]
+    if not len(hr):
+        return culprits
+    last = hr[-1]
+    fn = t.string(int(t.strs[last, 0]))
+    if not fn.startswith(TICK_FUNCTIONS) or t.ts[row] - t.ts[last] > 100_000:
+        return culprits
+    return [Culprit(c.kind, c.name, c.pid, c.cpu, c.ns, c.stage, "preempted for the receiver only at the next tick")
+            if c.pid == prev_pid and c.kind == "task" else c for c in culprits]
+
+
+def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
+    t = tl.table
+    rows = tl.migrations
+    if len(rows) == 0:
+        return []
+    times = pk.times[idx]
+    valid = times[times != MISSING]
+    if len(valid) < 2:
+        return []
+    a, b = int(valid.min()), int(valid.max())
+    ts = t.ts[rows]
+    sel = rows[(ts >= a) & (ts <= b) & np.isin(t.nums[rows, 0], [pk.sender_pid, pk.receiver_pid])]
+    return [Culprit("migration", t.string(int(t.strs[r, 0])), int(t.nums[r, 0]), int(t.nums[r, 3]), 0,
+                    "", f"moved from CPU {int(t.nums[r, 2])} to CPU {int(t.nums[r, 3])}") for r in sel]
+
+
+def _merge(culprits: list[Culprit]) -> list[Culprit]:
+    """One entry per (kind, name, pid, cpu): times added, stages and notes joined."""
+    acc: dict[tuple[str, str, int, int], list[Culprit]] = defaultdict(list)
+    for c in culprits:
+        acc[(c.kind, c.name, c.pid, c.cpu)].append(c)
+    out = []
+    for (kind, name, pid, cpu), items in acc.items():
+        stages = ",".join(dict.fromkeys(c.stage for c in items if c.stage))
+        notes = "; ".join(dict.fromkeys(c.note for c in items if c.note))
+        out.append(Culprit(kind, name, pid, cpu, sum(c.ns for c in items), stages, notes))
+    return sorted(out, key=lambda c: (-c.ns, c.kind != "migration"))
+
+
+def rank(late: list[LatePacket]) -> list[Ranked]:
+    """Culprits across late packets: by total time, then by count."""
+    total: Counter[tuple[str, str]] = Counter()
+    count: Counter[tuple[str, str]] = Counter()
+    worst: dict[tuple[str, str], int] = {}
+    pids: dict[tuple[str, str], set[int]] = defaultdict(set)
+    cpus: dict[tuple[str, str], set[int]] = defaultdict(set)
+    stages: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    notes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for p in late:
+        seen = set()
+        for c in p.culprits:
+            key = (c.kind, c.name)
+            total[key] += c.ns
+            worst[key] = max(worst.get(key, 0), c.ns)
+            if c.pid >= 0:
+                pids[key].add(c.pid)
+            cpus[key].add(c.cpu)
+            for s in c.stage.split(","):
+                if s:
+                    stages[key][s] += 1
+            if c.note:
+                notes[key][c.note] += 1
+            if key not in seen:
+                count[key] += 1
+                seen.add(key)
+    keys = sorted(total, key=lambda k: (-total[k], -count[k]))
+    return [Ranked(k[0], k[1], count[k], int(total[k]), int(worst[k]), tuple(sorted(pids[k])), tuple(sorted(cpus[k])),
+                   tuple(s for s, _ in stages[k].most_common()), tuple(n for n, _ in notes[k].most_common(2)))
+            for k in keys]

@@ -1,0 +1,380 @@
+"""A per-CPU timeline built from the events: who ran when, interrupts, wakeups, migrations.
+
+* Segments: from every sched_switch on a CPU to the next one, the task that
+  ran (pid, comm, priority). The first segment of a CPU starts at its first
+  event, the last one ends at its last.
+* Interrupt intervals: hard interrupts (device handlers and the x86 vectors
+  such as the local timer and IPIs) and softirqs, paired entry to exit per
+  CPU. A hard interrupt inside a softirq is counted once: ``net()`` gives the
+  softirq time without it, and task time without both.
+* Wakeups: each sched_waking (who woke whom, from which CPU, for which CPU),
+  when the target was enqueued (sched_wakeup), when it first ran after that,
+  and whether it ran at once (the CPU was idle or the current task was
+  preempted for it) or had to wait.
+* Migrations: sched_migrate_task.
+
+Everything is columns (numpy), built in a few vectorised passes; questions
+about a time window on one CPU use binary search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from latscope.trace.table import NONE, EventTable
+
+HARD, SOFT = 1, 2
+SOFTIRQ_NAMES = ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU")
+#: x86 vector events that are hard interrupts (entry, exit, display name).
+VECTOR_IRQS = (("local_timer_entry", "local_timer_exit", "local timer"),
+               ("reschedule_entry", "reschedule_exit", "reschedule IPI"),
+               ("call_function_entry", "call_function_exit", "call-function IPI"),
+               ("call_function_single_entry", "call_function_single_exit", "call-function IPI"),
+               ("irq_work_entry", "irq_work_exit", "irq work"),
+               ("x86_platform_ipi_entry", "x86_platform_ipi_exit", "platform IPI"))
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Running-task intervals, sorted by (cpu, start); ``bounds[c]:bounds[c+1]`` are CPU c's."""
+
+    cpu: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    pid: np.ndarray
+    comm: np.ndarray      # string id
+    prio: np.ndarray
+    bounds: np.ndarray
+
+    def on(self, cpu: int) -> slice:
+        if cpu < 0 or cpu + 1 >= len(self.bounds):
+            return slice(0, 0)
+        return slice(int(self.bounds[cpu]), int(self.bounds[cpu + 1]))
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Interrupt intervals sorted by (cpu, start): kind HARD or SOFT, ``name`` a string id."""
+
+    cpu: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    kind: np.ndarray
+    name: np.ndarray
+    bounds: np.ndarray
+
+    def on(self, cpu: int) -> slice:
+        if cpu < 0 or cpu + 1 >= len(self.bounds):
+            return slice(0, 0)
+        return slice(int(self.bounds[cpu]), int(self.bounds[cpu + 1]))
+
+
+@dataclass(frozen=True)
+class Wakeups:
+    """One row per sched_waking."""
+
+    row: np.ndarray        # row of the sched_waking in the table
+    ts: np.ndarray
+    waker_pid: np.ndarray
+    waker_cpu: np.ndarray
+    pid: np.ndarray        # woken task
+    target_cpu: np.ndarray
+    enqueued: np.ndarray   # sched_wakeup time (NONE when not seen)
+    ran: np.ndarray        # first switch to the task after the wakeup (NONE when not seen)
+    ran_cpu: np.ndarray
+    at_once: np.ndarray    # ran without another task running first on its CPU
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Everything the breakdown asks of a trace."""
+
+    table: EventTable
+    segments: Segments
+    irqs: Intervals
+    wakeups: Wakeups
+    migrations: np.ndarray     # rows of sched_migrate_task
+    cpu_rows: tuple[np.ndarray, ...]  # per CPU: rows of every event on it (for silent gaps)
+    start_ns: int
+    end_ns: int
+    irq_names: dict[int, str]  # string id of an interval name -> text (names made here)
+
+    @property
+    def ncpu(self) -> int:
+        return len(self.cpu_rows)
+
+    def comm_of(self, sid: int) -> str:
+        if sid in self.irq_names:
+            return self.irq_names[sid]
+        return self.table.string(sid)
+
+
+def build(table: EventTable) -> Timeline:
+    """The timeline of a table sorted by time."""
+    ncpu = int(table.cpu.max()) + 1 if len(table) else 0
+    names: dict[int, str] = {}
+    cpu_rows = _rows_per_cpu(table, ncpu)
+    segs = _segments(table, ncpu, cpu_rows)
+    irqs = _interrupts(table, ncpu, names)
+    wake = _wakeups(table, segs)
+    mig = table.rows("sched_migrate_task")
+    return Timeline(table, segs, irqs, wake, mig, cpu_rows, int(table.ts[0]) if len(table) else 0,
+                    int(table.ts[-1]) if len(table) else 0, names)
+
+
+def _rows_per_cpu(t: EventTable, ncpu: int) -> tuple[np.ndarray, ...]:
+    order = np.argsort(t.cpu, kind="stable")
+    b = np.searchsorted(t.cpu[order], np.arange(ncpu + 1))
+    return tuple(order[b[c]:b[c + 1]] for c in range(ncpu))
+
+
+def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Segments:
+    sw = t.rows("sched_switch")
+    cpus, starts, ends, pids, comms, prios = [], [], [], [], [], []
+    for c in range(ncpu):
+        r = sw[t.cpu[sw] == c]
+        rows_c = cpu_rows[c]
+        if len(rows_c) == 0:
+            continue
+        first_ts, last_ts = t.ts[rows_c[0]], t.ts[rows_c[-1]]
+        if len(r) == 0:
+            continue
+        ts = t.ts[r]
+        nxt_pid, prev_pid = t.nums[r, 1], t.nums[r, 0]
+        # before the first switch: the task it switched away from
+        s = np.concatenate([[first_ts], ts])
+        e = np.concatenate([ts, [max(last_ts, ts[-1])]])
+        p = np.concatenate([[prev_pid[0]], nxt_pid])
+        cm = np.concatenate([[t.strs[r[0], 0]], t.strs[r, 1]])
+        pr = np.concatenate([[t.nums[r[0], 2]], t.nums[r, 3]])
+        cpus.append(np.full(len(s), c, np.int16))
+        starts.append(s)
+        ends.append(e)
+        pids.append(p)
+        comms.append(cm)
+        prios.append(pr)
+    if not cpus:
+        z = np.zeros(0, np.int64)
+        return Segments(z.astype(np.int16), z, z, z, z.astype(np.int32), z, np.zeros(ncpu + 1, np.int64))
+    cpu = np.concatenate(cpus)
+    return Segments(cpu, np.concatenate(starts), np.concatenate(ends), np.concatenate(pids),
+                    np.concatenate(comms).astype(np.int32), np.concatenate(prios),
+                    np.searchsorted(cpu, np.arange(ncpu + 1)))
+
+
+def _interrupts(t: EventTable, ncpu: int, names: dict[int, str]) -> Intervals:
+    parts: list[tuple[np.ndarray, ...]] = []
+    base = len(t.strings) + 1_000_000  # ids for names made here, clear of the table's strings
+    label_ids: dict[str, int] = {}
+
+    def label(text: str) -> int:
+        if text not in label_ids:
+            label_ids[text] = base + len(label_ids)
+            names[label_ids[text]] = text
+        return label_ids[text]
+
+    # device interrupts: irq_handler_entry carries the name, the exit only the number
+    entry, exit_ = t.rows("irq_handler_entry"), t.rows("irq_handler_exit")
+    if len(entry) and len(exit_):
+        lab = np.array([label(f"irq {int(t.nums[r, 0])} {t.string(int(t.strs[r, 0]))}".strip()) for r in entry[
+            np.unique(t.nums[entry, 0], return_index=True)[1]]], dtype=np.int64)
+        irq_of = dict(zip(np.unique(t.nums[entry, 0]).tolist(), lab.tolist()))
+        name_entry = np.array([irq_of[int(x)] for x in t.nums[entry, 0]], dtype=np.int64)
+        parts.append(_pair(t, entry, exit_, HARD, name_entry))
+    for en, ex, text in VECTOR_IRQS:
+        a, b = t.rows(en), t.rows(ex)
+        if len(a) and len(b):
+            parts.append(_pair(t, a, b, HARD, np.full(len(a), label(text), np.int64)))
+    se, sx = t.rows("softirq_entry"), t.rows("softirq_exit")
+    if len(se) and len(sx):
+        vec = t.nums[se, 0]
+        lab = np.array([label("softirq " + (SOFTIRQ_NAMES[v] if 0 <= v < len(SOFTIRQ_NAMES) else str(v)))
+                        for v in range(len(SOFTIRQ_NAMES) + 1)], dtype=np.int64)
+        parts.append(_pair(t, se, sx, SOFT, lab[np.clip(vec, 0, len(SOFTIRQ_NAMES))]))
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return Intervals(z.astype(np.int16), z, z, z.astype(np.int8), z, np.zeros(ncpu + 1, np.int64))
+    cpu, start, end, kind, name = (np.concatenate([p[k] for p in parts]) for k in range(5))
+    o = np.lexsort((start, cpu))
+    cpu = cpu[o]
+    return Intervals(cpu, start[o], end[o], kind[o], name[o], np.searchsorted(cpu, np.arange(ncpu + 1)))
+
+
+def _pair(t: EventTable, entries: np.ndarray, exits: np.ndarray, kind: int,
+          name_of_entry: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Entry/exit pairs per CPU: an entry followed (on its CPU, in time) directly by an exit."""
+    rows = np.concatenate([entries, exits])
+    is_entry = np.concatenate([np.ones(len(entries), bool), np.zeros(len(exits), bool)])
+    names = np.concatenate([name_of_entry, np.full(len(exits), -1, np.int64)])
+    o = np.lexsort((rows, t.cpu[rows]))
+    rows, is_entry, names = rows[o], is_entry[o], names[o]
+    cpu = t.cpu[rows]
+    ok = is_entry[:-1] & ~is_entry[1:] & (cpu[:-1] == cpu[1:])
+    i = np.flatnonzero(ok)
+    return (cpu[i].astype(np.int16), t.ts[rows[i]], t.ts[rows[i + 1]], np.full(len(i), kind, np.int8), names[i])
+
+
+def _wakeups(t: EventTable, segs: Segments) -> Wakeups:
+    wk = t.rows("sched_waking")
+    up = t.rows("sched_wakeup")
+    pid = t.nums[wk, 0]
+    enq = np.full(len(wk), NONE, np.int64)
+    if len(up):
+        enq_rows = next_keyed(up, t.nums[up, 0], wk, pid)
+        enq = np.where(enq_rows >= 0, t.ts[np.maximum(enq_rows, 0)], NONE)
+    sw = t.rows("sched_switch")
+    ran = np.full(len(wk), NONE, np.int64)
+    ran_cpu = np.full(len(wk), -1, np.int64)
+    at_once = np.zeros(len(wk), bool)
+    if len(sw):
+        run_rows = next_keyed(sw, t.nums[sw, 1], wk, pid)
+        ok = run_rows >= 0
+        ran[ok] = t.ts[run_rows[ok]]
+        ran_cpu[ok] = t.cpu[run_rows[ok]]
+        # at once: nothing else was switched in on that CPU between the wakeup and the switch to it
+        prev_sw_on_cpu = np.full(len(wk), -1, np.int64)
+        for c in np.unique(ran_cpu[ok]):
+            sw_c = sw[t.cpu[sw] == c]
+            sel = np.flatnonzero(ok & (ran_cpu == c))
+            k = np.searchsorted(sw_c, run_rows[sel]) - 1
+            prev_sw_on_cpu[sel] = np.where(k >= 0, sw_c[np.maximum(k, 0)], -1)
+        at_once = ok & (prev_sw_on_cpu < wk)
+    return Wakeups(wk, t.ts[wk], t.pid[wk], t.cpu[wk].astype(np.int64), pid, t.nums[wk, 2], enq, ran, ran_cpu,
+                   at_once)
+
+
+def next_keyed(rows: np.ndarray, keys: np.ndarray, after: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """For each query, the first of ``rows`` (sorted) whose key equals ``want`` and row > ``after``; -1 if none.
+
+    Keys are made dense first so that (key, row) pairs sort as one int64.
+    """
+    if len(rows) == 0 or len(after) == 0:
+        return np.full(len(after), -1, np.int64)
+    uniq, dense = np.unique(keys, return_inverse=True)
+    qpos = np.searchsorted(uniq, want)
+    found_key = (qpos < len(uniq)) & (uniq[np.minimum(qpos, len(uniq) - 1)] == want)
+    shift = np.int64(1) << np.int64(36)
+    combo = dense.ravel().astype(np.int64) * shift + rows
+    order = np.argsort(combo, kind="stable")
+    combo_sorted = combo[order]
+    q = np.minimum(qpos, len(uniq) - 1).astype(np.int64) * shift + after
+    k = np.searchsorted(combo_sorted, q, side="right")
+    kk = np.minimum(k, len(combo_sorted) - 1)
+    hit = found_key & (k < len(combo_sorted)) & ((combo_sorted[kk] // shift) == np.minimum(qpos, len(uniq) - 1))
+    return np.where(hit, rows[order[kk]], -1)
+
+
+def next_row(rows: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """First of ``rows`` (sorted) greater than each ``after``; -1 if none."""
+    if len(rows) == 0:
+        return np.full(len(after), -1, np.int64)
+    k = np.searchsorted(rows, after, side="right")
+    return np.where(k < len(rows), rows[np.minimum(k, len(rows) - 1)], -1)
+
+
+def prev_row(rows: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Last of ``rows`` (sorted) smaller than each ``before``; -1 if none."""
+    if len(rows) == 0:
+        return np.full(len(before), -1, np.int64)
+    k = np.searchsorted(rows, before, side="left") - 1
+    return np.where(k >= 0, rows[np.maximum(k, 0)], -1)
+
+
+@dataclass(frozen=True)
+class Share:
+    """Time one thing took on a CPU inside a window (net: nested interrupts not counted twice)."""
+
+    kind: str     # task, idle, irq, softirq, self
+    name: str
+    pid: int
+    cpu: int
+    ns: int
+
+
+def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
+    """Who held CPU ``cpu`` between a and b, net of nested interrupts, largest first."""
+    if b <= a:
+        return []
+    irq_total: dict[tuple[int, int], int] = {}
+    hard_ivals: list[tuple[int, int]] = []
+    soft_ivals: list[tuple[int, int, int]] = []
+    sl = tl.irqs.on(cpu)
+    if sl.stop > sl.start:
+        st, en = tl.irqs.start[sl], tl.irqs.end[sl]
+        i0 = max(0, int(np.searchsorted(st, a - 10_000_000)))  # an interrupt lasting >10 ms is not one
+        i1 = int(np.searchsorted(st, b))
+        for i in range(i0, i1):
+            s, e = max(int(st[i]), a), min(int(en[i]), b)
+            if e <= s:
+                continue
+            k = sl.start + i
+            if tl.irqs.kind[k] == HARD:
+                hard_ivals.append((s, e))
+                irq_total[(HARD, int(tl.irqs.name[k]))] = irq_total.get((HARD, int(tl.irqs.name[k])), 0) + e - s
+            else:
+                soft_ivals.append((s, e, int(tl.irqs.name[k])))
+    for s, e, name in soft_ivals:
+        nested = sum(max(0, min(e, he) - max(s, hs)) for hs, he in hard_ivals)
+        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - nested
+    busy = _union(hard_ivals + [(s, e) for s, e, _ in soft_ivals])
+    out: dict[tuple[str, str, int], int] = {}
+    seg = tl.segments.on(cpu)
+    if seg.stop > seg.start:
+        st, en = tl.segments.start[seg], tl.segments.end[seg]
+        j0 = max(0, int(np.searchsorted(st, a, side="right")) - 1)
+        j1 = int(np.searchsorted(st, b))
+        for j in range(j0, j1):
+            s, e = max(int(st[j]), a), min(int(en[j]), b)
+            if e <= s:
+                continue
+            k = seg.start + j
+            pid = int(tl.segments.pid[k])
+            net = (e - s) - _overlap(busy, s, e)
+            if net <= 0:
+                continue
+            kind = "idle" if pid == 0 else "task"
+            name = "idle" if pid == 0 else tl.comm_of(int(tl.segments.comm[k]))
+            key = (kind, name, pid)
+            out[key] = out.get(key, 0) + net
+    shares = [Share(kind, name, pid, cpu, ns) for (kind, name, pid), ns in out.items()]
+    shares += [Share("irq" if kind == HARD else "softirq", tl.comm_of(name), -1, cpu, ns)
+               for (kind, name), ns in irq_total.items() if ns > 0]
+    return sorted(shares, key=lambda x: -x.ns)
+
+
+def running_at(tl: Timeline, cpu: int, ts: int) -> int:
+    """pid running on ``cpu`` at ``ts`` (-1 when unknown)."""
+    seg = tl.segments.on(cpu)
+    if seg.stop <= seg.start:
+        return -1
+    j = int(np.searchsorted(tl.segments.start[seg], ts, side="right")) - 1
+    return int(tl.segments.pid[seg.start + j]) if j >= 0 else -1
+
+
+def silent_gaps(tl: Timeline, cpu: int, a: int, b: int, min_ns: int) -> list[tuple[int, int]]:
+    """Stretches of at least ``min_ns`` inside [a, b) with no event at all on ``cpu``."""
+    if cpu < 0 or cpu >= tl.ncpu or b <= a:
+        return []
+    rows = tl.cpu_rows[cpu]
+    ts = tl.table.ts[rows]
+    i0 = int(np.searchsorted(ts, a, side="right")) - 1
+    i1 = int(np.searchsorted(ts, b, side="left"))
+    edges = [a] + [int(x) for x in ts[max(i0 + 1, 0):i1]] + [b]
+    return [(s, e) for s, e in zip(edges[:-1], edges[1:]) if e - s >= min_ns]
+
+
+def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(ivals):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
+    return sum(max(0, min(b, e) - max(a, s)) for s, e in ivals)

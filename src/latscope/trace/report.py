@@ -1,0 +1,173 @@
+"""A breakdown as a person reads it (text, top-down) and as one stable JSON document.
+
+The text starts with the answer (what delayed the late packets, ranked),
+then where in the path the time went, the normal cost of each stage, and
+last the worst packets one by one, each stage as ``+N us`` with what held
+its CPU. Numbers are microseconds with three decimals; packets are named by
+``seq`` so they can be found in the trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latscope.trace.attribution import Culprit, LatePacket, Ranked
+from latscope.trace.breakdown import Breakdown
+from latscope.trace.stages import STAGE_TITLES, STAGES
+
+BREAKDOWN_FORMAT = "latscope-breakdown"
+BREAKDOWN_SCHEMA_VERSION = 1
+METRIC_WORDS = {
+    "e2e": "e2e = rx_user_ns - sched_ns (scheduled send to receiver in user space)",
+    "latency": "latency = rx_best - send_ns",
+    "trace": "receiver marker - sender marker (trace only)",
+}
+
+
+def us(ns: float | int | None) -> float | None:
+    return None if ns is None else round(float(ns) / 1000.0, 3)
+
+
+def fmt(ns: float | int) -> str:
+    return f"{float(ns) / 1000.0:.3f}"
+
+
+def culprit_label(kind: str, name: str, pids: tuple[int, ...] | list[int] = ()) -> str:
+    if kind in ("task", "self") and pids:
+        shown = ",".join(str(p) for p in list(pids)[:3]) + ("..." if len(pids) > 3 else "")
+        label = f"{name} (pid {shown})"
+        return label + " [itself]" if kind == "self" else label
+    return name
+
+
+def to_json(bd: Breakdown) -> dict[str, Any]:
+    """The --json document (docs/breakdown.md describes every field)."""
+    by_count = sorted(bd.culprits, key=lambda c: (-c.count, -c.total_ns))
+    return {
+        "format": BREAKDOWN_FORMAT,
+        "schema_version": BREAKDOWN_SCHEMA_VERSION,
+        "run_id": bd.run_id,
+        "metric": bd.metric,
+        "threshold_us": us(bd.threshold_ns) if bd.threshold_ns != float("inf") else None,
+        "threshold_source": bd.threshold_source,
+        "packets": bd.packets,
+        "packets_traced": bd.traced,
+        "late_count": bd.late_count,
+        "late_untraced": bd.late_untraced,
+        "late_broken_down": len(bd.late),
+        "collateral": bd.collateral,
+        "sender_pid": bd.sender_pid,
+        "receiver_pid": bd.receiver_pid,
+        "trace": {k: v for k, v in bd.trace.items()},
+        "warnings": list(bd.warnings),
+        "stages": [{"name": b.stage, "title": STAGE_TITLES[b.stage], "baseline_median_us": us(b.median_ns),
+                    "baseline_p99_us": us(b.p99_ns), "baseline_packets": b.count} for b in bd.baselines],
+        "dominant_stages": dict(bd.dominant),
+        "culprits": [_ranked(c) for c in bd.culprits],
+        "culprits_by_count": [_ranked(c) for c in by_count],
+        "late_packets": [_late(p) for p in bd.late],
+    }
+
+
+def _ranked(c: Ranked) -> dict[str, Any]:
+    return {"comm": c.name, "kind": c.kind, "count": c.count, "total_us": us(c.total_ns), "max_us": us(c.max_ns),
+            "pids": list(c.pids), "cpus": list(c.cpus), "stages": list(c.stages), "notes": list(c.notes)}
+
+
+def _culprit(c: Culprit) -> dict[str, Any]:
+    return {"comm": c.name, "kind": c.kind, "pid": c.pid if c.pid >= 0 else None, "cpu": c.cpu, "us": us(c.ns),
+            "stage": c.stage or None, "note": c.note or None}
+
+
+def _late(p: LatePacket) -> dict[str, Any]:
+    return {
+        "seq": p.seq, "latency_us": us(p.value_ns), "dominant_stage": p.dominant_stage,
+        "dominant_excess_us": us(p.excess_ns), "collateral_of": p.collateral_of,
+        "stages": [{"name": s.name, "us": us(s.ns), "cpu": s.cpu if s.cpu >= 0 else None,
+                    "excess_us": us(s.excess_ns)} for s in p.stages],
+        "culprits": [_culprit(c) for c in p.culprits],
+    }
+
+
+def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
+    """The human report."""
+    out: list[str] = []
+    title = f"Breakdown of run {bd.run_id}" if bd.run_id else "Breakdown of trace"
+    src = bd.trace.get("source")
+    out.append(title + (f" ({src})" if src and not bd.run_id else ""))
+    pct = 100.0 * bd.late_count / bd.packets if bd.packets else 0.0
+    thr = "-" if bd.threshold_ns == float("inf") else fmt(bd.threshold_ns)
+    out.append(f"  metric: {METRIC_WORDS.get(bd.metric, bd.metric)}")
+    out.append(f"  late: above {thr} us ({bd.threshold_source}): {bd.late_count} of {bd.packets} packets "
+               f"({pct:.2f}%), {len(bd.late)} broken down"
+               + (f", {bd.collateral} collateral" if bd.collateral else ""))
+    tr = bd.trace
+    out.append(f"  trace: {tr.get('events')} events on {tr.get('cpus')} CPUs over {tr.get('span_s')} s, "
+               f"clock {tr.get('clock') or '?'} ({tr.get('clock_mapping')}), "
+               f"{tr.get('overruns', 0)} overruns, sender pid {bd.sender_pid}, receiver pid {bd.receiver_pid}")
+    for w in bd.warnings:
+        out.append(f"  warning: {w}")
+    if not bd.late:
+        out.append("")
+        out.append("No late packet could be broken down." if bd.late_count else "No late packets.")
+        out.extend(_baseline_lines(bd))
+        return "\n".join(out) + "\n"
+    out.append("")
+    out.append(f"Culprits of the {len(bd.late)} late packets, by total delay")
+    out.append(f"  {'#':>2}  {'culprit':<36} {'kind':<9} {'packets':>7} {'total us':>12} {'max us':>10}  where")
+    for i, c in enumerate(bd.culprits[:culprits], 1):
+        where = ", ".join([f"CPU {','.join(str(x) for x in c.cpus)}"] + [STAGE_TITLES.get(s, s) for s in c.stages[:2]])
+        out.append(f"  {i:>2}  {culprit_label(c.kind, c.name, c.pids)[:36]:<36} {c.kind:<9} {c.count:>7} "
+                   f"{fmt(c.total_ns):>12} {fmt(c.max_ns):>10}  {where}")
+        for note in c.notes[:1]:
+            out.append(f"      {note}")
+    if len(bd.culprits) > culprits:
+        out.append(f"  ... {len(bd.culprits) - culprits} more (--json lists all)")
+    out.append("")
+    out.append("Where the late packets lost their time (dominant stage)")
+    for stage, n in bd.dominant.items():
+        out.append(f"  {STAGE_TITLES.get(stage, stage):<24} {n:>6} packets")
+    out.extend(_baseline_lines(bd))
+    out.append("")
+    shown = min(top, len(bd.late))
+    out.append(f"Late packets, worst first ({shown} of {len(bd.late)}; --top N for more)")
+    base = {b.stage: b for b in bd.baselines}
+    for p in bd.late[:top]:
+        head = f"  seq {p.seq}  {fmt(p.value_ns)} us  dominant: {STAGE_TITLES[p.dominant_stage]} " \
+               f"(+{fmt(p.excess_ns)} us over its median)"
+        if p.collateral_of is not None:
+            head += f"  collateral of seq {p.collateral_of}"
+        out.append(head)
+        by_stage: dict[str, list[Culprit]] = {}
+        for c in p.culprits:
+            for s in (c.stage.split(",") if c.stage else ["-"]):
+                by_stage.setdefault(s, []).append(c)
+        for s in p.stages:
+            mark = "  <" if s.name == p.dominant_stage else "   "
+            who = by_stage.get(s.name, [])
+            tail = ""
+            if who:
+                tail = "  " + "; ".join(f"{culprit_label(c.kind, c.name, [c.pid] if c.pid >= 0 else [])} "
+                                        f"{fmt(c.ns)}" for c in who[:3])
+            median = base[s.name].median_ns if s.name in base else 0.0
+            out.append(f"    +{fmt(s.ns):>11} us  {STAGE_TITLES[s.name]:<22}{mark} CPU {s.cpu if s.cpu >= 0 else '?':<3}"
+                       f" median {fmt(median):>9}{tail}")
+        migr = [c for c in p.culprits if c.kind == "migration"]
+        for c in migr:
+            out.append(f"    migration: {c.name} (pid {c.pid}) {c.note}")
+    return "\n".join(out) + "\n"
+
+
+def _baseline_lines(bd: Breakdown) -> list[str]:
+    out = ["", "Stage times of packets that were not late (us)",
+           f"  {'stage':<24} {'median':>10} {'p99':>10} {'packets':>8}"]
+    for b in bd.baselines:
+        if b.count:
+            out.append(f"  {STAGE_TITLES[b.stage]:<24} {fmt(b.median_ns):>10} {fmt(b.p99_ns):>10} {b.count:>8}")
+    missing = [STAGE_TITLES[b.stage] for b in bd.baselines if not b.count]
+    if missing:
+        out.append(f"  not seen in this trace: {', '.join(missing)}")
+    return out
+
+
+__all__ = ["to_json", "to_text", "STAGES"]
