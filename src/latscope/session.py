@@ -103,7 +103,7 @@ def measure(
     check_txtime(cfg)
     env_before = collect_environment()
     run_id = new_run_id()
-    created = _now_iso()
+    created = now_iso()
     with controller.StopRequest() as stop, open_topology(cfg.topology, dest=cfg.dest) as path, \
             store.staging(run_id) as stage:
         tx_ep, rx_ep = endpoints(cfg, path)
@@ -118,15 +118,9 @@ def measure(
                 trace_marker=extra.get("trace_marker"),
                 idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
             )
-            send_spec = SenderSpec(
-                dest=tx_ep, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
-                base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
-                txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
-                netns=path.sender.netns,
-                stream_log=str(stage / "stream-sender.log") if cfg.stream_log else None,
-                trace_marker=extra.get("trace_marker"),
-                hello=_hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
-            )
+            send_spec = sender_spec(cfg, tx_ep, netns=path.sender.netns, run_id=run_id,
+                                    stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
+                                    trace_marker=extra.get("trace_marker"))
             workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
             if port:
                 tx_ep, rx_ep = replace(tx_ep, port=port), replace(rx_ep, port=port)
@@ -135,7 +129,7 @@ def measure(
             for cap in captures:
                 cap.close()
         (s_arr, s_info), (r_arr, r_info) = workers
-        _raise_worker_error(s_info, r_info)
+        raise_worker_error(s_info, r_info)
         cols, counts = merge(s_arr, r_arr, r_info, cfg.stream)
         for res in cap_results:
             counts.update(res.get("completeness", {}))
@@ -144,27 +138,27 @@ def measure(
         summary = summarise(samples, counts)
         env = {
             "before": env_before,
-            "after": {"captured_at": _now_iso()},
+            "after": {"captured_at": now_iso()},
             "topology": path.description,
             "workers": {"sender": s_info.get("scheduling"), "receiver": r_info.get("scheduling")},
         }
-        record_extra: dict[str, Any] = {"capture": _capture_facts(s_info, r_info)}
+        record_extra: dict[str, Any] = {"capture": capture_facts(s_info, r_info)}
         for res in cap_results:
             record_extra.update(res.get("record", {}))
         record = RunRecord(
             run_id=run_id, name=cfg.name, tags=cfg.tags, created=created,
             status="interrupted" if interrupted else "complete",
-            config={**cfg.to_json(), "sender_endpoint": _ep(tx_ep), "receiver_endpoint": _ep(rx_ep),
+            config={**cfg.to_json(), "sender_endpoint": endpoint_doc(tx_ep), "receiver_endpoint": endpoint_doc(rx_ep),
                     "base_time_ns": s_info.get("base_time_ns")},
             environment=env, completeness=counts, summary=summary,
             source={"kind": "measured", "verb": "run", "metric": "one-way latency"},
             extra=record_extra,
         )
         write_samples(stage / "samples.parquet", cols)
-        _tidy(stage)
+        tidy_stage(stage)
         stored = store.commit(stage, record)
     reason = "signal" if stop.requested else str(r_info.get("stop_reason") or "")
-    return Outcome(stored, summary, interrupted, reason, tuple(_warnings(counts)))
+    return Outcome(stored, summary, interrupted, reason, tuple(warnings_for(counts)))
 
 
 def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, stop: controller.StopRequest,
@@ -179,16 +173,8 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
             send_spec = replace(send_spec, dest=replace(send_spec.dest, port=port))
         sender = controller.spawn("sender", send_spec, stage, progress)
         with controller.progress_view(progress) as view:
-            signalled = False
-            while sender.alive():
-                if stop.requested and not signalled:
-                    sender.signal(signal.SIGTERM)
-                    signalled = True
-                if on_progress is not None:
-                    on_progress(view[1], view[0], total)
-                sender.wait(0.2)
-            if on_progress is not None:
-                on_progress(view[1], view[0], total)
+            controller.watch(sender, stop, None if on_progress is None else
+                             lambda: on_progress(view[1], view[0], total))
         # The receiver stops by itself shortly after the sender's end packet;
         # if that packet was lost, tell it.
         if not receiver.wait(RECEIVER_GRACE_S if not stop.requested else 0.5):
@@ -201,7 +187,7 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
                 w.wait(5.0)
 
 
-def _capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
+def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
@@ -213,10 +199,22 @@ def _capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, 
     return facts
 
 
-def _raise_worker_error(*infos: dict[str, Any]) -> None:
+def raise_worker_error(*infos: dict[str, Any]) -> None:
     for info in infos:
         if info.get("error"):
             raise CaptureError(str(info["error"]))
+
+
+def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id: str,
+                stream_log: Path | None = None, trace_marker: str | None = None) -> SenderSpec:
+    """The sender's instructions for ``cfg`` towards ``dest``."""
+    return SenderSpec(
+        dest=dest, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
+        base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
+        txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
+        netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
+        hello=_hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
+    )
 
 
 def _hello(cfg: MeasureConfig, run_id: str) -> dict[str, Any]:
@@ -230,14 +228,14 @@ def _hello(cfg: MeasureConfig, run_id: str) -> dict[str, Any]:
     }
 
 
-def _ep(ep: Endpoint) -> dict[str, Any]:
+def endpoint_doc(ep: Endpoint) -> dict[str, Any]:
     if ep.family == "packet":
         return {"family": ep.family, "ifname": ep.ifname, "mac": ep.mac, "ethertype": ep.ethertype,
                 "vid": ep.vid, "pcp": ep.pcp}
     return {"family": ep.family, "address": ep.address, "port": ep.port}
 
 
-def _tidy(stage: Path) -> None:
+def tidy_stage(stage: Path) -> None:
     """Drop the workers' scratch files; the run keeps samples, run.json and logs."""
     for p in stage.iterdir():
         if p.suffix in (".npz", ".stderr") or p.name.endswith("-spec.json") or p.name.endswith(".npz.json") \
@@ -245,7 +243,7 @@ def _tidy(stage: Path) -> None:
             p.unlink()
 
 
-def _warnings(counts: dict[str, int]) -> list[str]:
+def warnings_for(counts: dict[str, int]) -> list[str]:
     out = []
     if counts.get("missing_tx_timestamps"):
         out.append(f"{counts['missing_tx_timestamps']} packets have no kernel TX timestamp")
@@ -256,148 +254,5 @@ def _warnings(counts: dict[str, int]) -> list[str]:
     return out
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What `latscope send` did (the receiver on the other host stores the run)."""
-
-    sent: int
-    send_failed: int
-    tx_timestamps: int
-    base_time_ns: int
-    interrupted: bool
-    scheduling: dict[str, Any]
-
-
-def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
-                on_progress: ProgressFn | None = None) -> Sent:
-    """Run only the sender towards ``dest`` (another host, or a namespace with `latscope recv`)."""
-    check_txtime(cfg)
-    import tempfile
-
-    with controller.StopRequest() as stop, tempfile.TemporaryDirectory(prefix="latscope-send-") as tmp:
-        work = Path(tmp)
-        spec = SenderSpec(
-            dest=dest, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
-            base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
-            txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
-            netns=netns, hello=_hello(cfg, ""), hw_timestamps=cfg.hw_timestamps,
-            stream_log=str(Path.cwd() / "stream-sender.log") if cfg.stream_log else None,
-        )
-        progress = controller.progress_file(work)
-        sender = controller.spawn("sender", spec, work, progress)
-        try:
-            with controller.progress_view(progress) as view:
-                signalled = False
-                while sender.alive():
-                    if stop.requested and not signalled:
-                        sender.signal(signal.SIGTERM)
-                        signalled = True
-                    if on_progress is not None:
-                        on_progress(view[1], 0, cfg.count)
-                    sender.wait(0.2)
-            _arrays, info = sender.collect()
-        finally:
-            if sender.alive():
-                sender.signal(signal.SIGKILL)
-                sender.wait(5.0)
-    _raise_worker_error(info)
-    return Sent(
-        sent=int(info.get("done", 0)) - int(info.get("send_failed", 0)),
-        send_failed=int(info.get("send_failed", 0)),
-        tx_timestamps=int(info.get("tx_timestamps", 0)),
-        base_time_ns=int(info.get("base_time_ns", 0)),
-        interrupted=stop.requested or bool(info.get("interrupted")),
-        scheduling=info.get("scheduling") or {},
-    )
-
-
-@dataclass(frozen=True)
-class ReceiveConfig:
-    """What `latscope recv` was asked to do."""
-
-    listen: Endpoint
-    cpu: int | None = None
-    prio: int | None = None
-    mlock: bool = True
-    hw_timestamps: bool = True
-    netns: str | None = None
-    first_timeout_ns: int = 0
-    idle_timeout_ns: int = 5_000_000_000
-    stream: int | None = None
-    stream_log: bool = False
-    name: str = ""
-    tags: tuple[str, ...] = ()
-
-
-def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: ProgressFn | None = None,
-                   on_ready: Callable[[], None] | None = None) -> Outcome:
-    """Run only the receiver until the sender's end packet, a timeout or a signal; store the run."""
-    store.preflight(1 << 20)
-    env_before = collect_environment()
-    run_id = new_run_id()
-    created = _now_iso()
-    with controller.StopRequest() as stop, store.staging(run_id) as stage:
-        spec = ReceiverSpec(
-            listen=rcfg.listen, stream=rcfg.stream, cpu=rcfg.cpu, prio=rcfg.prio, mlock=rcfg.mlock,
-            netns=rcfg.netns, first_timeout_ns=rcfg.first_timeout_ns, idle_timeout_ns=rcfg.idle_timeout_ns,
-            stream_log=str(stage / "stream-receiver.log") if rcfg.stream_log else None,
-            hw_timestamps=rcfg.hw_timestamps,
-        )
-        progress = controller.progress_file(stage)
-        receiver = controller.spawn("receiver", spec, stage, progress)
-        try:
-            controller.wait_ready(receiver)
-            if on_ready is not None:
-                on_ready()
-            with controller.progress_view(progress) as view:
-                signalled = False
-                while receiver.alive():
-                    if stop.requested and not signalled:
-                        receiver.signal(signal.SIGTERM)
-                        signalled = True
-                    if on_progress is not None:
-                        on_progress(view[0], view[0], 0)
-                    receiver.wait(0.2)
-            arrays, info = receiver.collect()
-        finally:
-            if receiver.alive():
-                receiver.signal(signal.SIGKILL)
-                receiver.wait(5.0)
-        _raise_worker_error(info)
-        hello = info.get("hello") or {}
-        if not info.get("received") and not hello:
-            raise CaptureError(f"no packets arrived ({info.get('stop_reason') or 'stopped'}); nothing saved")
-        cols, counts = merge(None, arrays, info, int(info.get("stream") or 0),
-                             base_time_ns=hello.get("base_time_ns"), period_ns=hello.get("period_ns"))
-        summary = summarise(Samples(cols), counts)
-        interrupted = stop.requested
-        status = "interrupted" if interrupted else "complete" if info.get("sent_reported") is not None \
-            else "incomplete"
-        config = {
-            "verb": "recv", "listen": _ep(rcfg.listen), "cpu_recv": rcfg.cpu, "prio_recv": rcfg.prio,
-            "period_ns": hello.get("period_ns"), "count": hello.get("count"), "size": hello.get("size"),
-            "sender": hello, "stream": info.get("stream"),
-        }
-        record = RunRecord(
-            run_id=run_id, name=rcfg.name or str(hello.get("name") or ""),
-            tags=rcfg.tags or tuple(hello.get("tags") or ()), created=created,
-            status=status, config=config,
-            environment={"before": env_before, "after": {"captured_at": _now_iso()},
-                         "workers": {"receiver": info.get("scheduling")}},
-            completeness=counts, summary=summary,
-            source={"kind": "measured", "verb": "recv", "metric": "one-way latency",
-                    "sender_host": hello.get("host")},
-            extra={"capture": _capture_facts({}, info)},
-        )
-        write_samples(stage / "samples.parquet", cols)
-        _tidy(stage)
-        stored = store.commit(stage, record)
-    warnings = _warnings(counts)
-    if status == "incomplete":
-        warnings.append("the sender's end packet never arrived: packets lost at the very end are not counted")
-    return Outcome(stored, summary, interrupted, str(info.get("stop_reason") or ""), tuple(warnings))

@@ -40,7 +40,7 @@ from latscope.report.text import summary_text
 def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, cpu, prio, no_mlock, no_hw, netns, timeout,
          idle_timeout, stream, stream_log, name, tags, results, as_json, quiet) -> None:
     """Receive a stream from `latscope send`, then save and summarise the run."""
-    from latscope.session import ReceiveConfig, receive_stream
+    from latscope.halves import ReceiveConfig, receive_stream
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1..65535, got {port}")

@@ -29,7 +29,7 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
          pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu, prio, netns, name, tags, as_json,
          quiet) -> None:
     """Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."""
-    from latscope.session import send_stream
+    from latscope.halves import send_stream
 
     family = family_of(ipv6, l2)
     if family == "packet":

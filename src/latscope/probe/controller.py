@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +167,17 @@ def progress_view(path: Path) -> Iterator[memoryview]:
     finally:
         view.release()
         mm.close()
+
+
+def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2) -> None:
+    """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display."""
+    signalled = False
+    while worker.alive():
+        if stop.requested and not signalled:
+            worker.signal(signal.SIGTERM)
+            signalled = True
+        if on_tick is not None:
+            on_tick()
+        worker.wait(tick_s)
+    if on_tick is not None:
+        on_tick()
