@@ -131,37 +131,69 @@ def _rows_per_cpu(t: EventTable, ncpu: int) -> tuple[np.ndarray, ...]:
 
 
 def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Segments:
-    sw = t.rows("sched_switch")
+    """Runs of one current task per CPU.
+
+    Every event names the task that was current on its CPU (the pid in its
+    header, also for interrupts, which run on behalf of whatever they
+    interrupted), and a sched_switch names the next one. A change of task
+    between two events without a switch between them means a switch that
+    was not recorded (some kernels drop the switch out of idle): it is
+    placed at the last event of the old task, the last moment it is known
+    to have been current.
+    """
+    sw_code = t.code("sched_switch")
     cpus, starts, ends, pids, comms, prios = [], [], [], [], [], []
     for c in range(ncpu):
-        r = sw[t.cpu[sw] == c]
-        rows_c = cpu_rows[c]
-        if len(rows_c) == 0:
-            continue
-        first_ts, last_ts = t.ts[rows_c[0]], t.ts[rows_c[-1]]
+        r = cpu_rows[c]
         if len(r) == 0:
             continue
+        is_sw = t.event[r] == sw_code
+        cur = np.where(is_sw, t.nums[r, 1], t.pid[r])
+        cur_comm = np.where(is_sw, t.strs[r, 1], t.comm[r])
+        cur_prio = np.where(is_sw, t.nums[r, 3], NONE)
         ts = t.ts[r]
-        nxt_pid, prev_pid = t.nums[r, 1], t.nums[r, 0]
-        # before the first switch: the task it switched away from
-        s = np.concatenate([[first_ts], ts])
-        e = np.concatenate([ts, [max(last_ts, ts[-1])]])
-        p = np.concatenate([[prev_pid[0]], nxt_pid])
-        cm = np.concatenate([[t.strs[r[0], 0]], t.strs[r, 1]])
-        pr = np.concatenate([[t.nums[r[0], 2]], t.nums[r, 3]])
-        cpus.append(np.full(len(s), c, np.int16))
-        starts.append(s)
-        ends.append(e)
-        pids.append(p)
-        comms.append(cm)
-        prios.append(pr)
+        change = np.flatnonzero(cur[1:] != cur[:-1]) + 1
+        # a switch event starts the next task at its own time; an inferred change at the previous event
+        bt = np.where(is_sw[change], ts[change], ts[change - 1])
+        first_pid = t.nums[r[0], 0] if is_sw[0] else cur[0]
+        first_comm = t.strs[r[0], 0] if is_sw[0] else cur_comm[0]
+        seg_start = np.concatenate([[ts[0]], bt])
+        seg_end = np.concatenate([bt, [ts[-1]]])
+        seg_pid = np.concatenate([[first_pid], cur[change]])
+        seg_comm = np.concatenate([[first_comm], cur_comm[change]])
+        seg_prio = np.concatenate([[t.nums[r[0], 2] if is_sw[0] else NONE], cur_prio[change]])
+        if is_sw[0]:  # the first event is a switch: the task before it ran up to it
+            seg_start = np.concatenate([[ts[0]], seg_start])
+            seg_end = np.concatenate([[ts[0]], seg_end])
+            seg_pid = np.concatenate([[first_pid], [cur[0]], cur[change]])[:len(seg_start)]
+            seg_comm = np.concatenate([[first_comm], [cur_comm[0]], cur_comm[change]])[:len(seg_start)]
+            seg_prio = np.concatenate([[NONE], [cur_prio[0]], cur_prio[change]])[:len(seg_start)]
+        cpus.append(np.full(len(seg_start), c, np.int16))
+        starts.append(seg_start)
+        ends.append(seg_end)
+        pids.append(seg_pid)
+        comms.append(seg_comm)
+        prios.append(seg_prio)
     if not cpus:
         z = np.zeros(0, np.int64)
         return Segments(z.astype(np.int16), z, z, z, z.astype(np.int32), z, np.zeros(ncpu + 1, np.int64))
     cpu = np.concatenate(cpus)
-    return Segments(cpu, np.concatenate(starts), np.concatenate(ends), np.concatenate(pids),
-                    np.concatenate(comms).astype(np.int32), np.concatenate(prios),
+    return Segments(cpu, np.concatenate(starts), np.concatenate(ends), np.concatenate(pids).astype(np.int64),
+                    np.concatenate(comms).astype(np.int32), np.concatenate(prios).astype(np.int64),
                     np.searchsorted(cpu, np.arange(ncpu + 1)))
+
+
+def first_segment_after(segs: Segments, pid: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, cpu) of the first segment of ``pid`` starting at or after each ts; NONE/-1 if none."""
+    sel = np.flatnonzero(segs.pid == pid)
+    if len(sel) == 0:
+        return np.full(len(ts), NONE, np.int64), np.full(len(ts), -1, np.int64)
+    o = sel[np.argsort(segs.start[sel], kind="stable")]
+    st = segs.start[o]
+    k = np.searchsorted(st, ts, side="left")
+    ok = k < len(st)
+    kk = np.minimum(k, len(st) - 1)
+    return np.where(ok, st[kk], NONE), np.where(ok, segs.cpu[o][kk].astype(np.int64), -1)
 
 
 def _interrupts(t: EventTable, ncpu: int, names: dict[int, str]) -> Intervals:
@@ -225,23 +257,22 @@ def _wakeups(t: EventTable, segs: Segments) -> Wakeups:
     if len(up):
         enq_rows = next_keyed(up, t.nums[up, 0], wk, pid)
         enq = np.where(enq_rows >= 0, t.ts[np.maximum(enq_rows, 0)], NONE)
-    sw = t.rows("sched_switch")
+    # when it first ran after the wakeup (its next segment), and whether another task ran there first
     ran = np.full(len(wk), NONE, np.int64)
     ran_cpu = np.full(len(wk), -1, np.int64)
+    for p in np.unique(pid):
+        sel = np.flatnonzero(pid == p)
+        r, c = first_segment_after(segs, int(p), t.ts[wk[sel]])
+        ran[sel], ran_cpu[sel] = r, c
     at_once = np.zeros(len(wk), bool)
-    if len(sw):
-        run_rows = next_keyed(sw, t.nums[sw, 1], wk, pid)
-        ok = run_rows >= 0
-        ran[ok] = t.ts[run_rows[ok]]
-        ran_cpu[ok] = t.cpu[run_rows[ok]]
-        # at once: nothing else was switched in on that CPU between the wakeup and the switch to it
-        prev_sw_on_cpu = np.full(len(wk), -1, np.int64)
-        for c in np.unique(ran_cpu[ok]):
-            sw_c = sw[t.cpu[sw] == c]
-            sel = np.flatnonzero(ok & (ran_cpu == c))
-            k = np.searchsorted(sw_c, run_rows[sel]) - 1
-            prev_sw_on_cpu[sel] = np.where(k >= 0, sw_c[np.maximum(k, 0)], -1)
-        at_once = ok & (prev_sw_on_cpu < wk)
+    ok = ran != NONE
+    for c in np.unique(ran_cpu[ok]):
+        sl = segs.on(int(c))
+        st = segs.start[sl]
+        sel = np.flatnonzero(ok & (ran_cpu == c))
+        k = np.searchsorted(st, ran[sel], side="left") - 1  # the segment before the woken task's
+        before_start = np.where(k >= 0, st[np.maximum(k, 0)], NONE)
+        at_once[sel] = before_start <= t.ts[wk[sel]]
     return Wakeups(wk, t.ts[wk], t.pid[wk], t.cpu[wk].astype(np.int64), pid, t.nums[wk, 2], enq, ran, ran_cpu,
                    at_once)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from latscope.store.samples import MISSING
 from latscope.trace.fields import PHASES
-from latscope.trace.model import Timeline, next_keyed, next_row, prev_row
+from latscope.trace.model import Timeline, first_segment_after, next_keyed, next_row, prev_row
 from latscope.trace.table import NONE
 
 STAGES = ("sender_wakeup", "send_call", "tx_stack", "qdisc", "driver_xmit", "netrx_wait", "rx_stack",
@@ -172,21 +172,27 @@ def locate(tl: Timeline, seq: np.ndarray, probe: dict[str, np.ndarray], sender: 
     rows[:, 11] = c11
     up = t.rows("sched_wakeup")
     c9 = np.where(c8 >= 0, next_keyed(up, t.nums[up, 0], c8, np.full(n, receiver)), -1)
-    sw = t.rows("sched_switch")
+    # C10: the receiver's next run on a CPU (a switch to it, or inferred where the kernel did not record it)
     run_from = np.where(c9 >= 0, c9, c7)
-    c10 = np.where(run_from >= 0, next_keyed(sw, t.nums[sw, 1], run_from, np.full(n, receiver)), -1)
+    run_ts, run_cpu = first_segment_after(tl.segments, receiver, np.where(run_from >= 0, t.ts[np.maximum(run_from, 0)], 0))
+    run_ts = np.where(run_from >= 0, run_ts, NONE)
     # anything after the receive returned belongs to a later packet
     late = lambda r: (r >= 0) & (c11 >= 0) & (r > c11)  # noqa: E731
     c8 = np.where(late(c8), -1, c8)
     c9 = np.where(late(c9) | (c8 < 0), -1, c9)
-    c10 = np.where(late(c10), -1, c10)
-    rows[:, 8], rows[:, 9], rows[:, 10] = c8, c9, c10
+    c11_ts = np.where(c11 >= 0, t.ts[np.maximum(c11, 0)], NONE)
+    ran = (run_ts != NONE) & ((c11 < 0) | (run_ts <= c11_ts))
+    rows[:, 8], rows[:, 9] = c8, c9
+    rows[:, 10] = np.where(ran, _switch_row(t, receiver, run_ts, run_cpu), -1)
     # rows -> times and CPUs
     cpus = np.full((n, NCHECK), -1, dtype=np.int64)
     for k in range(2, 12):
         ok = rows[:, k] >= 0
         times[ok, k] = t.ts[rows[ok, k]]
         cpus[ok, k] = t.cpu[rows[ok, k]]
+    # the receiver's run may start at an inferred switch that has no row of its own
+    times[:, 10] = np.where(ran, run_ts, MISSING)
+    cpus[:, 10] = np.where(ran, run_cpu, -1)
     cpus[:, 0] = cpus[:, 1] = np.where(txm >= 0, t.cpu[np.maximum(txm, 0)], -1)
     cpus[:, 12] = np.where(rxm >= 0, t.cpu[np.maximum(rxm, 0)], cpus[:, 11])
     if not len(rx_seq):
@@ -195,6 +201,18 @@ def locate(tl: Timeline, seq: np.ndarray, probe: dict[str, np.ndarray], sender: 
     collateral = (c7 >= 0) & (c8 < 0) & (c11 >= 0)
     cause = _causes(seq, c8, c7, collateral)
     return Packets(seq, times, cpus, rows, collateral, cause, sender, receiver, tuple(notes))
+
+
+def _switch_row(t, pid: int, run_ts: np.ndarray, run_cpu: np.ndarray) -> np.ndarray:
+    """The sched_switch row that started the receiver's run, or -2 where the switch was inferred."""
+    sw = t.rows("sched_switch")
+    sw = sw[t.nums[sw, 1] == pid]
+    if len(sw) == 0:
+        return np.full(len(run_ts), -2, np.int64)
+    k = np.searchsorted(t.ts[sw], run_ts)
+    kk = np.minimum(k, len(sw) - 1)
+    hit = (k < len(sw)) & (t.ts[sw][kk] == run_ts) & (t.cpu[sw][kk] == run_cpu)
+    return np.where(hit, sw[kk], -2)
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, want: np.ndarray) -> np.ndarray:
