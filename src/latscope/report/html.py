@@ -147,12 +147,14 @@ def breakdown_summary(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any] | 
         try:
             doc = json.loads((trace_dir / "breakdown.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            return {"note": f"trace/breakdown.json could not be read ({exc.__class__.__name__})"}
+            doc = {"note": f"trace/breakdown.json could not be read ({exc.__class__.__name__})"}
+        if not isinstance(doc, dict):
+            doc = {"note": "trace/breakdown.json is not a breakdown document"}
     if doc is None:
-        if trace_dir.is_dir():
-            return {"note": "a kernel trace was recorded but no breakdown is stored yet; "
-                            "`latscope breakdown RUN` makes one"}
-        return None
+        if not trace_dir.is_dir():
+            return None
+        doc = {"note": "a kernel trace was recorded but no breakdown is stored yet; `latscope breakdown RUN` "
+                       "makes one"}
     culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
     late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
     scalars = {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) and k != "note"}

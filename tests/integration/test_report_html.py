@@ -1,0 +1,122 @@
+"""`latscope report`: one self-contained HTML file that headless chromium renders with its figures."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import synthetic_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BREAKDOWN = {"breakdown": {
+    "threshold_us": 150.0,
+    "culprits": [{"comm": "qemu-system-x86", "count": 3, "total_us": 420.5}],
+    "late_packets": [{"seq": 5000, "latency_us": 300.0, "dominant_stage": "runqueue wait"}],
+}}
+
+
+class _Refs(HTMLParser):
+    """Collects every URL-bearing attribute and element names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.tags: dict[str, int] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        self.urls += [v or "" for k, v in attrs if k in ("src", "href", "xlink:href", "action", "poster", "data")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Two runs (one with a stored trace breakdown, one 6 µs slower with a spike), reported with --png."""
+    import os
+
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    a = (50_000 + 1_000 * rng.standard_normal(8_000)).astype(np.int64)
+    a[5_000] += 250_000
+    b = (56_000 + 1_000 * rng.standard_normal(8_000)).astype(np.int64)
+    b[3_000:3_020] += 20_000_000 - np.arange(20) * 1_000_000
+    ra = synthetic_run(root, a, name="bridge", extra=BREAKDOWN)
+    rb = synthetic_run(root, b, name="macvlan", environment={"before": {"kernel": {"release": "6.18"}}})
+    (rb.path / "trace").mkdir()
+    out_dir = tmp_path_factory.mktemp("out")
+    html, pngs = out_dir / "report.html", out_dir / "png"
+    env = {**os.environ, "LATSCOPE_RESULTS": str(root)}
+    bin_dir = Path(__import__("sys").executable).parent
+    done = subprocess.run([str(bin_dir / "latscope"), "report", ra.run_id, rb.run_id, "-o", str(html),
+                           "--png", str(pngs), "--bootstrap", "200"], capture_output=True, text=True, env=env,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    return html, pngs, root
+
+
+def test_one_self_contained_file(report: tuple[Path, Path, Path]) -> None:
+    """No src/href leaves the file, a CSP forbids fetching, no script or stylesheet link exists."""
+    text = report[0].read_text(encoding="utf-8")
+    refs = _Refs()
+    refs.feed(text)
+    assert all(u.startswith(("#", "data:")) for u in refs.urls), [u for u in refs.urls if not u.startswith("#")]
+    assert "script" not in refs.tags and "link" not in refs.tags and "iframe" not in refs.tags
+    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    assert "@import" not in text
+    # SVG clip paths refer to elements of the page itself (url(#id)); nothing else may be a url().
+    assert re.findall(r"url\((?!#)", text) == []
+
+
+def test_sections_and_figures(report: tuple[Path, Path, Path]) -> None:
+    """Summary, comparison, tail, both runs with their figure, anomalies, breakdown, environment differences."""
+    text = report[0].read_text(encoding="utf-8")
+    refs = _Refs()
+    refs.feed(text)
+    # per run 1 series+histogram, 1 shift, 1 ccdf, 1 inter-arrival
+    assert refs.tags.get("svg", 0) == 5
+    for needle in ('id="summary"', 'id="comparison"', 'id="tail"', 'id="inter-arrival"', 'id="environment"',
+                   "macvlan against bridge", "held_burst", "qemu-system-x86", "runqueue wait",
+                   "no breakdown is stored yet", "environment.before.kernel.release"):
+        assert needle in text, needle
+    assert '<td class="l higher">higher' in text
+
+
+def test_png_figures(report: tuple[Path, Path, Path]) -> None:
+    """--png writes every figure as a real PNG file."""
+    files = sorted(p.name for p in report[1].iterdir())
+    assert len(files) == 5 and "tail-ccdf.png" in files and "inter-arrival.png" in files
+    assert all((report[1] / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_renders_in_headless_chromium(report: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Chromium parses the page into a DOM with all five figures and their drawn paths, and paints it."""
+    html = report[0]
+    dom = _chromium(["--dump-dom", html.as_uri()], tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    refs = _Refs()
+    refs.feed(dom.stdout)
+    assert refs.tags.get("svg", 0) == 5 and refs.tags.get("path", 0) > 100
+    assert "Latency tail" in dom.stdout and "qemu-system-x86" in dom.stdout
+    shot = tmp_path / "shot.png"
+    painted = _chromium(["--hide-scrollbars", "--window-size=1200,3000", f"--screenshot={shot}", html.as_uri()],
+                        tmp_path / "profile2")
+    assert painted.returncode == 0 and shot.exists()
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(shot)
+    # A blank page is one colour; a page with figures has many distinct ones.
+    assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
