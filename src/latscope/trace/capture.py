@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latscope.errors import LatscopeError, TraceError
+from latscope.errors import ConfigError, LatscopeError, TraceError
 from latscope.trace import events as ev
 from latscope.trace import tracefs
 from latscope.trace.parse_text import parse_kernel_text
@@ -37,6 +37,9 @@ TEXT_FILE = "trace.txt.zst"
 TABLE_FILE = "events.parquet"
 MIN_BUFFER_KB = 4096
 MAX_BUFFER_KB = 2 << 20  # per CPU
+MAX_TOTAL_KB = 8 << 20
+#: Overrides the computed per-CPU buffer size, e.g. 512M (for loads that produce events faster).
+BUFFER_ENV = "LATSCOPE_TRACE_BUFFER"
 #: Instance options set explicitly (defaults could have been changed by whoever made tracefs).
 OPTIONS = {"overwrite": "1", "irq-info": "1", "context-info": "1", "raw": "0", "hex": "0", "bin": "0",
            "latency-format": "0", "record-tgid": "0", "markers": "1", "print-parent": "1", "sym-offset": "0"}
@@ -74,16 +77,35 @@ def _sampled_offset(clock_id: int) -> int:
     return best[1]
 
 
-def buffer_kb(count: int, duration_ns: int, ncpu: int, mem_available_kb: int | None) -> int:
-    """Per-CPU buffer for a run: every event of the run could land on one CPU (sender and receiver
-    pinned together), plus background activity; capped at a quarter of free memory."""
+def buffer_kb(count: int, duration_ns: int, cpus: list[int], probe_cpus: set[int] | None,
+              mem_available_kb: int | None) -> dict[int, int]:
+    """Per-CPU buffer sizes (KiB) for a run.
+
+    Every CPU gets room for heavy background activity (interference is what a
+    trace is for, and a disk writer alone produces tens of thousands of
+    events a second); the CPUs the sender and receiver run on (all CPUs when
+    they are not pinned) also get room for every packet's events, since both
+    halves may share one CPU. The total is capped at a quarter of free memory.
+    """
+    seconds = duration_ns / 1e9 + 5
+    background = ev.BACKGROUND_EVENTS_PER_S_PER_CPU * ev.BYTES_PER_EVENT * seconds
     packets = count * ev.EVENTS_PER_PACKET * ev.BYTES_PER_EVENT
-    background = ev.BACKGROUND_EVENTS_PER_S_PER_CPU * ev.BYTES_PER_EVENT * (duration_ns / 1e9 + 5)
-    want = int((packets + background) * 1.25 / 1024)
-    cap = MAX_BUFFER_KB
-    if mem_available_kb:
-        cap = min(cap, mem_available_kb // (4 * max(ncpu, 1)))
-    return max(MIN_BUFFER_KB, min(want, cap))
+    want = {c: (background + (packets if probe_cpus is None or c in probe_cpus else 0)) * 1.25 / 1024
+            for c in cpus}
+    total = sum(want.values())
+    cap = MAX_TOTAL_KB if not mem_available_kb else min(MAX_TOTAL_KB, mem_available_kb // 4)
+    scale = min(1.0, cap / total) if total else 1.0
+    return {c: max(MIN_BUFFER_KB, min(MAX_BUFFER_KB, int(kb * scale))) for c, kb in want.items()}
+
+
+def parse_size_kb(text: str) -> int:
+    """"512M", "2G", "65536K" or a number of KiB."""
+    t = text.strip().upper().rstrip("B")
+    mult = {"K": 1, "M": 1024, "G": 1 << 20}.get(t[-1:], None)
+    try:
+        return int(float(t[:-1]) * mult) if mult else int(t)
+    except ValueError:
+        raise ConfigError(f"{BUFFER_ENV}={text!r}: expected a size such as 512M") from None
 
 
 def mem_available_kb(proc: Path = Path("/proc")) -> int | None:
@@ -103,6 +125,7 @@ class TraceCapture:
     count: int
     duration_ns: int
     event_changes: str | None = None
+    probe_cpus: tuple[int, ...] | None = None
     buffer_kb: int | None = None
     root: Path | None = None
     instance: tracefs.Instance | None = None
@@ -116,8 +139,14 @@ class TraceCapture:
         root = tracefs.find_tracefs(self.root)
         reaped = tracefs.reap_stale(root)
         self.instance = inst = tracefs.Instance.create(root, "run")
-        ncpu = len(inst.cpus()) or (os.cpu_count() or 1)
-        size = self.buffer_kb or buffer_kb(self.count, self.duration_ns, ncpu, mem_available_kb())
+        cpus = inst.cpus() or list(range(os.cpu_count() or 1))
+        if self.buffer_kb is None and os.environ.get(BUFFER_ENV):
+            self.buffer_kb = parse_size_kb(os.environ[BUFFER_ENV])
+        if self.buffer_kb is not None:
+            sizes = {c: self.buffer_kb for c in cpus}
+        else:
+            sizes = buffer_kb(self.count, self.duration_ns, cpus, set(self.probe_cpus) if self.probe_cpus else None,
+                              mem_available_kb())
         inst.write("tracing_on", "0")
         self.clock = choose_clock(inst.read("trace_clock"), tai_offset_ns())
         inst.write("trace_clock", self.clock.name)
@@ -125,7 +154,8 @@ class TraceCapture:
             if inst.exists(f"options/{opt}"):
                 inst.write(f"options/{opt}", value)
         t0 = time.monotonic()
-        inst.write("buffer_size_kb", str(size))
+        for c, kb in sizes.items():
+            inst.write(f"per_cpu/cpu{c}/buffer_size_kb", str(kb))
         alloc_s = time.monotonic() - t0
         enabled, missing = [], []
         for spec in wanted:
@@ -142,8 +172,8 @@ class TraceCapture:
         self.info = {
             "instance": inst.name, "tracefs": str(root), "clock": self.clock.name,
             "to_realtime_ns": self.clock.to_realtime_ns, "clock_mapping": "exact" if self.clock.exact else "sampled",
-            "buffer_kb_per_cpu": int(inst.read("buffer_size_kb").split()[0]) if inst.exists("buffer_size_kb")
-            else size, "buffer_requested_kb_per_cpu": size, "buffer_alloc_s": round(alloc_s, 3), "cpus": ncpu,
+            "buffer_kb": {str(c): kb for c, kb in sizes.items()}, "buffer_alloc_s": round(alloc_s, 3),
+            "cpus": len(cpus),
             "events": enabled, "events_missing": missing, "stale_instances_removed": reaped,
             "files": {"text": f"{TRACE_DIR}/{TEXT_FILE}", "table": f"{TRACE_DIR}/{TABLE_FILE}"},
         }
