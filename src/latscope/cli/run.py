@@ -142,4 +142,7 @@ def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig) ->
     from latscope.trace.events import resolve
 
     resolve(trace_events)  # a bad --trace-events fails before anything is set up
-    return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events),)
+    pinned = (cfg.cpu_send, cfg.cpu_recv)
+    probe_cpus = tuple(c for c in pinned if c is not None) if all(c is not None for c in pinned) else None
+    return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
+                         probe_cpus=probe_cpus),)
