@@ -84,8 +84,10 @@ class RunSeries:
     same_clock: bool | None = None  # both ends timestamped by one clock (loopback, veth)
 
 
-#: Events starting this early into a run are blamed on warm-up first.
+#: Events starting this early into a run are blamed on warm-up first: the
+#: first second, or the first 2 % of a shorter run.
 WARMUP_S = 1.0
+WARMUP_SHARE = 0.02
 #: Periodicity is sought among the strongest events only.
 PERIODIC_EVENTS = 400
 
@@ -149,7 +151,8 @@ def _median_noise(x: np.ndarray, block: int) -> float:
     full = len(x) // (2 * half) if half else 0
     if full < 4:
         return 0.0
-    pairs = np.median(x[:full * 2 * half].reshape(full, 2, half), axis=2)
+    # At most ~2000 evenly spread blocks: the noise level is a property of the run, not of each block.
+    pairs = np.median(x[:full * 2 * half].reshape(full, 2, half)[::max(1, full // 2000)], axis=2)
     d = pairs[:, 0] - pairs[:, 1]
     return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / 2.0
 
@@ -170,7 +173,8 @@ def _residuals(x: np.ndarray, med: np.ndarray, block: int) -> np.ndarray:
 def _events(run: RunSeries, rows: np.ndarray, x: np.ndarray, t: np.ndarray, med: np.ndarray, block: int,
             th: Thresholds) -> list[Anomaly]:
     resid = _residuals(x, med, block)
-    p50, p99 = np.percentile(resid, (50.0, 99.0))
+    # The scale needs two percentiles, not every packet: a million evenly spaced ones pin them down.
+    p50, p99 = np.percentile(resid[::max(1, len(resid) // 1_000_000)], (50.0, 99.0))
     limit = max(th.spike_k * (p99 - p50), th.floor_ns)
     hit = np.flatnonzero(resid > p50 + limit)
     del resid
@@ -198,7 +202,7 @@ def _classify(run: RunSeries, rows: np.ndarray, x: np.ndarray, t: np.ndarray, g:
     peak = float(lat.max())
     seqs = run.seq[rows[g]]
     common = dict(packets=len(g), seq_first=int(seqs[0]), seq_last=int(seqs[-1]), peak_us=round(peak / 1000, 3))
-    warm = "" if start > WARMUP_S else (
+    warm = "" if start > min(WARMUP_S, WARMUP_SHARE * span_s) else (
         " It happened at the very start of the run, which points at warm-up (cold caches, first page "
         "faults, neighbour resolution) rather than the path; --skip-warmup leaves it out.")
     if len(g) >= 3 and ts[-1] > ts[0]:

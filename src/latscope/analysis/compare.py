@@ -48,6 +48,8 @@ METRICS = (
 _BOOTSTRAPPED = ("avg", "stddev", "p50", "p99", "p999", "loss")
 #: Rank tests run on at most this many packets per run (after thinning).
 RANK_SAMPLE = 50_000
+#: Fewer nearly independent packets than this per run: no rank test.
+MIN_INDEPENDENT = 20
 #: Hodges-Lehmann uses all pairs of at most this many packets per run.
 HL_SAMPLE = 2_000
 
@@ -298,7 +300,11 @@ def rank_tests(ra: np.ndarray, rb: np.ndarray, dep: tuple[Dependence, Dependence
     significant = p < settings.alpha and abs(hl) >= settings.min_effect_ns
     verdict = (HIGHER if hl > 0 else LOWER) if significant else SAME
     note = ""
-    if not significant and p < settings.alpha:
+    if min(len(ta), len(tb)) < MIN_INDEPENDENT:
+        verdict = UNTESTED
+        note = (f"only {min(len(ta), len(tb))} nearly independent packets in a run: it is short for its own "
+                "serial correlation; use longer runs, or repeated runs as a group (a1,a2,a3)")
+    elif not significant and p < settings.alpha:
         note = f"location differs but by less than the minimum effect of {settings.min_effect_ns / 1000:g} us"
     elif not significant and ks.pvalue < settings.alpha and ks.statistic >= 0.1:
         note = "the shapes differ (Kolmogorov-Smirnov) although the typical latency does not"

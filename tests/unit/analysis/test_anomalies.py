@@ -169,3 +169,11 @@ def test_json_form_has_time_range_and_explanation() -> None:
     lat[5_000] += 200_000
     doc = find_anomalies(_run(lat))[0].as_json()
     assert {"kind", "start_s", "end_s", "explanation", "seq_first", "peak_us"} <= set(doc)
+
+
+def test_warm_up_window_scales_with_short_runs() -> None:
+    """In a 2 s run only the first 2 % (40 ms) counts as warm-up, not the whole first second."""
+    lat = _base(n=2_000)
+    lat[500] += 300_000
+    found = find_anomalies(_run(lat))
+    assert _kinds(found) == ["spike"] and "--skip-warmup" not in found[0].explanation

@@ -163,3 +163,10 @@ def test_group_keeps_run_boundaries() -> None:
     """A group of runs splits back into its runs."""
     g = RunData.group("g", [np.arange(3.0), np.arange(5.0)])
     assert [len(r) for r in g.runs] == [3, 5] and len(g.latency_ns) == 8
+
+
+def test_too_few_independent_packets_is_not_tested() -> None:
+    """A short run that is one slow wave (rho 0.999) leaves too few independent packets for a rank test."""
+    a, b = _pair(13, 3_000, rho=0.999)
+    d = compare_pair(a, b, FAST).distribution
+    assert d.verdict == UNTESTED and "independent" in d.note
