@@ -134,7 +134,9 @@ def test_fsync_writer_io_is_attributed_where_it_ran(latscope, tmp_path: Path) ->
     counts = table.counts()
     assert counts.get("block_rq_issue", 0) > 0 and counts.get("block_rq_complete", 0) > 0
     assert writer.pid in set(table.pid.tolist())
-    doc = breakdown(latscope, run["run_id"])
+    # Judge "late" at the run's p90, not p99: a tenth of the packets are broken down, so the writer's
+    # work is met even when other tasks of a busy machine cause the very worst delays.
+    doc = breakdown(latscope, run["run_id"], "--threshold", f"{run['e2e_us']['p90']}us")
     assert doc["late_packets"]
     io = [c for c in doc["culprits"] if is_io(c)]
     assert io, f"no I/O culprit among {[c['comm'] for c in doc['culprits']]}"
