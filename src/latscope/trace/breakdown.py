@@ -83,9 +83,9 @@ def load_run_table(run_path: Path) -> EventTable:
         except FormatError:
             if not (tdir / "trace.txt.zst").exists():
                 raise
-    text = tdir / "trace.txt.zst"
-    if text.exists():
-        return load_trace_file(text)
+    for name in ("trace.txt.zst", "trace.txt"):
+        if (tdir / name).exists():
+            return load_trace_file(tdir / name)
     raise TraceError(f"run {run_path.name} has no kernel trace: record one with `latscope run --trace`, "
                      f"or pass a trace you captured with --trace FILE")
 
@@ -198,7 +198,8 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the trace and are not broken down")
     lost = int(overruns if overruns is not None else table.meta.get("overruns", 0) or 0)
-    lost_events = int(table.meta.get("parse", {}).get("lost_events_total", 0))
+    parse_meta = table.meta.get("parse", {})
+    lost_events = int(parse_meta.get("lost_events_total", 0)) + int(parse_meta.get("overwritten", 0))
     if lost or lost_events:
         warnings.append(f"the trace lost events ({max(lost, lost_events)} overwritten or dropped): stages next to "
                         "the losses may be missing and culprits there undercounted")
@@ -212,7 +213,7 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     info = {
         "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
         "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
-        "overruns": lost, "lost_events": lost_events, "ts_resolution_ns": table.meta.get("ts_resolution_ns"),
+        "overruns": max(lost, lost_events), "lost_events": lost_events, "ts_resolution_ns": table.meta.get("ts_resolution_ns"),
         "source": table.meta.get("source"), "event_counts": table.counts(),
     }
     return Breakdown(

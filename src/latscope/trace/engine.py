@@ -34,6 +34,8 @@ MAX_EXAMPLES = 5
 _LOST = re.compile(r"^\s*CPU:\s*(\d+) \[LOST (\d+) EVENTS\]")
 _DROPPED = re.compile(r"^\s*CPU:\s*(\d+) \[(\d+) EVENTS DROPPED\]")
 _STARTED = re.compile(r"^#+ CPU (\d+) buffer started #+")
+# The kernel's header says how many events it kept and how many were written (the rest were lost).
+_ENTRIES = re.compile(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)")
 # The general line layout, for lines the column reader rejected (a 4-digit CPU, odd comms).
 _LINE = re.compile(
     r"^(?:[\w.-]+: )?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
@@ -66,6 +68,7 @@ class ParseStats:
     garbled_fields: int = 0
     lost_events: dict[int, int] = field(default_factory=dict)
     buffer_started: list[int] = field(default_factory=list)
+    entries: tuple[int, int] | None = None
     examples: list[tuple[int, str]] = field(default_factory=list)
     other: dict[str, int] = field(default_factory=dict)
 
@@ -76,6 +79,8 @@ class ParseStats:
             "lost_events": {str(k): v for k, v in sorted(self.lost_events.items())},
             "lost_events_total": sum(self.lost_events.values()),
             "buffer_started": sorted(set(self.buffer_started)),
+            **({"entries_in_buffer": self.entries[0], "entries_written": self.entries[1],
+                "overwritten": max(0, self.entries[1] - self.entries[0])} if self.entries else {}),
             "unparsed_examples": [{"line": n, "text": t[:160]} for n, t in self.examples],
             **({"other_lines": self.other} if self.other else {}),
         }
@@ -163,9 +168,13 @@ def _read_chunk(buf: np.ndarray, dialect: Dialect, st: _State, stats: ParseStats
     comment = (first == ord("#")) & ~blank
     stats.comments += int(comment.sum())
     for i in np.flatnonzero(comment)[:256]:
-        m = _STARTED.match(scan.text_of(buf, int(starts[i]), int(ends[i])))
+        text = scan.text_of(buf, int(starts[i]), int(ends[i]))
+        m = _STARTED.match(text)
         if m:
             stats.buffer_started.append(int(m.group(1)))
+        m = _ENTRIES.match(text)
+        if m and stats.entries is None:
+            stats.entries = (int(m.group(1)), int(m.group(2)))
     candidates = np.flatnonzero(~blank & ~comment)
     pre, rest = parse_prefixes(buf, starts[candidates], ends[candidates], st.tables)
     pre = Prefixes(**{**pre.__dict__, "line": candidates[pre.line]})

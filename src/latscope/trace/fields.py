@@ -169,7 +169,7 @@ def _find(**cols: tuple[str, str]) -> Search:
 _RAW_NET = _find(a0=("skbaddr", HEX), a1=("len", INT), s0=("name", STR))
 RAW_SPECS: dict[str, Spec] = {
     "sched_switch": _find(s0=("prev_comm", STR), a0=("prev_pid", INT), a2=("prev_prio", INT),
-                          a4=("prev_state", INT), s1=("next_comm", STR), a1=("next_pid", INT),
+                          a4=("prev_state", STATE), s1=("next_comm", STR), a1=("next_pid", INT),
                           a3=("next_prio", INT)),
     "sched_waking": _find(s0=("comm", STR), a0=("pid", INT), a1=("prio", INT), a2=("target_cpu", INT)),
     "sched_migrate_task": _find(s0=("comm", STR), a0=("pid", INT), a1=("prio", INT), a2=("orig_cpu", INT),
@@ -387,7 +387,9 @@ def state_code(text: str) -> int:
     if not text:
         return NONE
     if text.lstrip("-").isdigit():
-        return int(text)
+        # raw numbers (trace-cmd -R): the kernel's TASK_REPORT bits, 0x100 (TASK_REPORT_MAX) = preempted
+        v = int(text)
+        return (v & 0xFF) | (STATE_PREEMPTED if v & 0x100 else 0)
     if text.startswith("0x"):
         try:
             return int(text, 16)
