@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from latscope.analysis.histogram import Histogram  # noqa: E402
+from latscope.analysis.histogram import histogram  # noqa: E402
 
 #: Runs with more points than this are drawn as an envelope.
 POINTS = 5000
@@ -68,8 +68,12 @@ def envelope(x: np.ndarray, y: np.ndarray, columns: int = COLUMNS) -> Envelope:
     lo_x, hi_x = float(x.min()), float(x.max())
     width = (hi_x - lo_x) / columns or 1.0
     col = np.minimum(((x - lo_x) / width).astype(np.int64), columns - 1)
-    order = np.argsort(col, kind="stable")
-    col, ys = col[order], y[order]
+    # Time series come in time order: no need to sort 10 million points.
+    if np.all(col[1:] >= col[:-1]):
+        ys = y
+    else:
+        order = np.argsort(col, kind="stable")
+        col, ys = col[order], y[order]
     starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
     lo = np.minimum.reduceat(ys, starts)
     hi = np.maximum.reduceat(ys, starts)
@@ -77,10 +81,22 @@ def envelope(x: np.ndarray, y: np.ndarray, columns: int = COLUMNS) -> Envelope:
     return Envelope(lo_x + (col[starts] + 0.5) * width, lo, mid, hi)
 
 
+def wide_range(values: np.ndarray) -> bool:
+    """True when a linear axis would squash the body: positive values whose maximum is > 20x the median."""
+    v = values[np.isfinite(values)]
+    if len(v) == 0 or float(v.min()) <= 0:
+        return False
+    return float(v.max()) > 20.0 * float(np.median(v))
+
+
 @_styled
-def series_with_histogram(t_s: np.ndarray, y_us: np.ndarray, hist: Histogram, title: str,
-                          ylabel: str = "latency (µs)") -> Figure:
-    """Latency over time (left) and its histogram on a log count axis (right), sharing the y axis."""
+def series_with_histogram(t_s: np.ndarray, y_us: np.ndarray, title: str, ylabel: str = "latency (µs)") -> Figure:
+    """Latency over time (left) and its histogram on a log count axis (right), sharing the y axis.
+
+    When a few packets are 20 times slower than the median (a held burst of
+    30 ms over a 60 µs body) the latency axis is logarithmic and so are the
+    histogram's bins; otherwise both are linear, bins as `show --histogram`.
+    """
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     grid = fig.add_gridspec(1, 2, width_ratios=(4, 1))
     ax = fig.add_subplot(grid[0, 0])
@@ -97,9 +113,22 @@ def series_with_histogram(t_s: np.ndarray, y_us: np.ndarray, hist: Histogram, ti
     ax.set_xlabel("time into the run (s)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left", fontsize=10)
-    if hist.total:
-        edges = hist.edges_ns / 1000.0
-        side.barh(edges[:-1], hist.counts, height=np.diff(edges), align="edge", color=COLORS[0], log=True)
+    v = y_us[np.isfinite(y_us)]
+    if len(v):
+        if wide_range(v):
+            ax.set_yscale("log")
+            edges = np.geomspace(float(v.min()), float(v.max()) * 1.0001, 120)
+            counts = np.histogram(v, bins=edges)[0]
+            ax.set_ylabel(ylabel + ", log scale")
+        else:
+            hist = histogram(v * 1000.0)
+            edges, counts = hist.edges_ns / 1000.0, hist.counts
+        # One outline for thousands of bins (a bar each would take seconds and megabytes);
+        # empty bins sit on the baseline of the log axis.
+        side.stairs(np.where(counts > 0, counts, 0.5).astype(np.float64), edges, orientation="horizontal",
+                    fill=True, baseline=0.5, color=COLORS[0])
+        side.set_xscale("log")
+        side.set_xlim(left=0.5)
     side.set_xlabel("packets (log)")
     side.tick_params(labelleft=False)
     return fig
@@ -119,6 +148,8 @@ def ccdf(runs: Sequence[tuple[str, np.ndarray]], title: str = "Latency tail (CCD
         idx = len(v) - exceed  # exceed values are larger than v[idx]
         ax.step(v[idx], exceed / len(v), where="post", color=COLORS[i % len(COLORS)], label=label, linewidth=1.2)
     ax.set_yscale("log")
+    if runs and all(wide_range(v) for _, v in runs if np.isfinite(v).any()):
+        ax.set_xscale("log")  # a 30 ms outlier would squash a 60 µs body into one pixel
     ax.set_xlabel("latency (µs)")
     ax.set_ylabel("P(latency ≥ x)")
     ax.set_title(title, loc="left", fontsize=10)

@@ -22,10 +22,10 @@ from latscope import __version__
 from latscope.analysis.anomalies import Anomaly, find_anomalies
 from latscope.analysis.compare import Comparison, Settings, compare_pair, quantile_shift
 from latscope.analysis.envdiff import Difference, differences, flatten
-from latscope.analysis.histogram import histogram
 from latscope.analysis.runview import RunView
 from latscope.errors import StoreError
 from latscope.report import figures
+from latscope.report.tables import group_anomalies
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -61,6 +61,7 @@ class RunSection:
     summary: dict[str, Any]
     facts: list[tuple[str, str]]
     anomalies: list[Anomaly]
+    anomaly_entries: list[tuple[str, str, str]]  # (kind, when, text), frequent kinds summarised
     worst: list[dict[str, Any]]
     figure: Figure
     breakdown: dict[str, Any] | None
@@ -98,9 +99,9 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
         del seq
         t_s = np.where(view.offsets_ns != MISSING, view.offsets_ns / 1e9, np.nan)
         name = f"run{i + 1}-{_slug(view.label)}"
-        fig = figures.series_with_histogram(t_s, latency / 1000.0, histogram(latency), view.label)
+        fig = figures.series_with_histogram(t_s, latency / 1000.0, view.label)
         sections.append(RunSection(
-            view.label, view.run.run_id, summary, _facts(view), anomalies, worst,
+            view.label, view.run.run_id, summary, _facts(view), anomalies, group_anomalies(anomalies), worst,
             Figure(f"{name}-latency", f"{view.label}: latency over time and its histogram", figures.svg(fig)),
             breakdown_summary(view.run.path, view.run.record.extra), view.selection.as_json()))
         if keep_png:

@@ -46,37 +46,41 @@ def windows_text(series: WindowSeries, metric: str) -> list[str]:
     return lines
 
 
-def anomalies_text(anomalies: Sequence[Anomaly], limit: int = ANOMALY_LINES, per_kind: int = 3) -> list[str]:
-    """Anomalies, most telling kinds first, each with its time range and explanation.
+def group_anomalies(anomalies: Sequence[Anomaly], per_kind: int = 3) -> list[tuple[str, str, str]]:
+    """(kind, when, text) entries: each finding of a rare kind, one summary entry for a frequent one.
 
     A kind with more than ``per_kind`` findings (a run can have hundreds of
-    spikes) gets one line that counts them and names the largest, then the
-    explanation of the largest one.
+    spikes) is counted and its five largest named by seq and time, followed
+    by the explanation of the largest.
     """
-    if not anomalies:
-        return ["anomalies: none found"]
-    lines = [f"anomalies ({len(anomalies)}):"]
-    shown = 0
     kinds: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         kinds.setdefault(a.kind, []).append(a)
+    out = []
     for kind, items in kinds.items():
-        if shown >= limit:
-            lines.append(f"  ... and more (see --json)")
-            break
         if len(items) <= per_kind:
-            for a in items:
-                lines += _wrapped(f"  [{kind}] {_when(a)}: ", a.explanation)
-                shown += 1
+            out += [(kind, _when(a), a.explanation) for a in items]
             continue
         top = sorted(items, key=lambda a: -abs(a.peak_us or 0.0) - a.packets * 1e-9)[:5]
         largest = ", ".join(
             f"#{a.seq_first} at {a.start_s:.3f} s ({a.peak_us:.3f} us)" if a.peak_us is not None
             else f"#{a.seq_first} at {a.start_s:.3f} s ({a.packets} packets)" for a in top)
         first, last = min(a.start_s for a in items), max(a.end_s for a in items)
-        lines += _wrapped(f"  [{kind}] {len(items)} between {first:.3f} and {last:.3f} s; ",
-                          f"largest: {largest}. The largest: {top[0].explanation}")
-        shown += 1
+        out.append((kind, f"{len(items)} between {first:.3f} and {last:.3f} s",
+                    f"largest: {largest}. The largest: {top[0].explanation}"))
+    return out
+
+
+def anomalies_text(anomalies: Sequence[Anomaly], limit: int = ANOMALY_LINES, per_kind: int = 3) -> list[str]:
+    """Anomalies, most telling kinds first, each with its time range and explanation (see group_anomalies)."""
+    if not anomalies:
+        return ["anomalies: none found"]
+    lines = [f"anomalies ({len(anomalies)}):"]
+    entries = group_anomalies(anomalies, per_kind)
+    for kind, when, text in entries[:limit]:
+        lines += _wrapped(f"  [{kind}] {when}: ", text)
+    if len(entries) > limit:
+        lines.append(f"  ... and {len(entries) - limit} more (see --json)")
     return lines
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from latscope.analysis.histogram import histogram
 from latscope.report import figures
 
 
@@ -26,7 +25,7 @@ def test_svg_is_inline_and_self_contained() -> None:
     """svg() returns an <svg> element without XML prolog, metadata or external references."""
     t = np.arange(20_000) / 1000.0
     v = 50 + np.random.default_rng(1).standard_normal(20_000)
-    text = figures.svg(figures.series_with_histogram(t, v, histogram(v * 1000), "run"))
+    text = figures.svg(figures.series_with_histogram(t, v, "run"))
     assert text.startswith("<svg") and "<?xml" not in text and "<metadata>" not in text
     assert "href=\"http" not in text and "<image" not in text
 
@@ -40,3 +39,13 @@ def test_each_figure_draws() -> None:
     assert "<svg" in figures.svg(figures.inter_arrival([("a", t, np.full(3_000, 1000.0), 1000.0)]))
     levels = np.array([50.0, 90.0, 99.0, 99.9])
     assert "<svg" in figures.svg(figures.quantile_shift("a", "b", levels, np.ones(4), np.zeros(4), np.full(4, 2.0)))
+
+
+def test_wide_range_switches_to_log() -> None:
+    """A 30 ms outlier over a 60 µs body makes the latency axis logarithmic; a normal spread does not."""
+    v = np.full(10_000, 60.0)
+    assert not figures.wide_range(v)
+    v[5] = 30_000.0
+    assert figures.wide_range(v)
+    fig = figures.series_with_histogram(np.arange(10_000) / 1000.0, v, "run")
+    assert fig.axes[0].get_yscale() == "log"
