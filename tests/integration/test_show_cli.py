@@ -110,3 +110,17 @@ def test_real_loopback_run(latscope) -> None:
     assert doc["selection"]["rows"] == 2000 - 50
     assert len(doc["worst_by_metric"]["packets"]) == 5
     assert sum(doc["windows"]["count"]) + sum(doc["windows"]["lost"]) == 1950
+
+
+def test_imported_run_without_schedule(latscope, tmp_path: Path) -> None:
+    """An import with only send and receive times: ranges and duration use send_ns instead of the schedule."""
+    csv = tmp_path / "lat.csv"
+    base = 1_700_000_000_000_000_000
+    csv.write_text("seq,send_ns,rx_ns\n" + "".join(
+        f"{i},{base + i * 1_000_000},{base + i * 1_000_000 + 50_000 + (i % 7) * 100}\n" for i in range(3000)))
+    made = latscope("import", "csv", str(csv), "--name", "imported")
+    assert made.returncode == 0, made.stderr
+    out = latscope("show", "imported", "--from", "1s", "--json")
+    doc = json.loads(out.stdout)
+    assert doc["selection"]["time_column"] == "send_ns" and doc["selection"]["rows"] == 2000
+    assert doc["duration_ns"] == 1999 * 1_000_000

@@ -80,6 +80,10 @@ class RunView:
         """summarise_columns over the selection; afterwards no sample column stays cached."""
         doc, kept = summarise_columns(self.columns, self.run.record.completeness, 0, names, keep, percentiles)
         self.columns.keep_only(())
+        if not doc.get("duration_ns") and self.selection.time_column != "sched_ns":
+            # Imports without a schedule: the duration is the span of the time column used instead.
+            known = self.offsets_ns[self.offsets_ns != MISSING]
+            doc["duration_ns"] = int(known.max() - known.min()) if len(known) > 1 else 0
         return doc, kept
 
     def metric(self, name: str) -> np.ndarray:
