@@ -150,9 +150,16 @@ class DistributionResult:
             "n_a": self.n_a, "n_b": self.n_b, "thinning_a": self.step_a, "thinning_b": self.step_b,
             "hodges_lehmann_shift_us": round(self.hodges_lehmann_us, 3),
             "cliffs_delta": round(self.cliffs_delta, 4), "cliffs_delta_magnitude": self.magnitude,
-            "mann_whitney_p": self.mann_whitney_p, "ks_statistic": round(self.ks_statistic, 4),
-            "ks_p": self.ks_p, "verdict": self.verdict, "note": self.note,
+            "mann_whitney_p": _json_float(self.mann_whitney_p), "ks_statistic": _json_float(self.ks_statistic, 4),
+            "ks_p": _json_float(self.ks_p), "verdict": self.verdict, "note": self.note,
         }
+
+
+def _json_float(v: float, digits: int | None = None) -> float | None:
+    """JSON has no NaN: a degenerate test gives null."""
+    if not math.isfinite(v):
+        return None
+    return round(v, digits) if digits is not None else v
 
 
 @dataclass(frozen=True)
