@@ -124,3 +124,9 @@ def test_imported_run_without_schedule(latscope, tmp_path: Path) -> None:
     doc = json.loads(out.stdout)
     assert doc["selection"]["time_column"] == "send_ns" and doc["selection"]["rows"] == 2000
     assert doc["duration_ns"] == 1999 * 1_000_000
+
+
+def test_window_alone_means_per_second(latscope, run_id: str) -> None:
+    """--window without a value cuts the run into 1 s windows."""
+    doc = json.loads(latscope("show", run_id, "--window", "--json").stdout)
+    assert doc["windows"]["window_s"] == 1.0 and len(doc["windows"]["max_us"]) == 20

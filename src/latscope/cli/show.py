@@ -30,8 +30,8 @@ TEXT_PERCENTILES = {"delta": {"p99": 99.0}, "wakeup_latency": {"p99": 99.0}, "ar
 @click.option("--histogram", "want_histogram", is_flag=True, help="Print a histogram (log-scaled bars).")
 @click.option("--bins", "bins", default=None, metavar="SPEC",
               help="Histogram bins: auto (default), a count such as 40, or a width such as 2us.")
-@click.option("--window", "window_ns", type=DURATION, default=None, metavar="DURATION",
-              help="Print p50/p99/max per window of DURATION (e.g. 1s, 10s).")
+@click.option("--window", "window_ns", type=DURATION, default=None, is_flag=False, flag_value="1s",
+              metavar="[DURATION]", help="Print p50/p99/max per window of DURATION (default 1s; e.g. 10s).")
 @click.option("--metric", "metric", type=click.Choice(list(metrics.METRICS)), default="latency",
               show_default=True, help="Metric of the histogram, the windows and the worst list.")
 @click.option("--no-anomalies", "no_anomalies", is_flag=True, help="Skip the anomaly detectors.")
