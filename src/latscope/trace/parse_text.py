@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.trace import engine, fields, scan
+from latscope.trace import engine, fields, scan, swar
 from latscope.trace.prefix import SEP_ARROW, SEP_PAREN
 from latscope.trace.table import EventTable
 
@@ -57,26 +57,18 @@ def parse_kernel_text(data: bytes | memoryview, raw: bytes | memoryview | None =
 
 
 def raw_timestamps(raw: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pid, cpu, ns) of every event line of a raw-option rendering (``pid cpu ns ...``)."""
+    """(pid, cpu, ns) of every event line of a raw-option rendering (``pid cpu ns ...``); -1 where unreadable."""
     pids, cpus, stamps = [], [], []
     for _off, buf in scan.chunks(raw):
         starts, ends = scan.line_bounds(buf)
         first = buf[starts]
         keep = (ends > starts) & (first != ord("#")) & (first != ord("C"))
         s, e = starts[keep], ends[keep]
-        head = scan.window(buf, s, 16)
-        sp = head == scan.SPACE
-        sp1 = scan.first_of(head, sp)
-        sp2 = scan.first_of(head, sp & (np.arange(16)[None, :] > sp1[:, None]))
-        ok = (sp1 > 0) & (sp2 > sp1 + 1)
-        pid, ok1 = scan.digits(buf, s, s + sp1, 10)
-        cpu, ok2 = scan.digits(buf, s + sp1 + 1, s + sp2, 5)
-        t0 = s + sp2 + 1
-        # ns since the epoch have 19 digits for centuries; other clocks fall back to a search.
-        fixed = buf[np.minimum(t0 + 19, len(buf) - 1)] == scan.SPACE
-        t1 = np.where(fixed, t0 + 19, scan.find_bytes(buf, t0, 21, b" ", e))
-        ts, ok3 = scan.digits(buf, t0, np.where(t1 > t0, t1, e))
-        ok &= ok1 & ok2 & ok3
+        w = swar.words(buf)
+        pid, p_end, ok1 = swar.decimal(w, s, e, signed=False)
+        cpu, c_end, ok2 = swar.decimal(w, p_end + 1, e, signed=False)
+        ts, t_end, ok3 = swar.decimal(w, c_end + 1, e, signed=False)
+        ok = ok1 & ok2 & ok3 & (buf[p_end] == scan.SPACE) & (buf[c_end] == scan.SPACE)
         pids.append(np.where(ok, pid, -1))
         cpus.append(np.where(ok, cpu, -1))
         stamps.append(np.where(ok, ts, -1))

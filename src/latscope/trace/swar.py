@@ -114,11 +114,11 @@ def parse8(v: np.ndarray, n: np.ndarray | int) -> np.ndarray:
     return x.astype(np.int64)
 
 
-_POW10 = np.array([10 ** k for k in range(19)], dtype=np.int64)
+_POW10 = np.array([10 ** k for k in range(19)], dtype=np.int64)  # 10**0 .. 10**18
 
 
 def parse_digits(w: np.ndarray, pos: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Value of the ``n`` (0..18) ASCII digits at each pos."""
+    """Value of the ``n`` (0..19) ASCII digits at each pos."""
     n = np.asarray(n, dtype=np.int64)
     first = np.minimum(n, 8)
     val = parse8(w[pos], first)
@@ -145,8 +145,9 @@ def decimal(w: np.ndarray, pos: np.ndarray, limit: np.ndarray | None = None,
         neg = (w[pos] & _U(0xFF)) == _U(ord("-"))
         start = pos + neg
     n = digit_run(w, start)
-    ok = (n > 0) & (n <= 18)
-    n = np.clip(n, 0, 18)
+    # 19 digits fit int64 up to 9.2e18 (nanoseconds since 1970 do until 2262)
+    ok = (n > 0) & (n <= 19)
+    n = np.clip(n, 0, 19)
     end = start + n
     if limit is not None:
         ok &= end <= limit
