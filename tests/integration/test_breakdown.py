@@ -167,7 +167,7 @@ def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
         assert mine, "the traced run never created its instance"
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

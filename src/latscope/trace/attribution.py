@@ -101,7 +101,7 @@ def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray) ->
         v = durations[sel, k]
         if len(v):
             med, p99 = np.percentile(v, [50, 99])
-            out.append(Baseline(name, int(len(v)), float(med), float(p99)))
+            out.append(Baseline(name, len(v), float(med), float(p99)))
         else:
             out.append(Baseline(name, 0, 0.0, 0.0))
     return out

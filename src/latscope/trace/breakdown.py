@@ -30,7 +30,14 @@ from latscope.errors import ConfigError, FormatError, TraceError
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
-from latscope.trace.stages import STAGES, Packets, by_send_calls, locate, markers, trace_pids
+from latscope.trace.stages import (
+    STAGES,
+    Packets,
+    by_send_calls,
+    locate,
+    markers,
+    trace_pids,
+)
 from latscope.trace.table import EventTable, read_table
 
 METRICS = ("e2e", "latency", "trace")

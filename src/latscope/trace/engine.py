@@ -18,9 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from latscope.trace import fields, scan
-from latscope.trace import prefix
-from latscope.trace.prefix import SEP_ARROW, SEP_COLON, SEP_OTHER, SEP_PAREN, Prefixes, Tables, parse_prefixes
+from latscope.trace import fields, prefix, scan
+from latscope.trace.prefix import (
+    SEP_ARROW,
+    SEP_COLON,
+    SEP_OTHER,
+    SEP_PAREN,
+    Prefixes,
+    Tables,
+    parse_prefixes,
+)
 from latscope.trace.table import EventTable, empty_table, sort_by_time
 
 #: Adjusts where the arguments of an event start (e.g. past "tracing_mark_write: "); returns new lo.

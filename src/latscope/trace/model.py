@@ -19,6 +19,7 @@ about a time window on one CPU use binary search.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -394,7 +395,7 @@ def silent_gaps(tl: Timeline, cpu: int, a: int, b: int, min_ns: int) -> list[tup
     i0 = int(np.searchsorted(ts, a, side="right")) - 1
     i1 = int(np.searchsorted(ts, b, side="left"))
     edges = [a] + [int(x) for x in ts[max(i0 + 1, 0):i1]] + [b]
-    return [(s, e) for s, e in zip(edges[:-1], edges[1:]) if e - s >= min_ns]
+    return [(s, e) for s, e in itertools.pairwise(edges) if e - s >= min_ns]
 
 
 def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:

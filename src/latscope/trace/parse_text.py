@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.trace import engine, fields, scan, swar
+from latscope.trace import engine, scan, specs, swar
 from latscope.trace.prefix import SEP_ARROW, SEP_PAREN
 from latscope.trace.table import EventTable
 
@@ -42,14 +42,14 @@ def kernel_name(name: str, sep: int) -> str:
     return name
 
 
-DIALECT = engine.Dialect(name="ftrace-text", specs=fields.TEXT_SPECS, canonical=kernel_name,
+DIALECT = engine.Dialect(name="ftrace-text", specs=specs.TEXT_SPECS, canonical=kernel_name,
                          cuts={"hrtimer_expire_entry": b" now="})
 
 
 def parse_kernel_text(data: bytes | memoryview, raw: bytes | memoryview | None = None, *,
                       meta: dict[str, Any] | None = None) -> EventTable:
     """Parse the kernel's text trace; with ``raw`` (the raw-option rendering) timestamps become exact ns."""
-    table, stats, ordinal = engine.parse_lines(data, DIALECT, meta=meta)
+    table, _stats, ordinal = engine.parse_lines(data, DIALECT, meta=meta)
     if raw is not None and len(table):
         ns = raw_timestamps(raw)
         table = _apply_raw(table, ordinal, ns)
@@ -67,7 +67,7 @@ def raw_timestamps(raw: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, np.
         w = swar.words(buf)
         pid, p_end, ok1 = swar.decimal(w, s, e, signed=False)
         cpu, c_end, ok2 = swar.decimal(w, p_end + 1, e, signed=False)
-        ts, t_end, ok3 = swar.decimal(w, c_end + 1, e, signed=False)
+        ts, _end, ok3 = swar.decimal(w, c_end + 1, e, signed=False)
         ok = ok1 & ok2 & ok3 & (buf[p_end] == scan.SPACE) & (buf[c_end] == scan.SPACE)
         pids.append(np.where(ok, pid, -1))
         cpus.append(np.where(ok, cpu, -1))

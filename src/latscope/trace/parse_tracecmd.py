@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.trace import engine, fields, scan
+from latscope.trace import engine, scan, specs
 from latscope.trace.table import EventTable
 
 _MARK = b"tracing_mark_write: "
@@ -48,15 +48,15 @@ def tracecmd_name(name: str, sep: int) -> str:
     return name
 
 
-DEFAULT = engine.Dialect(name="trace-cmd", specs=fields.TRACECMD_SPECS, canonical=tracecmd_name,
+DEFAULT = engine.Dialect(name="trace-cmd", specs=specs.TRACECMD_SPECS, canonical=tracecmd_name,
                          args_fix={"print": _skip_mark})
-RAW = engine.Dialect(name="trace-cmd-raw", specs=fields.RAW_SPECS, canonical=tracecmd_name,
+RAW = engine.Dialect(name="trace-cmd-raw", specs=specs.RAW_SPECS, canonical=tracecmd_name,
                      args_fix={"print": _skip_raw_mark})
 
 _RAW_HINTS = (re.compile(rb"sched_switch:\s+prev_comm=\S.* prev_state=-?\d+ next_comm="),
               re.compile(rb"sys_(?:enter|exit)_\w+:\s+__syscall_nr="),
               re.compile(rb"print:\s+ip=\S+ buf="))
-_LATENCY = re.compile(rb"^(?:[\w.-]+: )?\s*\S{1,8}-\d+\s+\d+\S{4,6} \d+\.\d+: \w+:", re.M)
+_LATENCY = re.compile(rb"^(?:[\w.-]+: )?\s*\S{1,8}-\d+\s+\d+\S{4,6} \d+\.\d+: \w+:", re.MULTILINE)
 
 
 def is_raw(sample: bytes) -> bool:
@@ -70,7 +70,7 @@ def parse_tracecmd_report(data: bytes | memoryview, *, meta: dict[str, Any] | No
     dialect = RAW if is_raw(sample) else DEFAULT
     table, stats, _ordinal = engine.parse_lines(data, dialect, meta=meta)
     if stats.unparsed and _LATENCY.search(sample):
-        table = table.with_meta(warnings=[*table.meta.get("warnings", []),
-                                          "this looks like `trace-cmd report -l` (latency format), which latscope "
-                                          "does not read; run `trace-cmd report` without -l"])
+        hint = ("this looks like `trace-cmd report -l` (latency format), which latscope does not read; "
+                "run `trace-cmd report` without -l")
+        table = table.with_meta(warnings=[*table.meta.get("warnings", []), hint])
     return engine.finish(table)

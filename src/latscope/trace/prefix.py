@@ -35,7 +35,7 @@ SPACE = scan.SPACE
 _WIDTH = 96
 _NAME_KEY = 32
 _DIGIT_LO, _DIGIT_HI = 48, 57
-_HEAD = re.compile(rb"^(?:[\w.-]+: )?\s*(.*?)-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(\d+)\] $", re.S)
+_HEAD = re.compile(rb"^(?:[\w.-]+: )?\s*(.*?)-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(\d+)\] $", re.DOTALL)
 _NAME = re.compile(rb"^([A-Za-z_]\w*)(:\s*| -> |\(| )")
 
 

@@ -24,11 +24,11 @@ METRIC_WORDS = {
 }
 
 
-def us(ns: float | int | None) -> float | None:
+def us(ns: float | None) -> float | None:
     return None if ns is None else round(float(ns) / 1000.0, 3)
 
 
-def fmt(ns: float | int) -> str:
+def fmt(ns: float) -> str:
     return f"{float(ns) / 1000.0:.3f}"
 
 
@@ -170,4 +170,4 @@ def _baseline_lines(bd: Breakdown) -> list[str]:
     return out
 
 
-__all__ = ["to_json", "to_text", "STAGES"]
+__all__ = ["STAGES", "to_json", "to_text"]

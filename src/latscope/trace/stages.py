@@ -32,7 +32,13 @@ import numpy as np
 
 from latscope.store.samples import MISSING
 from latscope.trace.fields import PHASES
-from latscope.trace.model import Timeline, first_segment_after, next_keyed, next_row, prev_row
+from latscope.trace.model import (
+    Timeline,
+    first_segment_after,
+    next_keyed,
+    next_row,
+    prev_row,
+)
 from latscope.trace.table import NONE
 
 STAGES = ("sender_wakeup", "send_call", "tx_stack", "qdisc", "driver_xmit", "netrx_wait", "rx_stack",
@@ -177,7 +183,7 @@ def locate(tl: Timeline, seq: np.ndarray, probe: dict[str, np.ndarray], sender: 
     run_ts, run_cpu = first_segment_after(tl.segments, receiver, np.where(run_from >= 0, t.ts[np.maximum(run_from, 0)], 0))
     run_ts = np.where(run_from >= 0, run_ts, NONE)
     # anything after the receive returned belongs to a later packet
-    late = lambda r: (r >= 0) & (c11 >= 0) & (r > c11)  # noqa: E731
+    late = lambda r: (r >= 0) & (c11 >= 0) & (r > c11)
     c8 = np.where(late(c8), -1, c8)
     c9 = np.where(late(c9) | (c8 < 0), -1, c9)
     c11_ts = np.where(c11 >= 0, t.ts[np.maximum(c11, 0)], NONE)

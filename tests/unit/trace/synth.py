@@ -15,7 +15,7 @@ class Trace:
         self.lines: list[tuple[float, int, str]] = []
 
     def add(self, ts_us: float, cpu: int, comm: str, pid: int, event: str, args: str, flags: str = "d..2.") -> None:
-        sec, us = divmod(int(round(ts_us)), 1_000_000)
+        sec, us = divmod(round(ts_us), 1_000_000)
         head = f"{comm:>16}-{pid:<7} [{cpu:03d}] {flags} {BASE_S + sec}.{us:06d}: "
         if event.startswith("sys_enter_"):
             body = f"sys_{event[10:]}({args})"

@@ -75,7 +75,7 @@ def test_raw_rendering_gives_nanoseconds(text_bytes: bytes, raw_bytes: bytes) ->
     ns = parse_kernel_text(text_bytes, raw_bytes)
     assert ns.meta["ts_source"] == "raw" and ns.meta["ts_resolution_ns"] == 1
     assert np.abs(ns.ts - us.ts).max() <= 500 and np.any(ns.ts % 1000)
-    pid, cpu, stamps = raw_timestamps(raw_bytes)
+    _pid, _cpu, stamps = raw_timestamps(raw_bytes)
     assert len(stamps) == len(ns) and (stamps > 0).all()
 
 

@@ -11,7 +11,12 @@ import pytest
 
 from latscope.errors import FormatError
 from latscope.trace.parse_text import parse_kernel_text
-from latscope.trace.table import EVENTS_SCHEMA_VERSION, empty_table, read_table, write_table
+from latscope.trace.table import (
+    EVENTS_SCHEMA_VERSION,
+    empty_table,
+    read_table,
+    write_table,
+)
 
 
 def test_round_trip_keeps_every_column(tmp_path: Path, text_bytes: bytes, raw_bytes: bytes) -> None:
