@@ -81,7 +81,7 @@ def test_sections_and_figures(report: tuple[Path, Path, Path]) -> None:
     assert refs.tags.get("svg", 0) == 5
     for needle in ('id="summary"', 'id="comparison"', 'id="tail"', 'id="inter-arrival"', 'id="environment"',
                    "macvlan against bridge", "held_burst", "qemu-system-x86", "runqueue wait",
-                   "no breakdown is stored yet", "environment.before.kernel.release"):
+                   "could not be broken down", "environment.before.kernel.release"):
         assert needle in text, needle
     assert '<td class="l higher">higher' in text
 
@@ -120,3 +120,17 @@ def test_renders_in_headless_chromium(report: tuple[Path, Path, Path], tmp_path:
     pixels = mpimg.imread(shot)
     # A blank page is one colour; a page with figures has many distinct ones.
     assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+@pytest.mark.root
+def test_traced_run_gets_its_breakdown(latscope, tmp_path: Path) -> None:
+    """A run recorded with --trace: the report computes the breakdown and shows its culprits table."""
+    made = latscope("run", "--trace", "--count", "1500", "--period", "1ms", "-q", "--json", timeout=180)
+    if made.returncode != 0 and "trac" in made.stderr.lower():
+        pytest.skip(f"tracing unavailable: {made.stderr.strip()[:200]}")
+    assert made.returncode == 0, made.stderr
+    html = tmp_path / "traced.html"
+    out = latscope("report", "latest", "-o", str(html), "--bootstrap", "200", timeout=180)
+    assert out.returncode == 0, out.stderr
+    text = html.read_text(encoding="utf-8")
+    assert "Trace breakdown" in text and "late_count" in text and "<th class=\"l\">comm</th>" in text

@@ -23,7 +23,8 @@ from latscope.analysis.anomalies import Anomaly, find_anomalies
 from latscope.analysis.compare import Comparison, Settings, compare_pair, quantile_shift
 from latscope.analysis.envdiff import Difference, differences, flatten
 from latscope.analysis.runview import RunView
-from latscope.errors import StoreError
+from latscope.errors import LatscopeError, StoreError
+from latscope.store.layout import StoredRun
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
 from latscope.store.samples import MISSING
@@ -103,7 +104,7 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
         sections.append(RunSection(
             view.label, view.run.run_id, summary, _facts(view), anomalies, group_anomalies(anomalies), worst,
             Figure(f"{name}-latency", f"{view.label}: latency over time and its histogram", figures.svg(fig)),
-            breakdown_summary(view.run.path, view.run.record.extra), view.selection.as_json()))
+            breakdown_summary(view.run), view.selection.as_json()))
         if keep_png:
             pngs.append((f"{name}-latency.png", fig))
         tails.append((view.label, latency / 1000.0))
@@ -135,15 +136,18 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
         environment=envdiff, settings=settings, pngs=pngs)
 
 
-def breakdown_summary(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any] | None:
-    """The trace breakdown of a run, wherever it was stored; None when the run has no trace.
+def breakdown_summary(run: StoredRun) -> dict[str, Any] | None:
+    """The trace breakdown of a run; None when the run has no trace.
 
-    The breakdown is another module's output (latscope.trace); this reads its
-    documented JSON shape (culprits, late_packets) from run.json or
-    trace/breakdown.json and shows whatever of it is there.
+    The breakdown is latscope.trace's work. A breakdown stored with the run
+    (a ``breakdown`` key in run.json, or trace/breakdown.json) is used as is;
+    otherwise, when the run holds a trace, it is computed now with the trace
+    module's defaults (as `latscope breakdown RUN --json` would). Whatever
+    fails there becomes a note in the report, not a failed report.
     """
+    extra = run.record.extra
     doc = extra.get("breakdown") if isinstance(extra.get("breakdown"), dict) else None
-    trace_dir = run_dir / "trace"
+    trace_dir = run.path / "trace"
     if doc is None and (trace_dir / "breakdown.json").is_file():
         try:
             doc = json.loads((trace_dir / "breakdown.json").read_text(encoding="utf-8"))
@@ -154,20 +158,38 @@ def breakdown_summary(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any] | 
     if doc is None:
         if not trace_dir.is_dir():
             return None
-        doc = {"note": "a kernel trace was recorded but no breakdown is stored yet; `latscope breakdown RUN` "
-                       "makes one"}
+        doc = _compute_breakdown(run)
     culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
     late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
-    scalars = {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) and k != "note"}
+    scalars = {k: v for k, v in doc.items()
+               if isinstance(v, (str, int, float, bool)) and k not in ("note", "format", "schema_version", "run_id")}
+    dominant = doc.get("dominant_stages") if isinstance(doc.get("dominant_stages"), dict) else {}
     return {
         "culprits": culprits,
-        "culprit_keys": _keys(culprits, ("comm", "count", "total_us")),
+        "culprit_keys": _keys(culprits, ("comm", "kind", "count", "total_us", "max_us")),
         "late_count": len(late),
         "late": [{"seq": p.get("seq"), "latency_us": p.get("latency_us"), "stage": p.get("dominant_stage")}
                  for p in late[:10]],
+        "dominant": dominant,
         "scalars": scalars,
         "note": doc.get("note"),
     }
+
+
+def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
+    try:
+        from latscope.trace.breakdown import Options, analyse, load_run_table
+        from latscope.trace.report import to_json
+    except ImportError as exc:
+        return {"note": f"a kernel trace was recorded, but the breakdown is not available here ({exc})"}
+    try:
+        bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id,
+                     overruns=run.record.completeness.get("trace_overruns"))
+    except LatscopeError as exc:
+        return {"note": f"a kernel trace was recorded but could not be broken down: {exc}"}
+    doc = to_json(bd)
+    doc["note"] = "computed for this report with `latscope breakdown`'s defaults (late: above the run's p99 of e2e)"
+    return doc
 
 
 def render(data: ReportData) -> str:
