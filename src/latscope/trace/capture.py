@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ class TraceCapture:
     probe_cpus: tuple[int, ...] | None = None
     buffer_kb: int | None = None
     root: Path | None = None
+    #: Told (one line each) what the capture is doing after the run, when reading takes a while.
+    notify: Callable[[str], None] | None = None
     instance: tracefs.Instance | None = None
     clock: ClockChoice | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +197,9 @@ class TraceCapture:
                                             "commit_overrun": s.commit_overrun, "dropped": s.dropped,
                                             "oldest_event_ts": s.oldest_event_ts} for s in stats}
             info["overruns"] = overruns
+            if self.notify is not None:
+                entries = sum(s.entries for s in stats)
+                self.notify(f"reading {entries} kernel trace events (about {max(1, entries // 200_000)} s)")
             info.update(store_trace(inst, workdir / TRACE_DIR, info))
         except (LatscopeError, OSError) as exc:
             info["error"] = str(exc)
