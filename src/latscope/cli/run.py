@@ -121,7 +121,7 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
     )
     store = store_from(results)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet) as on_progress:
-        outcome = measure(cfg, store, on_progress=on_progress, captures=trace_captures(trace, trace_events, cfg))
+        outcome = measure(cfg, store, on_progress=on_progress, captures=trace_captures(trace, trace_events, cfg, quiet))
     for w in outcome.warnings:
         warn(w)
     if as_json:
@@ -134,15 +134,17 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
         ctx.exit(1)
 
 
-def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig) -> tuple:
+def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, quiet: bool = False) -> tuple:
     """The kernel-trace capture when --trace (or --trace-events) was given."""
     if not trace and trace_events is None:
         return ()
+    from latscope.cli.common import stderr_is_tty
     from latscope.trace.capture import TraceCapture
     from latscope.trace.events import resolve
 
     resolve(trace_events)  # a bad --trace-events fails before anything is set up
     pinned = (cfg.cpu_send, cfg.cpu_recv)
     probe_cpus = tuple(c for c in pinned if c is not None) if all(c is not None for c in pinned) else None
+    notify = None if quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
-                         probe_cpus=probe_cpus),)
+                         probe_cpus=probe_cpus, notify=notify),)
