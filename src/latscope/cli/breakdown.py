@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from latscope.cli.common import DURATION, emit_json, json_option, results_option, store_from, warn
+from latscope.cli.common import (
+    DURATION,
+    emit_json,
+    json_option,
+    results_option,
+    store_from,
+    warn,
+)
 from latscope.errors import ConfigError
 
 
@@ -38,13 +45,19 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     'latest'). With --trace FILE and no RUN, a trace captured by other means
     is broken down on its own.
     """
-    from latscope.trace.breakdown import Options, analyse, load_run_table, load_trace_file
+    from latscope.trace.breakdown import (
+        Options,
+        analyse,
+        load_run_table,
+        load_trace_file,
+    )
     from latscope.trace.report import to_json, to_text
 
     if run_ref is None and trace_file is None:
         raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
     run = store_from(results).resolve(run_ref) if run_ref is not None else None
-    table = load_trace_file(trace_file) if trace_file is not None else load_run_table(run.path)
+    table = load_trace_file(trace_file) if trace_file is not None else \
+        load_run_table(run.path, run.record.extra.get("trace"))
     samples = run.samples() if run is not None else None
     overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
     options = Options(metric=metric, threshold_ns=threshold, sender_pid=packet_pid, receiver_pid=receiver_pid,

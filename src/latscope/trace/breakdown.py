@@ -80,8 +80,11 @@ class Breakdown:
 
 # -- loading --------------------------------------------------------------
 
-def load_run_table(run_path: Path) -> EventTable:
-    """A run's parsed trace (trace/events.parquet), re-parsed from trace/trace.txt.zst if need be."""
+def load_run_table(run_path: Path, recorded: dict[str, Any] | None = None) -> EventTable:
+    """A run's parsed trace (trace/events.parquet), re-parsed from trace/trace.txt.zst if need be.
+
+    ``recorded`` is the run.json ``trace`` record, whose error (if storing the trace failed) is quoted.
+    """
     tdir = run_path / "trace"
     table_path = tdir / "events.parquet"
     if table_path.exists():
@@ -93,6 +96,8 @@ def load_run_table(run_path: Path) -> EventTable:
     for name in ("trace.txt.zst", "trace.txt"):
         if (tdir / name).exists():
             return load_trace_file(tdir / name)
+    if recorded and recorded.get("error"):
+        raise TraceError(f"run {run_path.name} was traced but its trace could not be stored: {recorded['error']}")
     raise TraceError(f"run {run_path.name} has no kernel trace: record one with `latscope run --trace`, "
                      f"or pass a trace you captured with --trace FILE")
 
