@@ -41,6 +41,9 @@ from latscope.trace.stages import (
 from latscope.trace.table import EventTable, read_table
 
 METRICS = ("e2e", "latency", "trace")
+#: Events without which packets cannot be followed (any one of each group will do).
+NEEDED = (("sched_switch",), ("sched_waking",), ("sys_enter_sendto", "sys_enter_sendmsg"),
+          ("sys_exit_recvmsg", "sys_exit_recvfrom"), ("net_dev_queue",), ("netif_receive_skb",), ("sk_data_ready",))
 MAX_EXPLAINED = 5000
 
 
@@ -206,6 +209,10 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} latest are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base) for i in late_idx]
+    missing = [" or ".join(group) for group in NEEDED if all(table.code(e) < 0 for e in group)]
+    if missing:
+        warnings.append(f"the trace has no {', '.join(missing)} events: packets cannot be followed through "
+                        "every stage (record with latscope's default events)")
     untraced = int((late & ~traced).sum())
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the trace and are not broken down")
