@@ -56,6 +56,24 @@ def _volatile(key: str) -> bool:
     return last in VOLATILE or key.startswith(VOLATILE_PREFIXES)
 
 
+def setup_document(record: Any) -> dict[str, Any]:
+    """What describes a run's setup for comparison: how it was measured (source), config, environment.
+
+    The source matters most: a round-trip time imported from irtt is not a
+    one-way latency, and a comparison across the two must say so.
+    """
+    source = {k: record.source.get(k) for k in ("kind", "tool", "metric") if k in record.source}
+    return {"source": source, "config": record.config, "environment": record.environment}
+
+
+def metric_mismatch(records: Sequence[Any]) -> str | None:
+    """A warning when runs measure different things (one-way latency vs round trip), else None."""
+    metrics = sorted({str(r.source.get("metric") or "one-way latency") for r in records})
+    if len(metrics) > 1:
+        return "the runs measure different things (" + " vs ".join(metrics) + "): differences mix metrics"
+    return None
+
+
 def differences(documents: Sequence[dict[str, Any]]) -> list[Difference]:
     """Keys (config.*, environment.*) whose values are not equal across ``documents``."""
     flat = [flatten(doc) for doc in documents]

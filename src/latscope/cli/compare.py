@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from latscope.analysis.compare import Comparison, RunData, Settings, compare_pair
-from latscope.analysis.envdiff import differences
+from latscope.analysis.envdiff import differences, metric_mismatch, setup_document
 from latscope.analysis.runview import RunView
-from latscope.cli.common import DURATION, emit_json, json_option, results_option, store_from
+from latscope.cli.common import DURATION, emit_json, json_option, results_option, store_from, warn
 from latscope.cli.ranges import make_range, range_options
 from latscope.errors import ConfigError
 from latscope.report.tables import compare_text
@@ -54,8 +54,10 @@ def compare(run_refs: tuple[str, ...], range_from: int | None, range_to: int | N
     data = [_data(g) for g in groups]
     comparisons = [compare_pair(data[0], d, settings) for d in data[1:]]
     views = [v for g in groups for v in g]
-    envdiff = differences([{"config": v.run.record.config, "environment": v.run.record.environment}
-                           for v in views])
+    envdiff = differences([setup_document(v.run.record) for v in views])
+    mismatch = metric_mismatch([v.run.record for v in views])
+    if mismatch:
+        warn(mismatch)
     runs = [_group_doc(g, d) for g, d in zip(groups, data)]
     if as_json:
         emit_json({

@@ -21,7 +21,7 @@ import numpy as np
 from latscope import __version__
 from latscope.analysis.anomalies import Anomaly, find_anomalies
 from latscope.analysis.compare import Comparison, Settings, compare_pair, quantile_shift
-from latscope.analysis.envdiff import Difference, differences, flatten
+from latscope.analysis.envdiff import Difference, differences, flatten, setup_document
 from latscope.analysis.runview import RunView
 from latscope.errors import LatscopeError, StoreError
 from latscope.store.layout import StoredRun
@@ -125,8 +125,7 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
     delta_fig = figures.inter_arrival(deltas)
     if keep_png:
         pngs += [("tail-ccdf.png", tail_fig), ("inter-arrival.png", delta_fig)]
-    envdiff = differences([{"config": v.run.record.config, "environment": v.run.record.environment}
-                           for v in views]) if len(views) > 1 else []
+    envdiff = differences([setup_document(v.run.record) for v in views]) if len(views) > 1 else []
     return ReportData(
         title=title,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

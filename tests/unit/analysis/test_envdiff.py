@@ -27,3 +27,18 @@ def test_key_missing_in_one_run() -> None:
     """A key only one run has is a difference, with None for the other."""
     diffs = differences([{"config": {"cpu_send": 2}}, {"config": {}}])
     assert [(d.key, d.values) for d in diffs] == [("config.cpu_send", (2, None))]
+
+
+def test_source_metric_is_a_listed_difference() -> None:
+    """A one-way run against a round-trip import lists source.metric and warns that metrics mix."""
+    from types import SimpleNamespace
+
+    from latscope.analysis.envdiff import metric_mismatch, setup_document
+
+    a = SimpleNamespace(source={"kind": "measured", "metric": "one-way latency"}, config={}, environment={})
+    b = SimpleNamespace(source={"kind": "imported", "tool": "irtt", "metric": "round-trip"}, config={},
+                        environment={})
+    keys = {d.key for d in differences([setup_document(a), setup_document(b)])}
+    assert {"source.metric", "source.kind", "source.tool"} <= keys
+    assert "round-trip" in (metric_mismatch([a, b]) or "")
+    assert metric_mismatch([a, a]) is None
