@@ -171,6 +171,10 @@ def progress_view(path: Path) -> Iterator[memoryview]:
 
 def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2) -> None:
     """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display."""
+    if on_tick is None:
+        # Nothing to display: wake rarely, the measured CPUs may be ours too;
+        # a stop request is still passed on within a second.
+        tick_s = 1.0
     signalled = False
     while worker.alive():
         if stop.requested and not signalled:

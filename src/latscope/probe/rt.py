@@ -63,6 +63,7 @@ def unlock_memory() -> None:
     _libc.munlockall()
 
 
+PR_SET_NAME = 15
 PR_SET_TIMERSLACK = 29
 PR_GET_TIMERSLACK = 30
 
@@ -75,6 +76,11 @@ def minimal_timer_slack() -> None:
     wakeup latency that has nothing to do with the system under test.
     """
     _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def set_thread_name(name: str) -> None:
+    """Name the process as the kernel shows it (comm: ps, sched_switch in traces); 15 bytes at most."""
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def scheduling_in_force() -> dict[str, Any]:

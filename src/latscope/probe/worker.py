@@ -118,6 +118,8 @@ def _prepare(spec: SenderSpec | ReceiverSpec) -> tuple[int | None, int | None, d
 def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: str | None) -> int:
     """Run one half; write RESULT.npz and RESULT.json; return the process exit code."""
     info: dict[str, Any] = {"role": role}
+    # "python3" twice in a trace says nothing; these names say which half delayed whom.
+    rt.set_thread_name("latscope-rx" if role == "receiver" else "latscope-tx")
     progress, _mm = open_progress(progress_path)
     is_recv = role == "receiver"
     spec = receiver_from_json(spec_doc) if is_recv else sender_from_json(spec_doc)
