@@ -6,8 +6,8 @@ cyclictest measures how late its thread wakes from clock_nanosleep(TIMER_ABSTIME
 latscope's wakeup_latency (wake_ns - sched_ns) is the same quantity for the
 sender. Both run on the same CPU at the same SCHED_FIFO priority and period,
 alternating, so the machine's noise hits both. cyclictest holds
-/dev/cpu_dma_latency at 0 while it runs (no deep C-states); latscope does not,
-so the table shows cyclictest both ways.
+/dev/cpu_dma_latency at 0 while it runs (no deep C-states) unless --laptop;
+latscope only with --cpu-dma-latency 0, so the table shows both ways for both.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ def cyclictest(loops: int, period_us: int, cpu: int, prio: int, laptop: bool) ->
     return pct(values, 50), pct(values, 99)
 
 
-def latscope(loops: int, period_us: int, cpu: int, prio: int, spin_us: int) -> tuple[float, float]:
+def latscope(loops: int, period_us: int, cpu: int, prio: int, spin_us: int, dma0: bool) -> tuple[float, float]:
     results = scratch()
     try:
         doc = run_latscope(["--topology", "loopback", "--count", str(loops), "--period", f"{period_us}us",
                             "--cpu-send", str(cpu), "--prio-send", str(prio), "--cpu-recv", str(1 - cpu),
-                            "--spin", f"{spin_us}us"], results)
+                            "--spin", f"{spin_us}us"] + (["--cpu-dma-latency", "0"] if dma0 else []), results)
         s = samples(results, doc["run_id"], ["wake_ns", "sched_ns"])
         w = (s["wake_ns"] - s["sched_ns"]) / 1000.0
         return pct(w, 50), pct(w, 99)
@@ -67,8 +67,12 @@ def main() -> None:
         for name, fn in (
             ("cyclictest (cpu_dma_latency=0)", lambda: cyclictest(a.loops, a.period_us, a.cpu, a.prio, False)),
             ("cyclictest --laptop", lambda: cyclictest(a.loops, a.period_us, a.cpu, a.prio, True)),
-            ("latscope", lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, 0)),
-            (f"latscope --spin {a.spin_us}us", lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, a.spin_us)),
+            ("latscope", lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, 0, False)),
+            (f"latscope --spin {a.spin_us}us", lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, a.spin_us,
+                                                                False)),
+            ("latscope --cpu-dma-latency 0", lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, 0, True)),
+            (f"latscope --spin {a.spin_us}us --cpu-dma-latency 0",
+             lambda: latscope(a.loops, a.period_us, a.cpu, a.prio, a.spin_us, True)),
         ):
             rows.setdefault(name, []).append(fn())
     print(f"host: {host()}; period {a.period_us} us, {a.loops} wakeups x {a.rounds} rounds, CPU {a.cpu}, "

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError, ConfigError
-from latscope.probe import controller
+from latscope.probe import controller, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
 from latscope.probe.merge import merge
 from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec
@@ -121,7 +121,8 @@ def measure(
             send_spec = sender_spec(cfg, tx_ep, netns=path.sender.netns, run_id=run_id,
                                     stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
                                     trace_marker=extra.get("trace_marker"))
-            workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
+            with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
+                workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
             if port:
                 tx_ep, rx_ep = replace(tx_ep, port=port), replace(rx_ep, port=port)
             cap_results = [cap.stop(stage) for cap in captures]
@@ -142,7 +143,7 @@ def measure(
             "topology": path.description,
             "workers": {"sender": s_info.get("scheduling"), "receiver": r_info.get("scheduling")},
         }
-        record_extra: dict[str, Any] = {"capture": capture_facts(s_info, r_info)}
+        record_extra: dict[str, Any] = {"capture": {**capture_facts(s_info, r_info), "cpu_dma_latency": pm_qos}}
         for res in cap_results:
             record_extra.update(res.get("record", {}))
         record = RunRecord(

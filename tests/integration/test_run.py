@@ -86,12 +86,13 @@ def test_modes_receive_everything(latscope, args: list[str]) -> None:
 def test_rt_knobs_are_recorded(latscope) -> None:
     """--cpu-*/--prio-* are applied and the scheduling actually in force is stored with the run."""
     r = latscope("run", "--count", "300", "--period", "500us", "--cpu-send", "0", "--cpu-recv", "1",
-                 "--prio-send", "70", "--prio-recv", "71", "--spin", "20us", "--json")
+                 "--prio-send", "70", "--prio-recv", "71", "--spin", "20us", "--cpu-dma-latency", "0", "--json")
     assert r.returncode == 0, r.stderr
     w = json.loads(r.stdout)["environment"]["workers"]
     assert w["sender"]["policy"] == "SCHED_FIFO" and w["sender"]["priority"] == 70
     assert w["sender"]["affinity"] == [0] and w["receiver"]["affinity"] == [1]
     assert w["receiver"]["priority"] == 71 and w["sender"]["mlock"] is True
+    assert json.loads(r.stdout)["capture"]["cpu_dma_latency"] == {"requested": 0, "held": True}
 
 
 def test_exact_loss_under_nftables_drop(results: Path) -> None:

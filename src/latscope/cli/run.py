@@ -88,6 +88,8 @@ def family_of(ipv6: bool, l2: bool) -> str:
 @click.option("--cpu-recv", "cpu_recv", type=int, default=None, help="Pin the receiver to this CPU.")
 @click.option("--prio-send", "prio_send", type=int, default=None, help="SCHED_FIFO priority of the sender.")
 @click.option("--prio-recv", "prio_recv", type=int, default=None, help="SCHED_FIFO priority of the receiver.")
+@click.option("--cpu-dma-latency", "cpu_dma_latency", type=click.IntRange(0), default=None, metavar="US",
+              help="Hold /dev/cpu_dma_latency at US microseconds during the run (0: no deep C-states).")
 @click.option("--name", default="", help="A name for the run (show and compare accept it).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable), e.g. --tag bridge --tag stress.")
 @click.option("--trace", "trace", is_flag=True,
@@ -100,7 +102,7 @@ def family_of(ipv6: bool, l2: bool) -> str:
 @click.pass_context
 def run(ctx: click.Context, topology, dest, period, count, duration, size, spin, base_time, ipv6, l2, ethertype,
         vid, pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
-        name, tags, trace, trace_events, results, as_json, quiet) -> None:
+        cpu_dma_latency, name, tags, trace, trace_events, results, as_json, quiet) -> None:
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
     from latscope.session import measure
 
@@ -116,6 +118,7 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
         base_time_ns=parse_base_time(base_time), port=port, dest=dest, ethertype=ethertype, vid=vid, pcp=pcp,
         tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu_send, cpu_recv=cpu_recv,
         prio_send=prio_send, prio_recv=prio_recv, mlock=not no_mlock, hw_timestamps=not no_hw,
+        cpu_dma_latency_us=cpu_dma_latency,
         stream_log=stream_log, name=name,
         tags=tuple(tags),
     )

@@ -42,6 +42,8 @@ class MeasureConfig:
     mlock: bool = True
     stream_log: bool = False
     hw_timestamps: bool = True
+    #: Hold /dev/cpu_dma_latency at this many µs during the run (None: leave power management alone).
+    cpu_dma_latency_us: int | None = None
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))
@@ -87,6 +89,8 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(f"--tos must be 0..255, got {cfg.tos}")
     if cfg.so_priority is not None and not 0 <= cfg.so_priority <= 0xFFFFFFFF:
         raise ConfigError("--so-priority must be a non-negative integer")
+    if cfg.cpu_dma_latency_us is not None and cfg.cpu_dma_latency_us < 0:
+        raise ConfigError("--cpu-dma-latency must be 0 or more microseconds")
     if cfg.topology == "none" and not cfg.dest:
         raise ConfigError("--topology none needs --dest HOST:PORT")
     if cfg.topology != "none" and cfg.dest:

@@ -96,6 +96,31 @@ def scheduling_in_force() -> dict[str, Any]:
 
 
 @contextmanager
+def cpu_dma_latency(limit_us: int | None, path: str = "/dev/cpu_dma_latency") -> Iterator[dict[str, Any]]:
+    """Hold a PM QoS limit on CPU wakeup latency (deep C-states off) while the block runs.
+
+    The kernel keeps the limit as long as the file stays open, and drops it
+    when it is closed: also when the process dies. cyclictest does the same
+    with 0 by default; latscope only when asked, because a system's idle
+    states are part of the latency its users live with.
+    """
+    if limit_us is None:
+        yield {"requested": None}
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except PermissionError:
+        raise PrivilegeError("--cpu-dma-latency needs root (it writes /dev/cpu_dma_latency)") from None
+    except FileNotFoundError:
+        raise ConfigError(f"--cpu-dma-latency: {path} does not exist on this kernel") from None
+    try:
+        os.write(fd, int(limit_us).to_bytes(4, "little", signed=True))
+        yield {"requested": limit_us, "held": True}
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def gc_paused() -> Iterator[None]:
     """Collect once, then keep the cyclic garbage collector off for the duration."""
     was_enabled = gc.isenabled()

@@ -55,3 +55,16 @@ def test_parse_hostport_rejects(text: str) -> None:
     """Missing hosts and bad ports are ConfigErrors."""
     with pytest.raises(ConfigError):
         parse_hostport(text, 1)
+
+
+def test_cpu_dma_latency_needs_the_device(tmp_path) -> None:
+    """--cpu-dma-latency on a kernel without /dev/cpu_dma_latency is a clear ConfigError; None does nothing."""
+    from latscope.probe.rt import cpu_dma_latency
+
+    with cpu_dma_latency(None) as held:
+        assert held == {"requested": None}
+    with pytest.raises(ConfigError, match="does not exist"):
+        with cpu_dma_latency(0, str(tmp_path / "missing")):
+            pass
+    with pytest.raises(ConfigError, match="--cpu-dma-latency"):
+        MeasureConfig(cpu_dma_latency_us=-1)
