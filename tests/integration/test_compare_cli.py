@@ -45,6 +45,8 @@ def test_a_few_microseconds_shift_is_significant(latscope, results: Path) -> Non
     text = latscope("compare", a, b, "--bootstrap", "300").stdout
     assert "higher" in text and "environment.before.kernel.release: 6.1.0-rt | 6.18.0" in text
     assert "captured_at" not in text
+    # One run per side: the text says a run-to-run change of the machine cannot be ruled out.
+    assert "note: one run per side" in text
 
 
 def test_groups_and_three_runs(latscope, results: Path) -> None:

@@ -21,7 +21,7 @@ VOLATILE = {
     "ifindex", "address",
 }
 #: Whole subtrees that describe the moment, not the setup.
-VOLATILE_PREFIXES = ("environment.after.",)
+VOLATILE_PREFIXES = ("environment.after.", "environment.topology.namespaces", "environment.topology.interfaces")
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,15 @@ def compare_text(runs: Sequence[dict[str, Any]], comparisons: Sequence[Any], env
                 f"{d.ks_statistic:.3f} p {_p(d.ks_p)} (every {d.step_a}/{d.step_b} packets of A/{letter}, "
                 f"n {d.n_a}/{d.n_b}, for serial correlation) -> {d.verdict}"
                 + (f"; {d.note}" if d.note else ""))
+    single = any(len(r.get("run_ids", ())) <= 1 for r in runs)
+    flagged = any(m.verdict in ("higher", "lower") for c in comparisons for m in c.metrics)
+    if single and flagged:
+        # Within a run, intervals capture packet-to-packet noise; the state of a
+        # shared machine also changes from one run to the next, which a single
+        # run per side cannot show. Say so where it matters.
+        lines += ["", *_wrapped("note: ", "one run per side: a difference can come from the machine's state "
+                                "at the time as well as from the configuration. Interleave repeated runs and "
+                                "compare them as groups (a1,a2,a3 b1,b2,b3) to separate the two.")]
     lines.append("")
     if not envdiff:
         lines.append("environment differences: none")
