@@ -108,7 +108,7 @@ def test_irtt_loopback_one_way(latscope, tmp_path: Path) -> None:
 
 def test_irtt_gzip_and_half_rtt(latscope, tmp_path: Path) -> None:
     """irtt's default gzipped output imports; --metric half-rtt stores RTT/2 and says round-trip."""
-    path = record_irtt(tmp_path / "irtt-default", "127.0.0.1", free_udp_port(), duration="500ms")
+    record_irtt(tmp_path / "irtt-default", "127.0.0.1", free_udp_port(), duration="500ms")
     gz = tmp_path / "irtt-default.json.gz"
     assert gz.exists() and gz.read_bytes()[:2] == b"\x1f\x8b"
     doc = _import(latscope, "irtt", gz, "irtt-half", "--metric", "half-rtt")

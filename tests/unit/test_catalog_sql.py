@@ -88,8 +88,8 @@ def test_runs_view(tmp_path: Path) -> None:
     rows = list(res.rows)
     assert rows[0] == ("a", ["bridge", "x"], 40.0, 100, "TIMESTAMP WITH TIME ZONE", "synthetic")
     assert rows[1][0] == "b" and rows[1][1] == []
-    one = catalog.query(con, f"SELECT count(*) FROM samples s JOIN runs r USING (run_id) "
-                             f"WHERE list_contains(r.tags, 'bridge')")
+    one = catalog.query(con, "SELECT count(*) FROM samples s JOIN runs r USING (run_id) "
+                             "WHERE list_contains(r.tags, 'bridge')")
     assert list(one.rows) == [(100,)]
     assert a.path.name in [r[0] for r in catalog.query(con, "SELECT run_id FROM runs").rows]
 

@@ -21,6 +21,7 @@ from latscope.analysis.stats import PERCENTILES
 from latscope.errors import ConfigError, FormatError, LatscopeError
 from latscope.store.layout import StoredRun
 from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
+from latscope.store.versioned import check_magic_version, first_line
 
 # -- the flat view of a run ---------------------------------------------------
 
@@ -272,18 +273,9 @@ def check_samples(run: StoredRun) -> None:
     except FileNotFoundError:
         raise FormatError(f"run {run.path.name}: samples.parquet is missing") from None
     except (pa.ArrowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FormatError(f"run {run.path.name}: samples.parquet is corrupt ({first})") from None
-    meta = schema.metadata or {}
-    if meta.get(b"magic") != SAMPLES_MAGIC:
-        raise FormatError(f"run {run.path.name}: samples.parquet is not a latscope samples file")
-    try:
-        version = int(meta.get(b"schema_version", b"0"))
-    except ValueError:
-        raise FormatError(f"run {run.path.name}: samples.parquet has an unreadable schema_version") from None
-    if version > SAMPLES_SCHEMA_VERSION:
-        raise FormatError(f"run {run.path.name}: samples schema_version {version} is newer than this latscope "
-                          f"supports ({SAMPLES_SCHEMA_VERSION})")
+        raise FormatError(f"run {run.path.name}: samples.parquet is corrupt ({first_line(exc)})") from None
+    check_magic_version(schema.metadata, f"run {run.path.name}: samples.parquet", "samples file", SAMPLES_MAGIC,
+                        SAMPLES_SCHEMA_VERSION)
     missing = [c for c in _RAW if c not in schema.names]
     if missing:
         raise FormatError(f"run {run.path.name}: samples.parquet lacks column(s) {', '.join(missing)}")

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from latscope.errors import FormatError
+from latscope.store.versioned import check_magic_version, first_line
 
 SAMPLES_SCHEMA_VERSION = 1
 SAMPLES_MAGIC = b"latscope-samples"
@@ -123,19 +124,8 @@ def read_samples(path: Path, columns: tuple[str, ...] | list[str] | None = None)
     except FileNotFoundError:
         raise FormatError(f"{path}: samples file is missing") from None
     except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    meta = pf.schema_arrow.metadata or {}
-    if meta.get(b"magic") != SAMPLES_MAGIC:
-        raise FormatError(f"{path}: not a latscope samples file (magic missing)")
-    try:
-        version = int(meta.get(b"schema_version", b"0"))
-    except ValueError:
-        raise FormatError(f"{path}: unreadable samples schema_version") from None
-    if version > SAMPLES_SCHEMA_VERSION:
-        raise FormatError(
-            f"{path}: samples schema_version {version} is newer than this latscope supports "
-            f"({SAMPLES_SCHEMA_VERSION}); upgrade latscope"
-        )
+        raise FormatError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
+    check_magic_version(pf.schema_arrow.metadata, str(path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
     present = set(pf.schema_arrow.names)
     unknown = [c for c in wanted if c not in SAMPLE_COLUMNS]
     if unknown:
@@ -143,7 +133,7 @@ def read_samples(path: Path, columns: tuple[str, ...] | list[str] | None = None)
     try:
         table = pf.read(columns=[c for c in wanted if c in present])
     except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{path}: corrupt samples file ({_first_line(exc)})") from None
+        raise FormatError(f"{path}: corrupt samples file ({first_line(exc)})") from None
     n = table.num_rows
     out: dict[str, np.ndarray] = {}
     for name in wanted:
@@ -156,7 +146,3 @@ def read_samples(path: Path, columns: tuple[str, ...] | list[str] | None = None)
         else:
             out[name] = col.to_numpy()
     return Samples(out)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

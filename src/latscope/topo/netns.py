@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 
+from latscope.process import pid_alive
+
 PREFIX = "latscope-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)([a-z0-9]*)-(\w+)$")
 RUN_DIR = "/run/netns"
@@ -62,17 +64,8 @@ def reap_stale() -> list[str]:
         m = _NAME.match(nsname)
         assert m is not None
         pid = int(m.group(1))
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             remove(nsname)
             reaped.append(nsname)
     return reaped
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

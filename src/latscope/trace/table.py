@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latscope.errors import FormatError
+from latscope.store.versioned import check_magic_version
 
 EVENTS_MAGIC = b"latscope-trace-events"
 EVENTS_SCHEMA_VERSION = 1
@@ -161,19 +162,10 @@ def read_table(path: Path) -> EventTable:
         raise FormatError(f"{path}: trace table is missing") from None
     except (pa.ArrowException, OSError) as exc:
         raise FormatError(f"{path}: not a readable Parquet file ({exc})") from None
-    md = pf.schema_arrow.metadata or {}
-    if md.get(b"magic") != EVENTS_MAGIC:
-        raise FormatError(f"{path}: not a latscope trace table (magic missing)")
-    try:
-        version = int(md.get(b"schema_version", b"0"))
-    except ValueError:
-        raise FormatError(f"{path}: unreadable trace table schema_version") from None
-    if version > EVENTS_SCHEMA_VERSION:
-        raise FormatError(f"{path}: trace table schema_version {version} is newer than this latscope supports "
-                          f"({EVENTS_SCHEMA_VERSION}); upgrade latscope")
+    check_magic_version(pf.schema_arrow.metadata, str(path), "trace table", EVENTS_MAGIC, EVENTS_SCHEMA_VERSION)
     try:
         table = pf.read()
-        meta = json.loads(md.get(b"latscope_meta", b"{}"))
+        meta = json.loads((pf.schema_arrow.metadata or {}).get(b"latscope_meta", b"{}"))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: corrupt trace table ({exc})") from None
     strings: dict[str, int] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latscope.errors import PrivilegeError, TraceError
+from latscope.process import pid_alive
 
 CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 PREFIX = "latscope-"
@@ -144,7 +145,7 @@ def reap_stale(root: Path) -> list[str]:
         m = _NAME.match(name)
         assert m is not None
         pid = int(m.group(1))
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             Instance(root, name).remove(wait_s=0.5)
@@ -153,15 +154,6 @@ def reap_stale(root: Path) -> list[str]:
             continue
     return reaped
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

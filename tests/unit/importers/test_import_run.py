@@ -6,7 +6,6 @@ import datetime as _dt
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from latscope.analysis.summary import summarise

@@ -13,7 +13,7 @@ from latscope.analysis import metrics
 from latscope.errors import ConfigError, FormatError
 from latscope.importers import irtt
 from latscope.importers.common import RawFile, read_file
-from latscope.store.samples import FLAG_LOST, MISSING, Samples
+from latscope.store.samples import FLAG_LOST, Samples
 from tests.unit.importers.conftest import IMPORT
 
 LOSSY = IMPORT / "irtt-veth-loss.json"
