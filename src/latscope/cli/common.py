@@ -77,3 +77,15 @@ def warn(message: str) -> None:
 
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def selected_runs(results: str | None, where: tuple[str, ...] | list[str]) -> tuple[ResultsStore, list, list]:
+    """The store, its readable runs that pass the --where filters, and the filters; unreadable runs are warned about."""
+    from latscope.store import catalog
+
+    filters = [catalog.parse_filter(w) for w in where]
+    store = store_from(results)
+    runs, bad = store.runs()
+    for path, reason in bad:
+        warn(f"skipping unreadable run {path.name}: {reason}")
+    return store, catalog.select(runs, filters), filters

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import emit_json, json_option, results_option, store_from, warn
+from latscope.cli.common import emit_json, json_option, results_option, selected_runs
 
 
 def _row(run) -> dict:
@@ -41,12 +41,7 @@ def ls(where: tuple[str, ...], sort_key: str | None, limit: int | None, ids_only
     """
     from latscope.store import catalog
 
-    filters = [catalog.parse_filter(w) for w in where]
-    store = store_from(results)
-    runs, bad = store.runs()
-    for path, reason in bad:
-        warn(f"skipping unreadable run {path.name}: {reason}")
-    runs = catalog.select(runs, filters)
+    store, runs, filters = selected_runs(results, where)
     if sort_key:
         runs = catalog.sort_runs(runs, sort_key)
     if limit is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from latscope.cli.common import json_option, results_option, store_from, warn
+from latscope.cli.common import json_option, results_option, selected_runs, warn
 
 DEFAULT_MAX_ROWS = 200
 
@@ -44,12 +44,7 @@ def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, ski
 
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
-    filters = [catalog.parse_filter(w) for w in where]
-    store = store_from(results)
-    runs, bad = store.runs()
-    for path, reason in bad:
-        warn(f"skipping unreadable run {path.name}: {reason}")
-    runs = catalog.select(runs, filters)
+    store, runs, _filters = selected_runs(results, where)
     # A private spill directory for sorts bigger than memory, removed afterwards.
     with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp:
         con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
