@@ -44,7 +44,7 @@ def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, ski
 
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
-    store, runs, _filters = selected_runs(results, where)
+    _store, runs, _filters = selected_runs(results, where)
     # A private spill directory for sorts bigger than memory, removed afterwards.
     with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp:
         con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
