@@ -68,3 +68,19 @@ def test_cpu_dma_latency_needs_the_device(tmp_path) -> None:
             pass
     with pytest.raises(ConfigError, match="--cpu-dma-latency"):
         MeasureConfig(cpu_dma_latency_us=-1)
+
+
+def test_tos_and_so_priority_reach_the_socket() -> None:
+    """--tos and --so-priority are set on the real sending socket (IPv4 and IPv6)."""
+    import socket
+
+    from latscope.probe.sockets import IPV6_TCLASS, open_sender
+    from latscope.probe.spec import Endpoint
+
+    out = open_sender(Endpoint("inet", "127.0.0.1", 9), tos=0xB8, so_priority=5, txtime=False)
+    assert out.sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8
+    assert out.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) == 5
+    out.sock.close()
+    out6 = open_sender(Endpoint("inet6", "::1", 9), tos=0x20, so_priority=None, txtime=False)
+    assert out6.sock.getsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS) == 0x20
+    out6.sock.close()
