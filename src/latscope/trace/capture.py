@@ -36,7 +36,9 @@ from latscope.trace.table import write_table
 TRACE_DIR = "trace"
 TEXT_FILE = "trace.txt.zst"
 TABLE_FILE = "events.parquet"
-MIN_BUFFER_KB = 4096
+# Short runs get generous room: a burst of disk or scheduler activity (an fsync loop makes
+# well over 50,000 events a second) must not overwrite the start of the run.
+MIN_BUFFER_KB = 64 << 10
 MAX_BUFFER_KB = 2 << 20  # per CPU
 MAX_TOTAL_KB = 8 << 20
 #: Overrides the computed per-CPU buffer size, e.g. 512M (for loads that produce events faster).

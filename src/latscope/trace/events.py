@@ -45,7 +45,7 @@ DEFAULT_EVENTS: tuple[str, ...] = (
 #: 70,000 events a second.
 EVENTS_PER_PACKET = 40
 BYTES_PER_EVENT = 40
-BACKGROUND_EVENTS_PER_S_PER_CPU = 50_000
+BACKGROUND_EVENTS_PER_S_PER_CPU = 80_000
 
 
 @dataclass(frozen=True)
