@@ -40,7 +40,7 @@ def chunks(samples: Any) -> Iterable[tuple[int, int, Any]]:
 def scan(samples: Any, names: list[str], recorded: dict[str, int] | None, count: CountFn) -> Scan:
     """Packet counts (``count`` is summary.packet_counts), duration, metrics ``names`` and the lost mask."""
     local = [n for n in names if n != "delta"]
-    cols = ["flags", "sched_ns", "rx_hw_ns", "rx_sw_ns"] + [c for n in local for c in metrics.METRICS[n][1]]
+    cols = ["flags", "sched_ns", "send_ns", "rx_hw_ns", "rx_sw_ns"] + [c for n in local for c in metrics.METRICS[n][1]]
     n_rows = len(samples)
     values = {n: np.empty(n_rows, dtype=np.float64) for n in local}
     lost = np.zeros(n_rows, dtype=bool)
@@ -56,7 +56,11 @@ def scan(samples: Any, names: list[str], recorded: dict[str, int] | None, count:
         # foreign come from the capture-time record and are taken once.
         for key, value in count(part, recorded).items():
             totals[key] = value if key in ("duplicated", "foreign") else totals.get(key, 0) + value
+        # The run's span is that of its schedule; imported runs may have no
+        # schedule, and then the send times tell.
         sched = part["sched_ns"]
+        if not np.any(sched != MISSING):
+            sched = part["send_ns"]
         valid = sched[sched != MISSING]
         if len(valid):
             seen += len(valid)

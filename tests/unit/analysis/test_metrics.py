@@ -86,3 +86,10 @@ def test_summary_of_known_latencies() -> None:
     # Deltas: 580 us after the 500 us packet, 3000 us across the two lost packets.
     assert doc["delta_us"]["min"] == 580.0 and doc["delta_us"]["max"] == 3000.0
     assert doc["duration_ns"] == 999 * 1_000_000
+
+
+def test_duration_falls_back_to_send_times() -> None:
+    """A run without a schedule (an imported CSV) still gets its span, from the send times."""
+    cols = synthetic_columns(np.full(101, 50_000, np.int64))
+    cols["sched_ns"] = np.full(101, M, np.int64)
+    assert summarise(Samples(cols))["duration_ns"] == 100 * 1_000_000
