@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from latscope.analysis.compare import Comparison, Settings, compare_pair, quanti
 from latscope.analysis.envdiff import Difference, differences, flatten, setup_document
 from latscope.analysis.runview import RunView
 from latscope.errors import LatscopeError, StoreError
-from latscope.store.layout import StoredRun
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
+from latscope.store.atomic import write_atomic
+from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -206,16 +206,7 @@ def render(data: ReportData) -> str:
 
 def write(text: str, path: Path) -> None:
     """Write the report atomically: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, text)
 
 
 def write_pngs(data: ReportData, directory: Path) -> list[Path]:

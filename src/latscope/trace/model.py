@@ -37,8 +37,20 @@ VECTOR_IRQS = (("local_timer_entry", "local_timer_exit", "local timer"),
                ("x86_platform_ipi_entry", "x86_platform_ipi_exit", "platform IPI"))
 
 
+class _PerCpu:
+    """Rows sorted by CPU with ``bounds[c]:bounds[c+1]`` the rows of CPU c."""
+
+    bounds: np.ndarray
+
+    def on(self, cpu: int) -> slice:
+        """The rows of ``cpu`` (empty for a CPU the trace does not know)."""
+        if cpu < 0 or cpu + 1 >= len(self.bounds):
+            return slice(0, 0)
+        return slice(int(self.bounds[cpu]), int(self.bounds[cpu + 1]))
+
+
 @dataclass(frozen=True)
-class Segments:
+class Segments(_PerCpu):
     """Running-task intervals, sorted by (cpu, start); ``bounds[c]:bounds[c+1]`` are CPU c's."""
 
     cpu: np.ndarray
@@ -49,14 +61,9 @@ class Segments:
     prio: np.ndarray
     bounds: np.ndarray
 
-    def on(self, cpu: int) -> slice:
-        if cpu < 0 or cpu + 1 >= len(self.bounds):
-            return slice(0, 0)
-        return slice(int(self.bounds[cpu]), int(self.bounds[cpu + 1]))
-
 
 @dataclass(frozen=True)
-class Intervals:
+class Intervals(_PerCpu):
     """Interrupt intervals sorted by (cpu, start): kind HARD or SOFT, ``name`` a string id."""
 
     cpu: np.ndarray
@@ -65,11 +72,6 @@ class Intervals:
     kind: np.ndarray
     name: np.ndarray
     bounds: np.ndarray
-
-    def on(self, cpu: int) -> slice:
-        if cpu < 0 or cpu + 1 >= len(self.bounds):
-            return slice(0, 0)
-        return slice(int(self.bounds[cpu]), int(self.bounds[cpu + 1]))
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,10 @@ microseconds; absolute epoch times would lose the nanoseconds in a double).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from latscope.errors import StoreError
+from latscope.store.atomic import write_atomic
 from latscope.store.samples import MISSING
 from latscope.trace.breakdown import Breakdown
 from latscope.trace.stages import NCHECK, STAGE_TITLES, STAGES
@@ -105,14 +104,5 @@ def document(bd: Breakdown) -> dict[str, Any]:
 def write(bd: Breakdown, path: Path) -> int:
     """Write the document to ``path`` atomically; return the number of trace events."""
     doc = document(bd)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(doc, separators=(",", ":")))
     return len(doc["traceEvents"])
