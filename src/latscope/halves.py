@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +52,7 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
                                  lambda: on_progress(view[1], 0, cfg.count))
             _arrays, info = sender.collect()
         finally:
-            if sender.alive():
-                sender.signal(signal.SIGKILL)
-                sender.wait(5.0)
+            sender.kill()
     raise_worker_error(info)
     return Sent(
         sent=int(info.get("done", 0)) - int(info.get("send_failed", 0)),
@@ -110,9 +107,7 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
                                  lambda: on_progress(view[0], view[0], 0))
             arrays, info = receiver.collect()
         finally:
-            if receiver.alive():
-                receiver.signal(signal.SIGKILL)
-                receiver.wait(5.0)
+            receiver.kill()
         raise_worker_error(info)
         hello = info.get("hello") or {}
         if not info.get("received") and not hello:

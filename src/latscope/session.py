@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -183,9 +182,8 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
         return (sender.collect(), receiver.collect()), port
     finally:
         for w in (sender, receiver):
-            if w is not None and w.alive():
-                w.signal(signal.SIGKILL)
-                w.wait(5.0)
+            if w is not None:
+                w.kill()
 
 
 def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class Worker:
             return
         self.signal(signal.SIGUSR1)
         if not self.wait(grace_s):
+            self.kill()
+
+    def kill(self) -> None:
+        """End the worker now (cleanup after an error); its results are lost."""
+        if self.alive():
             self.signal(signal.SIGKILL)
             self.wait(5.0)
 
