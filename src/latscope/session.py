@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ from latscope.topo import Side, TopologyPath, open_topology
 ProgressFn = Callable[[int, int, int], None]
 BYTES_PER_PACKET = 400
 RECEIVER_GRACE_S = 5.0
+#: An emulated guest's receiver may still be working through a backlog when the sender is done.
+RECEIVER_GRACE_GUEST_S = 30.0
 READY_TIMEOUT_S = 20.0
 #: A receiver in an emulated guest imports numpy and latscope's probe at a fraction of native speed.
 READY_TIMEOUT_GUEST_S = 180.0
@@ -157,6 +160,8 @@ def measure_all(
     with controller.StopRequest() as stop, topo_cm as topo, contextlib.ExitStack() as stages:
         runs: list[_LegRun] = []
         extra: dict[str, Any] = {}
+        if topo.guest is not None:
+            _start_guest(topo.guest)
         try:
             for leg in plan_legs(cfg, topo):
                 run_id = new_run_id()
@@ -168,7 +173,7 @@ def measure_all(
                         extra.update(cap.start(stage, topo))
                 runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
-                _run_workers(runs, stop, on_progress, cfg.count)
+                _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
             cap_results = [cap.stop(runs[0].stage) for cap in captures]
         finally:
             for cap in captures:
@@ -209,7 +214,7 @@ def _spawn(side: Side, role: str, spec: SenderSpec | ReceiverSpec, stage: Path, 
 
 
 def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress: ProgressFn | None,
-                 total: int) -> None:
+                 total: int, guest: Any = None) -> None:
     """Start every receiver, then every sender; wait for the senders, then the receivers; collect all."""
     receivers: list[Any] = []
     senders: list[Any] = []
@@ -217,20 +222,27 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
         progress = [controller.progress_file(lr.stage) for lr in runs]
         for lr, prog in zip(runs, progress):
             receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.stage, prog))
-        for lr, rx, prog in zip(runs, receivers, progress):
+        asked = time.monotonic()
+        for lr, rx in zip(runs, receivers):
             port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
+            if lr.leg.receiver.agent is not None and guest is not None:
+                guest.ready_s.append(time.monotonic() - asked)
             if port and lr.send_spec.dest.port != port:
                 # The receiver took any free port (loopback): aim the sender at it.
                 lr.send_spec = replace(lr.send_spec, dest=replace(lr.send_spec.dest, port=port))
                 lr.tx_ep, lr.rx_ep = replace(lr.tx_ep, port=port), replace(lr.rx_ep, port=port)
+        if len(runs) > 1:
+            _common_start(runs, time.monotonic() - asked, guest)
+        for lr, prog in zip(runs, progress):
             senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.stage, prog))
         with controller.progress_view(progress[0]) as view:
             controller.watch_all(senders, stop, None if on_progress is None else
                                  lambda: on_progress(view[1], view[0], total))
         # A receiver stops by itself shortly after its sender's end packet;
         # if that packet was lost, tell it.
-        for rx in receivers:
-            if not rx.wait(RECEIVER_GRACE_S if not stop.requested else 0.5):
+        for lr, rx in zip(runs, receivers):
+            grace = RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S
+            if not rx.wait(grace if not stop.requested else 0.5):
                 rx.stop()
         for lr, tx, rx in zip(runs, senders, receivers):
             lr.results = (tx.collect(), rx.collect())
@@ -239,19 +251,43 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
             w.kill()
 
 
+def _start_guest(guest: Any) -> None:
+    """A guest that served a run before gets a fresh clock estimate: the one from its boot is old."""
+    if guest.clock_after is not None:
+        guest.clock_before = guest.link.exchange(guest.options.clock_samples)
+        guest.clock_after = None
+
+
+def _common_start(runs: list[_LegRun], startup_s: float, guest: Any) -> None:
+    """Streams that run "at once" start at one absolute time, late enough for the slowest sender to be up.
+
+    A sender in an emulated guest needs about as long to start as the guest's
+    receiver did (the same imports), so that time, with a margin, is the lead.
+    """
+    if any(lr.send_spec.base_time_ns is not None for lr in runs):
+        return
+    period = runs[0].send_spec.period_ns
+    lead_ns = int((1.5 * startup_s + 2.0) * 1e9)
+    base = (time.clock_gettime_ns(time.CLOCK_REALTIME) + lead_ns) // period * period + period
+    for lr in runs:
+        # A guest sender schedules on the guest's clock, which runs ahead of ours by the offset.
+        own = base + (guest.clock_before.offset_ns if guest is not None and lr.leg.sender.agent else 0)
+        lr.send_spec = replace(lr.send_spec, base_time_ns=own)
+
+
 def _finish_guest(guest: Any) -> dict[str, Any]:
     """After the run: the guest clock again (drift), its threads and environment (slow under TCG: not before)."""
-    doc: dict[str, Any] = {}
     try:
         guest.clock_after = guest.link.exchange(guest.options.clock_samples)
     except CaptureError as exc:
         guest.notes.append(f"no clock exchange after the run: {exc}")
     guest.refresh_threads()
-    try:
-        doc = guest.link.request("environment", timeout_s=180).header.get("environment") or {}
-    except CaptureError as exc:
-        doc = {"error": str(exc)}
-    return doc
+    if guest.environment is None:
+        try:
+            guest.environment = guest.link.request("environment", timeout_s=180).header.get("environment") or {}
+        except CaptureError as exc:
+            return {"error": str(exc)}
+    return guest.environment
 
 
 def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: TopologyPath,

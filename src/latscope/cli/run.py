@@ -105,6 +105,8 @@ def vm_options(f):
                      help="The guest's root file system (the host's, read-only over 9p, under a tmpfs overlay)."),
         click.option("--vm-boot-timeout", "vm_boot_timeout", type=DURATION, default="180s", show_default=True,
                      help="Give up when the guest's agent has not answered by then."),
+        click.option("--vm-append", "vm_append", default="", metavar="ARGS",
+                     help="More guest kernel command line, e.g. isolcpus=0."),
     ]):
         f = opt(f)
     return f
@@ -143,6 +145,7 @@ class RunArgs:
     vm_cwd: str
     vm_root: str
     vm_boot_timeout: int
+    vm_append: str
     cpu_send: int | None
     cpu_recv: int | None
     prio_send: int | None
@@ -174,7 +177,8 @@ class RunArgs:
         _kind, variant = parse_topology(topology)
         return VmOptions(variant=variant or "bridge", accel=self.vm_accel, cpus=self.vm_cpus, mem_mb=self.vm_mem,
                          iothread=self.vm_iothread, affinity=self.vm_affinity, cwd=self.vm_cwd,
-                         root=self.vm_root, boot_timeout_s=self.vm_boot_timeout / 1e9)
+                         root=self.vm_root, boot_timeout_s=self.vm_boot_timeout / 1e9,
+                         append=self.vm_append)
 
 
 @click.command()

@@ -276,5 +276,10 @@ class RemoteWorker:
 
 
 def connect_error(why: str, console: str) -> TopologyError:
-    tail = f"\n--- guest console (last lines) ---\n{console}" if console else ""
-    return TopologyError(f"{why}{tail}")
+    """A guest that did not come up: the telling console line in the message, the tail as its detail."""
+    lines = console.splitlines()
+    telling = [ln for ln in lines if any(k in ln for k in ("Kernel panic", "latscope-init:", "Traceback", "Error"))]
+    key = telling[-1].split("]", 1)[-1].strip() if telling else ""
+    err = TopologyError(f"{why}" + (f": {key}" if key else "") + " (guest console below)" * bool(lines))
+    err.detail = console  # type: ignore[attr-defined]
+    return err

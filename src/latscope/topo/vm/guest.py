@@ -51,6 +51,10 @@ class Guest:
     pinned: dict[str, list[int]]
     clock_after: OffsetEstimate | None = None
     notes: list[str] = field(default_factory=list)
+    #: The guest's environment document, collected once (under TCG it takes seconds).
+    environment: dict[str, Any] | None = None
+    #: Seconds from asking the guest for a receiver to its "ready" line, per run.
+    ready_s: list[float] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """The VM facts stored in run.json (``extra.vm``)."""
@@ -62,6 +66,7 @@ class Guest:
             "guest_kernel": self.image.release,
             "initrd_bytes": self.image.initrd_bytes,
             "boot_s": round(self.boot_s, 3),
+            "receiver_ready_s": [round(x, 3) for x in self.ready_s],
             "guest": {k: self.hello.get(k) for k in ("kernel", "nodename", "python", "uptime_s")},
             "threads": [{"tid": tid, "name": name, "role": q.thread_role(name)}
                         for tid, name in sorted(self.threads.items())],
@@ -82,8 +87,34 @@ class Guest:
         self.threads = self.qemu.threads() or self.threads
 
 
+WORK_PREFIX = "latscope-vm-"
+
+
 def _workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"latscope-vm-{os.getpid()}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
+
+
+def reap_stale(tmp: Path | None = None, cache: Path | None = None) -> list[str]:
+    """Remove the work directories and disk images of VM runs whose process is gone (SIGKILL)."""
+    from latscope.process import pid_alive
+
+    reaped = []
+    places = [(Path(tmp or tempfile.gettempdir()), WORK_PREFIX), (cache or img.cache_dir(), "disk-")]
+    for where, prefix in places:
+        try:
+            entries = list(where.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+            pid = rest.split("-")[0].split(".")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                reaped.append(str(p))
+    return reaped
 
 
 def make_disk(path: Path, fstype: str, size_mb: int = DISK_MB) -> None:
@@ -160,6 +191,7 @@ def running_guest(opts: VmOptions, token: str | None = None,
     say = notify or (lambda _text: None)
     token = token or ns.owner_token()
     affinity = q.parse_affinity(opts.affinity)
+    reap_stale()
     image = img.guest_image()
     accel, why = resolve_accel(opts.accel, image)
     work = _workdir()
@@ -178,6 +210,7 @@ def running_guest(opts: VmOptions, token: str | None = None,
                 cpus=opts.cpus, mem_mb=opts.mem_mb, tap_fd=hostnet.tap_fd, guest_mac=hostnet.guest_mac,
                 control=work / "ctl.sock", console=work / "console.log", agent_argv=q.python_argv(),
                 iothread=opts.iothread, disk=disk, cwd_share=share, vhost=q.vhost_available(),
+                extra_append=opts.append,
             )
             say(f"booting the guest ({accel}, kernel {image.release})")
             with q.running_qemu(spec) as qemu:
@@ -186,9 +219,10 @@ def running_guest(opts: VmOptions, token: str | None = None,
                 try:
                     ev = link.wait_event("boot", opts.boot_timeout_s)
                     if ev is None or ev.header.get("ev") != "boot":
-                        what = "did not boot" if ev is None else "went away during boot"
+                        what = f"did not boot within {opts.boot_timeout_s:.0f} s" if ev is None \
+                            else "stopped during boot"
                         raise connect_error(
-                            f"the guest {what} within {opts.boot_timeout_s:.0f} s"
+                            f"the guest {what}"
                             + ("" if qemu.alive() else f" (QEMU exited with status {qemu.proc.returncode})"),
                             qemu.console_tail())
                     boot_s = time.monotonic() - started

@@ -29,6 +29,8 @@ class VmOptions:
     clock_skew_ns: int = 0
     #: Clock exchanges before and after the run.
     clock_samples: int = 200
+    #: More guest kernel command line (isolcpus=..., or rdinit=/x to see a guest that does not boot).
+    append: str = ""
 
     def __post_init__(self) -> None:
         if self.variant not in ("bridge", "macvtap"):
@@ -45,6 +47,10 @@ class VmOptions:
             raise ConfigError(f"--vm-root {self.root}: only {', '.join(ROOT_KINDS)} is available")
         if not 5 <= self.boot_timeout_s <= 3600:
             raise ConfigError("--vm-boot-timeout must be between 5 s and 1 h")
+        if len(self.append) > 1024 or any(not c.isprintable() for c in self.append):
+            raise ConfigError("--vm-append: at most 1024 printable characters")
+        if "latscope." in self.append:
+            raise ConfigError("--vm-append may not set latscope's own latscope.* parameters")
         if not 8 <= self.clock_samples <= 10_000:
             raise ConfigError("clock samples must be between 8 and 10000")
 

@@ -196,12 +196,15 @@ def qemu_log_tail(qemu: Qemu) -> str:
 
 
 def console_tail(path: Path, lines: int = 12) -> str:
+    """The last lines of the guest console, and the panic line if it scrolled out of them."""
     try:
-        text = path.read_bytes()[-16384:].decode(errors="replace")
+        text = path.read_bytes()[-65536:].decode(errors="replace")
     except OSError:
         return ""
     keep = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
-    return "\n".join(keep[-lines:])
+    tail = keep[-lines:]
+    panics = [ln for ln in keep[:-lines] if "Kernel panic" in ln or "latscope-init:" in ln]
+    return "\n".join(panics[-2:] + tail)
 
 
 def thread_map(pid: int, proc_root: Path = Path("/proc")) -> dict[int, str]:
