@@ -9,6 +9,7 @@ the disk image and the namespace. A guest that does not come up within
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from latscope.topo.vm import qemu as q
 from latscope.topo.vm.options import VmOptions
 
 KVM_PROBE_S = 25.0
+_guests = itertools.count()
 DISK_MB = 512
 
 
@@ -55,6 +57,10 @@ class Guest:
     environment: dict[str, Any] | None = None
     #: Seconds from asking the guest for a receiver to its "ready" line, per run.
     ready_s: list[float] = field(default_factory=list)
+    #: Where the time to a guest ready for a run went (s): image, boot (QEMU start to the agent), setup.
+    timings: dict[str, float] = field(default_factory=dict)
+    #: CLOCK_REALTIME when QEMU was started.
+    started_ns: int = 0
 
     def describe(self) -> dict[str, Any]:
         """The VM facts stored in run.json (``extra.vm``)."""
@@ -67,6 +73,8 @@ class Guest:
             "initrd_bytes": self.image.initrd_bytes,
             "boot_s": round(self.boot_s, 3),
             "receiver_ready_s": [round(x, 3) for x in self.ready_s],
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "qemu_started_ns": self.started_ns,
             "guest": {k: self.hello.get(k) for k in ("kernel", "nodename", "python", "uptime_s")},
             "threads": [{"tid": tid, "name": name, "role": q.thread_role(name)}
                         for tid, name in sorted(self.threads.items())],
@@ -88,6 +96,12 @@ class Guest:
 
 
 WORK_PREFIX = "latscope-vm-"
+
+
+def _next_token() -> str:
+    """The owner pid, with a suffix for a second guest of the same process (names must differ)."""
+    n = next(_guests)
+    return ns.owner_token() + (f"v{n}" if n else "")
 
 
 def _workdir() -> Path:
@@ -189,10 +203,12 @@ def running_guest(opts: VmOptions, token: str | None = None,
                   notify=None) -> Iterator[Guest]:
     """Boot a guest attached as ``opts`` says; yield it with the agent ready and its clock set."""
     say = notify or (lambda _text: None)
-    token = token or ns.owner_token()
+    token = token or _next_token()
     affinity = q.parse_affinity(opts.affinity)
     reap_stale()
+    t0 = time.monotonic()
     image = img.guest_image()
+    image_s = time.monotonic() - t0
     accel, why = resolve_accel(opts.accel, image)
     work = _workdir()
     disk = None
@@ -215,6 +231,7 @@ def running_guest(opts: VmOptions, token: str | None = None,
             say(f"booting the guest ({accel}, kernel {image.release})")
             with q.running_qemu(spec) as qemu:
                 started = time.monotonic()
+                started_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
                 link = GuestLink(q.connect_control(qemu))
                 try:
                     ev = link.wait_event("boot", opts.boot_timeout_s)
@@ -236,6 +253,9 @@ def running_guest(opts: VmOptions, token: str | None = None,
                                   {**hello, "ifname": netinfo.get("ifname")}, clock,
                                   {"kind": opts.cwd, "path": cwd.get("path"), "mount": cwd.get("mount")},
                                   threads, q.pin_threads(threads, affinity))
+                    guest.started_ns = started_ns
+                    guest.timings = {"image": image_s, "boot": boot_s,
+                                     "setup": time.monotonic() - started - boot_s}
                     guest.notes.append(f"accelerator {accel}: {why}")
                     if accel == "tcg":
                         guest.notes.append("the guest CPU is emulated (TCG): latencies through it are not "
