@@ -248,6 +248,8 @@ def running_guest(opts: VmOptions, token: str | None = None,
                                  address6=f"{vmnet.GUEST_ADDR6}/{vmnet.PREFIX6}").header
                     cwd = link.request("cwd", kind=opts.cwd, timeout_s=60).header
                     clock = sync_clock(link, opts)
+                    # Now that the clock is set, the agent may import the probe in the background.
+                    link.request("warm")
                     threads = qemu.threads()
                     guest = Guest(link, qemu, hostnet, opts, accel, image, boot_s,
                                   {**hello, "ifname": netinfo.get("ifname")}, clock,
