@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from latscope import testhooks
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError, ConfigError
-from latscope.probe import controller, rt
+from latscope.leftovers import reap
+from latscope.probe import controller, ending, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.merge import merge
 from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
@@ -98,7 +99,9 @@ def measure(
     captures: tuple[Capture, ...] = (),
 ) -> Outcome:
     """Run sender and receiver across ``cfg.topology`` and store the run."""
+    testhooks.hold("boot")
     store.preflight(cfg.count * BYTES_PER_PACKET + (1 << 20))
+    reaped = reap(store.root)
     check_txtime(cfg)
     env_before = collect_environment()
     run_id = new_run_id()
@@ -120,6 +123,7 @@ def measure(
             send_spec = sender_spec(cfg, tx_ep, netns=path.sender.netns, run_id=run_id,
                                     stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
                                     trace_marker=extra.get("trace_marker"))
+            stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
             if port:
@@ -128,12 +132,13 @@ def measure(
         finally:
             for cap in captures:
                 cap.close()
+        stop.measured()  # from here on a signal no longer changes what is stored
         (s_arr, s_info), (r_arr, r_info) = workers
         raise_worker_error(s_info, r_info)
-        cols, counts = merge(s_arr, r_arr, r_info, cfg.stream)
+        cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, cfg.stream, stop.during_measurement)
         for res in cap_results:
             counts.update(res.get("completeness", {}))
-        interrupted = stop.requested or bool(s_info.get("interrupted")) or bool(r_info.get("interrupted"))
+        interrupted = end.interrupted
         samples = Samples(cols)
         summary = summarise(samples, counts)
         env = {
@@ -154,11 +159,12 @@ def measure(
             source={"kind": "measured", "verb": "run", "metric": "one-way latency"},
             extra=record_extra,
         )
+        testhooks.hold("storing")
         write_samples(stage / "samples.parquet", cols)
         tidy_stage(stage)
         stored = store.commit(stage, record)
-    reason = "signal" if stop.requested else str(r_info.get("stop_reason") or "")
-    return Outcome(stored, summary, interrupted, reason, tuple(warnings_for(counts)))
+    warnings = (*reaped.notes(), *end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted))
+    return Outcome(stored, summary, interrupted, end.reason, warnings)
 
 
 def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, stop: controller.StopRequest,
@@ -174,12 +180,12 @@ def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, st
         sender = controller.spawn("sender", send_spec, stage, progress)
         with controller.progress_view(progress) as view:
             controller.watch(sender, stop, None if on_progress is None else
-                             lambda: on_progress(view[1], view[0], total))
+                             lambda: on_progress(view[1], view[0], total), partners=(receiver,))
         # The receiver stops by itself shortly after the sender's end packet;
-        # if that packet was lost, tell it.
-        if not receiver.wait(RECEIVER_GRACE_S if not stop.requested else 0.5):
+        # if that packet was lost (or the sender ended early), tell it.
+        if not receiver.wait(0.5 if stop.requested or controller.ended_early(sender) else RECEIVER_GRACE_S):
             receiver.stop()
-        return (sender.collect(), receiver.collect()), port
+        return (controller.collect_half(sender), controller.collect_half(receiver)), port
     finally:
         for w in (sender, receiver):
             if w is not None:
@@ -190,11 +196,12 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
-                                                "hw_timestamping")},
+                                                "hw_timestamping", "signal", "died")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
-                                                     "txtime_errors", "tx_timestamps", "hw_timestamping")}
+                                                     "txtime_errors", "tx_timestamps", "hw_timestamping",
+                                                     "signal", "died")}
     return facts
 
 

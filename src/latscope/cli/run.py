@@ -132,8 +132,9 @@ def run(ctx: click.Context, topology, dest, period, count, duration, size, spin,
     else:
         click.echo(summary_text(outcome.summary, outcome.run.run_id, outcome.run.record.status))
     if outcome.interrupted:
-        warn(f"run interrupted ({outcome.stop_reason}); {outcome.summary['packets']['received']} packets saved "
-             f"as {outcome.run.run_id}")
+        packets = outcome.summary["packets"]
+        warn(f"run interrupted ({outcome.stop_reason}); stored as {outcome.run.run_id}: "
+             f"sent {packets['sent']}, received {packets['received']}")
         ctx.exit(1)
 
 
