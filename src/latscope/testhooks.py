@@ -6,8 +6,9 @@ exists, so a test can send a signal while the process is certainly in that
 phase. Phases: ``boot`` (the start of a measurement, before anything is
 created), ``probe`` (the environment probe's namespace exists), ``trace-read``
 (the trace of a ``--trace`` run is being read), ``storing`` (the measurement
-is over, the run not yet committed). Unset, ``hold`` costs one dictionary
-lookup.
+is over, the run not yet committed), ``sender-start`` and ``receiver-start``
+(a worker process has started, before its signal handlers). Unset, ``hold``
+costs one dictionary lookup.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The signal matrix of `latscope run`: SIGINT, SIGTERM and SIGKILL to the controller in every phase and
 to each worker mid-run; each case checks the exit code, what was stored, and that nothing is left behind.
 
-Workers exist only while the measurement runs, so they are signalled mid-run; the controller is
-signalled at boot, during the environment probe, mid-run, while the trace of a ``--trace`` run is read
+Workers exist only while the measurement runs, so they are signalled mid-run (and, held there, at
+their very start, before their handlers are installed); the controller is signalled at boot, during the environment probe, mid-run, while the trace of a ``--trace`` run is read
 and while the run is stored. A phase is reached by waiting for a real sign of it: the receiver's
 progress counter in the staging directory (mid-run), or, for phases too short to hit from outside,
 the test-only hold of latscope.testhooks (``LATSCOPE_TEST_HOLD``), which makes the process wait there
@@ -260,4 +260,23 @@ def test_worker_mid_run(tmp_path: Path, role: str, sig: str) -> None:
     if role == "sender" and sig == "KILL":
         assert rec.extra["capture"]["sender"]["died"] == "killed by SIGKILL"
         assert "the sender was killed by SIGKILL: its own columns" in run.err
+    assert_clean(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+def test_worker_at_its_start(tmp_path: Path, role: str, sig: str) -> None:
+    """A worker ended before its handlers are in place (default action): nothing measured, nothing stored."""
+    run = Run(tmp_path, SHORT, hold=f"{role}-start")
+    run.reach(f"{role}-start")
+    run.wait_for(lambda: role in run.find_workers(), text=f"the {role} process")
+    os.kill(run.workers[role], SIGS[sig])
+    run.release(f"{role}-start")
+    assert run.finish() == 1, run.err
+    how = f"killed by SIG{sig}"
+    expect = (f"the sender was {how} before its first packet; nothing was stored" if role == "sender"
+              else f"the receiver ended before it was ready ({how}); nothing was stored")
+    assert expect in run.err, run.err
+    assert run.runs() == []
     assert_clean(run)

@@ -174,7 +174,7 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
     if not worker.alive():
         _arrays, info = collect_half(worker)
         if info.get("died"):
-            raise CaptureError(f"the {worker.role} ended before it was ready ({info['died']})")
+            raise CaptureError(f"the {worker.role} ended before it was ready ({info['died']}); nothing was stored")
         raise CaptureError(info.get("error") or f"the {worker.role} stopped before it was ready")
     worker.stop()
     raise CaptureError(f"the {worker.role} did not become ready within {timeout_s:.0f} s")

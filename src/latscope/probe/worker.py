@@ -33,6 +33,7 @@ from latscope.probe.receiver import ReceiverResult, run_receiver
 from latscope.probe.sender import Interrupted, SenderResult, run_sender
 from latscope.probe.sockets import open_receiver, open_sender
 from latscope.probe.spec import ReceiverSpec, SenderSpec, receiver_from_json, sender_from_json
+from latscope.testhooks import hold
 
 READY = "ready"
 PROGRESS_SLOTS = 4  # received, sent, reserved, reserved
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     role, spec_path, result = args[0], Path(args[1]), Path(args[2])
+    hold(f"{role}-start")
     progress = args[3] if len(args) == 4 else None
     return run_role(role, json.loads(spec_path.read_text()), result, progress)
 
