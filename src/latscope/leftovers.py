@@ -9,7 +9,8 @@ a name whose process no longer exists is a leftover:
 - staging directories ``.staging-<run>-<pid>`` in the results root, which a
   live run also holds a lock on, and write probes ``.write-test-<pid>``
   (store.layout);
-- the scratch directory of `latscope send`, ``latscope-send-<pid>-*`` in the temporary directory.
+- the scratch directory of `latscope send`, ``latscope-send-<pid>-*`` in the temporary directory;
+- a VM run's work directory and disk image (topo.vm.guest; QEMU itself dies with its controller).
 
 Worker processes are not in the list: they end with their controller
 (probe.worker.die_with_parent).
@@ -61,7 +62,11 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
         from latscope.store.layout import ResultsStore
 
         removed += [f"staging {results_root / n}" for n in ResultsStore(results_root).reap_staging()]
-    removed += [f"scratch {p}" for p in _send_scratch(Path(tmp_root or tempfile.gettempdir()))]
+    tmp = Path(tmp_root or tempfile.gettempdir())
+    removed += [f"scratch {p}" for p in _send_scratch(tmp)]
+    from latscope.topo.vm.guest import reap_stale as reap_vm_work
+
+    removed += [f"VM work {p}" for p in reap_vm_work(tmp)]
     return Reaped(tuple(removed), tuple(kept))
 
 

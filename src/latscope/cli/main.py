@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except LatscopeError as exc:
         click.echo(f"latscope: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        detail = getattr(exc, "detail", "")
+        if detail:
+            # Evidence the one line cannot hold (a guest's console), indented below it.
+            click.echo("\n".join(f"  | {ln}" for ln in detail.splitlines()), err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("latscope: interrupted", err=True)

@@ -65,19 +65,11 @@ class Worker:
 
     def collect(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
         """The worker's columns (None if it wrote none) and its info document."""
-        info_path = Path(str(self.result) + ".json")
-        if not info_path.exists():
-            tail = self.stderr_tail()
-            raise CaptureError(
-                f"the {self.role} exited with status {self.proc.returncode} without results"
-                + (f": {tail}" if tail else "")
-            )
-        info = json.loads(info_path.read_text())
-        arrays = None
-        if self.result.exists():
-            with np.load(self.result) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        return arrays, info
+        return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())
+
+    def wait_ready(self, timeout_s: float) -> int:
+        """Block until the receiver says it listens; its port."""
+        return wait_ready(self, timeout_s)
 
     def stderr_tail(self) -> str:
         try:
@@ -85,6 +77,22 @@ class Worker:
         except OSError:
             return ""
         return lines[-1].strip() if lines else ""
+
+
+def read_results(role: str, result: Path, returncode: int | None,
+                 stderr_tail: str) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+    """A worker's columns (RESULT.npz, None if it wrote none) and info (RESULT.npz.json)."""
+    info_path = Path(str(result) + ".json")
+    if not info_path.exists():
+        raise CaptureError(
+            f"the {role} exited with status {returncode} without results" + (f": {stderr_tail}" if stderr_tail else "")
+        )
+    info = json.loads(info_path.read_text())
+    arrays = None
+    if result.exists():
+        with np.load(result) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    return arrays, info
 
 
 def ended_how(worker: Worker) -> str:
@@ -120,9 +128,9 @@ def ended_early(worker: Worker) -> bool:
     return bool(info.get("interrupted") or info.get("error"))
 
 
-def progress_file(workdir: Path) -> Path:
+def progress_file(workdir: Path, name: str = "progress") -> Path:
     """Create the shared progress counters in ``workdir``."""
-    path = workdir / "progress"
+    path = workdir / name
     path.write_bytes(b"\0" * 8 * PROGRESS_SLOTS)
     return path
 
@@ -211,5 +219,28 @@ def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None,
         if on_tick is not None:
             on_tick()
         worker.wait(tick_s)
+    if on_tick is not None:
+        on_tick()
+
+
+def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
+              partners: list[Any] | None = None) -> None:
+    """``watch`` for several workers (local or in a guest): until all have ended.
+
+    ``partners[i]``, when given, is the receiver of ``workers[i]``'s stream: if it ends early
+    (killed, crashed, stopped by a signal) ``workers[i]`` is stopped, as in ``watch``.
+    """
+    if on_tick is None:
+        tick_s = 1.0
+    pairs = list(zip(workers, partners or [None] * len(workers)))
+    signalled: set[int] = set()
+    while any(w.alive() for w in workers):
+        for i, (w, partner) in enumerate(pairs):
+            if i not in signalled and (stop.requested or (partner is not None and ended_early(partner))):
+                w.signal(signal.SIGTERM)
+                signalled.add(i)
+        if on_tick is not None:
+            on_tick()
+        next(w for w in workers if w.alive()).wait(tick_s)
     if on_tick is not None:
         on_tick()
