@@ -182,7 +182,6 @@ def measure_all(
         finally:
             for cap in captures:
                 cap.close()
-        stop.measured()  # from here on a signal no longer changes what is stored
         guest_doc = _finish_guest(topo.guest) if topo.guest is not None else None
         outcomes = []
         for i, lr in enumerate(runs):
@@ -247,9 +246,8 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
         # A receiver stops by itself shortly after its sender's end packet;
         # if that packet was lost (or the sender ended early), tell it.
         for lr, tx, rx in zip(runs, senders, receivers):
-            grace = RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S
-            if not rx.wait(0.5 if stop.requested or controller.ended_early(tx) else grace):
-                rx.stop()
+            controller.finish_receiver(rx, tx, stop,
+                                       RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S)
         for lr, tx, rx in zip(runs, senders, receivers):
             lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:

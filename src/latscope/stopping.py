@@ -105,9 +105,11 @@ def deferred() -> Iterator[None]:
 class StopRequest:
     """Turns SIGINT/SIGTERM/SIGHUP into a flag the controller polls, for the duration of a ``with``.
 
-    The first signal is kept (``signum``). ``measured()`` marks the end of the
-    measurement: a signal after it can no longer change what was measured
-    (``during_measurement`` stays None) and is reported as ``late``.
+    The first signal is kept (``signum``). Whoever acts on it (passes it on
+    to a worker that is still running, cuts a block short) says so with
+    ``act()``: only then did the signal change what was measured
+    (``during_measurement``); a signal nobody acted on, because both halves
+    had already ended by themselves, is ``late`` and the run is complete.
     ``raising()`` makes new signals raise ``Stopped`` for a block (reading a
     trace, which is worth cutting short); ``StopRequest.current()`` is the
     innermost active one, so such a block can be set up by code that was not
@@ -120,8 +122,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._measured: bool = False
-        self._at_measured: int | None = None
+        self.acted = False
         self._raising = False
         self._old: dict[int, Any] = {}
 
@@ -148,6 +149,7 @@ class StopRequest:
         if self.signum is None:
             self.signum = signum
         if self._raising:
+            self.acted = True
             raise Stopped(signum)
 
     @property
@@ -163,21 +165,19 @@ class StopRequest:
         if self.signum is not None:
             raise Stopped(self.signum, before_start=True)
 
-    def measured(self) -> None:
-        """The measurement (workers and captures) is over: later signals do not change the stored status."""
-        if not self._measured:
-            self._measured = True
-            self._at_measured = self.signum
+    def act(self) -> None:
+        """The request was acted on: a running worker was told to stop (the measurement is cut short)."""
+        self.acted = True
 
     @property
     def during_measurement(self) -> int | None:
-        """The signal that came before the end of the measurement (so far, when it has not ended)."""
-        return self._at_measured if self._measured else self.signum
+        """The signal, if it changed the measurement (was acted on)."""
+        return self.signum if self.acted else None
 
     @property
     def late(self) -> int | None:
-        """A signal that came only after the measurement had ended (while storing)."""
-        return self.signum if self._measured and self._at_measured is None else None
+        """A signal nobody acted on: it came when the halves had ended by themselves (while storing)."""
+        return self.signum if not self.acted else None
 
     @contextlib.contextmanager
     def raising(self) -> Iterator[None]:

@@ -38,16 +38,12 @@ def test_stop_request_records_the_first_signal_and_restores_handlers() -> None:
     assert signal.getsignal(signal.SIGHUP) is before and StopRequest.current() is None
 
 
-def test_a_signal_after_the_measurement_is_late_and_changes_nothing() -> None:
+def test_a_signal_nobody_acted_on_is_late_and_changes_nothing() -> None:
     with StopRequest() as stop:
-        stop.measured()
         _send(signal.SIGTERM)
         assert stop.during_measurement is None and stop.late == signal.SIGTERM
-    with StopRequest() as stop:
-        _send(signal.SIGINT)
-        stop.measured()
-        _send(signal.SIGTERM)
-        assert stop.during_measurement == signal.SIGINT and stop.late is None
+        stop.act()  # passed on to a running worker: the measurement was cut short
+        assert stop.during_measurement == signal.SIGTERM and stop.late is None
 
 
 def test_raise_if_requested_is_the_checkpoint_before_the_start() -> None:
@@ -72,6 +68,7 @@ def test_interruptible_raises_on_a_new_signal_only() -> None:
             _send(signal.SIGTERM)
             raise AssertionError("not cut short")
         assert exc.value.name == "SIGTERM" and not exc.value.before_start
+        assert stop.acted  # cutting the block short changed what is stored
         _send(signal.SIGHUP)  # recorded again, no longer raising
         assert stop.signum == signal.SIGINT
 

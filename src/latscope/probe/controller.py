@@ -214,6 +214,8 @@ def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None,
     signalled = False
     while worker.alive():
         if not signalled and (stop.requested or any(ended_early(p) for p in partners)):
+            if stop.requested:
+                stop.act()
             worker.signal(signal.SIGTERM)
             signalled = True
         if on_tick is not None:
@@ -221,6 +223,16 @@ def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None,
         worker.wait(tick_s)
     if on_tick is not None:
         on_tick()
+
+
+def finish_receiver(receiver: Worker, sender: Worker, stop: StopRequest, grace_s: float) -> None:
+    """Give the receiver ``grace_s`` to end by itself after its sender's end packet (0.5 s when the run
+    was stopped or the sender ended early, e.g. killed: no end packet is coming), then stop it."""
+    quick = stop.requested or ended_early(sender)
+    if not receiver.wait(0.5 if quick else grace_s):
+        if stop.requested:
+            stop.act()
+        receiver.stop()
 
 
 def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
@@ -236,7 +248,10 @@ def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None]
     signalled: set[int] = set()
     while any(w.alive() for w in workers):
         for i, (w, partner) in enumerate(pairs):
-            if i not in signalled and (stop.requested or (partner is not None and ended_early(partner))):
+            if i not in signalled and w.alive() and (stop.requested or
+                                                     (partner is not None and ended_early(partner))):
+                if stop.requested:
+                    stop.act()
                 w.signal(signal.SIGTERM)
                 signalled.add(i)
         if on_tick is not None:
