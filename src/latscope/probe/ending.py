@@ -28,6 +28,9 @@ from latscope.store.samples import FLAG_LOST, FLAG_SEND_FAILED, MISSING
 
 #: A packet sent this shortly before the receiver stopped listening may still have been on its way.
 IN_FLIGHT_NS = 100_000_000
+#: Signals that stop a worker when sent to it by someone other than latscope (which uses SIGTERM/SIGUSR1
+#: on a stop request; those show as ``stopped_by`` or as a receiver that gave up).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,14 @@ def describe(s_info: dict[str, Any], r_info: dict[str, Any], counts: dict[str, i
                         "their headers carry")
     if stopped_by is not None:
         reasons.append(f"stopped by {signal_name(stopped_by)}")
-    else:
-        for role, info in (("receiver", r_info), ("sender", s_info)):
-            # A signal sent to a worker directly (the controller's own stop request is ``stopped_by``).
-            if info.get("signal") in ("SIGINT", "SIGTERM", "SIGHUP") and not reasons:
-                reasons.append(f"the {role} was stopped by {info['signal']}")
+    elif r_info.get("signal") in STOP_SIGNALS:
+        # Sent to the worker directly (the controller's own stop request is ``stopped_by``).
+        reasons.append(f"the receiver was stopped by {r_info['signal']}")
+    elif r_info.get("interrupted") and r_info.get("stop_reason") in ("idle", "no packets", "timeout"):
+        # The receiver gave up on its own; the SIGTERM the sender then got came from latscope.
+        reasons.append(f"the receiver gave up ({r_info['stop_reason']})")
+    elif s_info.get("signal") in STOP_SIGNALS:
+        reasons.append(f"the sender was stopped by {s_info['signal']}")
     if counts.get("unobserved") and not r_info.get("died"):
         warnings.append(f"{counts['unobserved']} packets were sent after the receiver had stopped: unobserved, "
                         "not counted as lost")

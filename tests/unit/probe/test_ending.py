@@ -115,3 +115,11 @@ def test_late_signal_note_only_for_complete_runs() -> None:
     assert late_signal(None, False) == ()
     assert late_signal(signal.SIGTERM, True) == ()
     assert "SIGTERM came while the run was being stored" in late_signal(signal.SIGTERM, False)[0]
+
+
+def test_a_receiver_that_gave_up_is_the_reason_not_the_senders_sigterm() -> None:
+    """Idle receiver: latscope then stopped the sender with SIGTERM; the reason is the receiver's."""
+    r = _receiver(50, list(range(10)))
+    info = {"stop_reason": "idle", "interrupted": True, "ended_ns": BASE + 9 * PERIOD + 5_000_000_000}
+    _cols, _counts, end = join(_sender(50), {"interrupted": True, "signal": "SIGTERM"}, r, info, 9)
+    assert end.interrupted and end.reason == "the receiver gave up (idle)"
