@@ -235,8 +235,9 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
                                              context_lines(o.run.record)) for o in outcomes))
     interrupted = [o for o in outcomes if o.interrupted]
     for o in interrupted:
-        warn(f"run interrupted ({o.stop_reason}); {o.summary['packets']['received']} packets saved "
-             f"as {o.run.run_id}")
+        packets = o.summary["packets"]
+        warn(f"run interrupted ({o.stop_reason}); stored as {o.run.run_id}: "
+             f"sent {packets['sent']}, received {packets['received']}")
     if interrupted:
         ctx.exit(1)
 
