@@ -24,8 +24,48 @@ from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progre
 from latscope.stopping import StopRequest, signal_name  # noqa: F401
 
 
+class WorkerControl:
+    """What ending a worker means, wherever it runs: subclasses say how to signal and wait."""
+
+    role: str
+    stderr_path: Path
+    #: How long a SIGKILLed worker may take to be gone (a guest's answers travel further).
+    KILL_WAIT_S = 5.0
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def signal(self, sig: int) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when the worker ended within ``timeout_s``."""
+        raise NotImplementedError
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Ask the worker to stop (SIGUSR1 keeps its data), then kill it if it does not."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGUSR1)
+        if not self.wait(grace_s):
+            self.kill()
+
+    def kill(self) -> None:
+        """End the worker now (cleanup after an error); its results are lost."""
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.wait(self.KILL_WAIT_S)
+
+    def stderr_tail(self) -> str:
+        try:
+            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+
 @dataclass
-class Worker:
+class Worker(WorkerControl):
     """A running sender or receiver process and where it leaves its results."""
 
     role: str
@@ -49,20 +89,6 @@ class Worker:
         except subprocess.TimeoutExpired:
             return False
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """Ask the worker to stop (SIGUSR1 keeps its data), then kill it if it does not."""
-        if not self.alive():
-            return
-        self.signal(signal.SIGUSR1)
-        if not self.wait(grace_s):
-            self.kill()
-
-    def kill(self) -> None:
-        """End the worker now (cleanup after an error); its results are lost."""
-        if self.alive():
-            self.signal(signal.SIGKILL)
-            self.wait(5.0)
-
     def collect(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
         """The worker's columns (None if it wrote none) and its info document."""
         return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())
@@ -70,13 +96,6 @@ class Worker:
     def wait_ready(self, timeout_s: float) -> int:
         """Block until the receiver says it listens; its port."""
         return wait_ready(self, timeout_s)
-
-    def stderr_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
-        return lines[-1].strip() if lines else ""
 
 
 def read_results(role: str, result: Path, returncode: int | None,

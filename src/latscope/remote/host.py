@@ -12,7 +12,6 @@ import itertools
 import mmap
 import os
 import queue
-import signal
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import CaptureError, TopologyError
+from latscope.probe.controller import WorkerControl, read_results
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
 
@@ -143,8 +143,10 @@ class _Exit:
     returncode: int | None = None
 
 
-class RemoteWorker:
+class RemoteWorker(WorkerControl):
     """A sender or receiver running in the guest, seen through the channel."""
+
+    KILL_WAIT_S = 10.0
 
     def __init__(self, link: GuestLink, wid: str, role: str, stage: Path, progress: Path | None) -> None:
         self.link, self.wid, self.role = link, wid, role
@@ -206,17 +208,8 @@ class RemoteWorker:
     def wait(self, timeout_s: float) -> bool:
         return self.ended.wait(timeout_s)
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGUSR1)
-        if not self.wait(grace_s):
-            self.kill()
-
     def kill(self) -> None:
-        if self.alive():
-            self.signal(signal.SIGKILL)
-            self.wait(10.0)
+        super().kill()
         self._release()
 
     def _release(self) -> None:
@@ -259,17 +252,8 @@ class RemoteWorker:
         return f"the guest's {self.role} exited with status {self.proc.returncode} before it was ready: " \
                f"{self.stderr_tail()}"
 
-    def stderr_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
-        return lines[-1].strip() if lines else ""
-
     def collect(self):
         """The worker's columns and info, as the local Worker gives them."""
-        from latscope.probe.controller import read_results
-
         if self.error and not Path(str(self.result) + ".json").exists():
             raise CaptureError(self.error)
         return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())
