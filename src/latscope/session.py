@@ -331,6 +331,8 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         summary["vm"] = {"accel": guest.accel, "emulated_cpu": guest.accel == "tcg",
                          "direction": lr.leg.direction, "variant": guest.net.variant, "cwd": guest.options.cwd}
         config["direction"] = lr.leg.direction
+        config["vm"] = {k: v for k, v in guest.options.to_json().items() if k not in ("clock_skew_ns",)}
+        config["vm"]["accel"] = guest.accel
         if cfg.direction == "both" and name:
             name = f"{name}-{lr.leg.direction}"
     record = RunRecord(
@@ -380,8 +382,8 @@ def clock_warning(clock: dict[str, Any], summary: dict[str, Any]) -> str | None:
     if p50 is None or bound_us <= 0.25 * abs(p50):
         return None
     return (f"the guest clock is known to +-{bound_us:.0f} us only, against a median latency of {p50:.0f} us: "
-            "one-way figures from this run are that uncertain; round trips need no clock (two-host issue: "
-            "--mode rtt)")
+            "each one-way figure of this run may be off by that much (values below zero within it are "
+            "possible); compare runs of the same set-up, or use round trips (not in latscope yet)")
 
 
 def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:

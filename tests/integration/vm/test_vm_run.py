@@ -100,5 +100,7 @@ def test_cli_json_of_a_vm_run_keeps_the_vm_facts(vm_guest, tmp_path, latscope) -
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["packets"]["received"] == 300
+    assert doc["clock"]["uncertainty_ns"] == out.summary["clock"]["uncertainty_ns"]
+    assert doc["vm"]["accel"] == "tcg" and doc["config"]["vm"]["accel"] == "tcg"
     text = latscope("show", str(out.run.path), use_results=False).stdout
-    assert "vm: host -> guest over bridge, tcg" in text and "clock: guest offset" in text
+    assert "vm: host -> guest over bridge, tcg" in text and "clock: guest minus host" in text

@@ -238,10 +238,12 @@ def running_guest(opts: VmOptions, token: str | None = None,
                     if ev is None or ev.header.get("ev") != "boot":
                         what = f"did not boot within {opts.boot_timeout_s:.0f} s" if ev is None \
                             else "stopped during boot"
-                        raise connect_error(
-                            f"the guest {what}"
-                            + ("" if qemu.alive() else f" (QEMU exited with status {qemu.proc.returncode})"),
-                            qemu.console_tail())
+                        status = qemu.wait_status(0 if ev is None else 2.0)
+                        dead = "" if status is None else \
+                            f" (QEMU exited with status {status}: {q.qemu_log_tail(qemu) or 'no message'})"
+                        hint = "; --vm-accel tcg works where KVM guests do not (see latscope doctor)" \
+                            if accel == "kvm" else ""
+                        raise connect_error(f"the guest {what}{dead}{hint}", qemu.console_tail())
                     boot_s = time.monotonic() - started
                     hello = link.request("hello").header
                     netinfo = link.request("net", mac=hostnet.guest_mac, address4=f"{vmnet.GUEST_ADDR4}/{vmnet.PREFIX4}",

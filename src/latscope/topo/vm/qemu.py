@@ -69,6 +69,13 @@ class Qemu:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_status(self, timeout_s: float = 2.0) -> int | None:
+        """QEMU's exit status, once it has exited (it may still be flushing when the channel closes)."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def threads(self) -> dict[int, str]:
         """{tid: name} of QEMU's threads now."""
         return thread_map(self.proc.pid)
