@@ -116,6 +116,9 @@ def read_results(role: str, result: Path, returncode: int | None,
 
 def ended_how(worker: Worker) -> str:
     """How a worker that ended without results went: "killed by SIGKILL", "exited with status 1: ..."."""
+    died = getattr(worker, "error", None)  # a guest's worker whose guest went away
+    if died:
+        return died
     code = worker.proc.returncode
     if code is not None and code < 0:
         return f"killed by {signal_name(-code)}"

@@ -22,8 +22,20 @@ from latscope.errors import CaptureError, TopologyError
 from latscope.probe.controller import WorkerControl, read_results
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
+from latscope.stopping import StopRequest, Stopped
 
 PROGRESS_SLOT = {"receiver": 0, "sender": 1}
+
+
+def check_stop() -> None:
+    """A stop signal recorded while we wait for the guest (boot, set-up, a worker's start) ends the wait.
+
+    Those waits can last minutes under TCG; nothing has been measured yet, so
+    the signal means "give up now", as it does during a host run's set-up.
+    """
+    req = StopRequest.current()
+    if req is not None and req.requested:
+        raise Stopped(req.signum or 0, before_start=True)
 
 
 class GuestLink:
@@ -66,7 +78,12 @@ class GuestLink:
 
     def send(self, header: dict[str, Any]) -> int:
         with self.lock:
-            return self.chan.send(header)
+            try:
+                return self.chan.send(header)
+            except (ChannelClosed, OSError) as exc:
+                self.closed = self.closed or str(exc) or type(exc).__name__
+                raise CaptureError(f"the guest went away (QEMU exited or the channel broke: {self.closed})") \
+                    from None
 
     def request(self, op: str, timeout_s: float = 30.0, **fields: Any) -> Frame:
         """Send a request and wait for its answer; a CaptureError when it fails or times out."""
@@ -93,6 +110,7 @@ class GuestLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
+            check_stop()
             try:
                 frame = self.events.get(timeout=min(left, 0.2))
             except queue.Empty:
@@ -104,6 +122,7 @@ class GuestLink:
         """``n`` clock exchanges over the channel and the offset they bound (remote.clock)."""
         t1, t2, t3, t4 = [], [], [], []
         for _ in range(n):
+            check_stop()
             rid = next(self.ids)
             q: queue.Queue[Frame] = queue.Queue()
             self.waiting[rid] = q
@@ -191,7 +210,7 @@ class RemoteWorker(WorkerControl):
 
     def on_closed(self, why: str) -> None:
         if not self.ended.is_set():
-            self.error = f"the guest went away ({why})"
+            self.error = f"lost with its guest (QEMU exited or the channel broke: {why})"
             self.proc.returncode = -1
             self.ended.set()
 
@@ -224,6 +243,7 @@ class RemoteWorker(WorkerControl):
         """Block until the guest's receiver says it listens; its port."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            check_stop()
             try:
                 line = self.lines.get(timeout=0.2)
             except queue.Empty:

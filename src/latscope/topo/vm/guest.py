@@ -113,15 +113,21 @@ def reap_stale(tmp: Path | None = None, cache: Path | None = None) -> list[str]:
     from latscope.process import pid_alive
 
     reaped = []
-    places = [(Path(tmp or tempfile.gettempdir()), WORK_PREFIX), (cache or img.cache_dir(), "disk-")]
+    places = [(Path(tmp or tempfile.gettempdir()), WORK_PREFIX), (cache or img.cache_dir(), "disk-"),
+              (cache or img.cache_dir(), ".")]
     for where, prefix in places:
         try:
             entries = list(where.iterdir())
         except OSError:
             continue
         for p in entries:
-            rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
-            pid = rest.split("-")[0].split(".")[0]
+            if prefix == ".":
+                # A half-written image (".vmlinux-REL-KEY.PID.tmp") of a build that was killed.
+                parts = p.name.split(".")
+                pid = parts[-2] if p.name.startswith(".") and p.name.endswith(".tmp") and len(parts) > 3 else ""
+            else:
+                rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+                pid = rest.split("-")[0].split(".")[0]
             if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
