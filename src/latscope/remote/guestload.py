@@ -90,7 +90,8 @@ class GuestDiskLoad:
             return {"record": {}, "completeness": {}}
         info = dict(self.info)
         try:
-            info["exit_code"] = self.link.request("load_stop", timeout_s=60).header.get("code")
+            ans = self.link.request("load_stop", timeout_s=60).header
+            info["exit_code"], info["written_bytes"] = ans.get("code"), ans.get("written")
         except LatscopeError as exc:  # the run is kept; the record says what happened
             info["error"] = str(exc)
         self.link = None

@@ -111,7 +111,8 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
                         f"+-{clock.exchange_uncertainty_ns / 1000:.0f} us (vCPU fit): this breakdown's latencies "
                         f"differ from the run's summary by {(-shift if direction != 'reverse' else shift) / 1000:+.1f} us")
     if direction == "reverse":
-        vp = locate_reverse(htl, gtl, seq, probe, sender, receiver, threads, _guest_dev(vm))
+        vp = locate_reverse(htl, gtl, seq, probe, sender, receiver, threads, _guest_dev(vm),
+                            list((vm.get("network") or {}).get("devices") or ()))
         traced = (vp.packets.rows[:, 11] >= 0) & ((vp.packets.rows[:, 2] >= 0) | (gtl is None))
     else:
         vp = locate_forward(htl, gtl, seq, probe, sender, receiver, threads)

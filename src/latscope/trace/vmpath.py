@@ -20,11 +20,13 @@ Forward (host sends, guest receives), checkpoints C0..C15::
     C15 rx_user_ns                      the receiver has it in user space (probe, on the host clock)
 
 Reverse (guest sends, host receives), C0..C12: the guest's send call, device
-queue and virtio transmit (C2..C4, guest), the QEMU thread's run that
-writes the packet into the tap (C5) and the write (C6, the tap or macvtap
-device's receive event), then the host's receive path as on one host:
-netif_receive_skb on the host interface (C7), sk_data_ready (C8), the
-receiver's wakeup (C9), run (C10), receive return (C11), rx_user_ns (C12).
+queue and the virtio driver's start of transmit (C2..C4, guest; the driver
+kicks the device inside it, so under TCG the vCPU thread does QEMU's part of
+the pickup there), the QEMU thread's run that writes the packet into the tap
+(C5) and the write (C6, the tap or macvtap device's receive event), then the
+host's receive path as on one host: the netif_receive_skb that delivered it
+to a socket (C7), sk_data_ready (C8), the receiver's wakeup (C9), run (C10),
+receive return (C11), rx_user_ns (C12).
 
 Guest events are on the host clock already (latscope.trace.guestclock).
 The guest kernel's UDP receive copies without the skb_copy_datagram_iovec
@@ -74,11 +76,11 @@ REVERSE = StageModel(
     ("sender_wakeup", "send_call", "guest_tx_stack", "guest_driver_xmit", "qemu_pickup", "tap_write",
      "host_bridge", "rx_stack", "socket_enqueue", "runqueue_wait", "recv_return", "user_space"),
     {"sender_wakeup": "guest sender wakeup", "send_call": "guest send syscall", "guest_tx_stack": "guest TX stack",
-     "guest_driver_xmit": "guest virtio xmit", "qemu_pickup": "QEMU picks packet up",
+     "guest_driver_xmit": "guest qdisc/driver", "qemu_pickup": "QEMU picks packet up",
      "tap_write": "QEMU writes tap", "host_bridge": "host bridge", "rx_stack": "host RX stack",
      "socket_enqueue": "socket enqueue", "runqueue_wait": "runqueue wait", "recv_return": "receive syscall return",
      "user_space": "user space"},
-    ("sender", "sender", "sender", "sender", "writer", "writer", "packet", "packet", "packet", "receiver",
+    ("sender", "sender", "sender", "sender", "vcpu", "writer", "packet", "packet", "packet", "receiver",
      "receiver", "receiver"),
     ("guest",) * 4 + ("host",) * 8,
 )
@@ -267,15 +269,15 @@ def _vcpu_after(tl: Timeline, vcpus: list[int], at: np.ndarray) -> tuple[np.ndar
     return vcpu, wake, start, cpu
 
 
-def stream_deliveries(tl: Timeline) -> tuple[np.ndarray, int, str]:
-    """Rows of the guest's netif_receive_skb that reached a socket: the stream's length, not dropped."""
+def stream_deliveries(tl: Timeline, dev: str | None = None) -> tuple[np.ndarray, int, str]:
+    """Rows of netif_receive_skb that reached a socket: the stream's length, not dropped (on ``dev``, or
+    the device most of them came in on)."""
     t = tl.table
     rx = t.rows("netif_receive_skb")
     if len(rx) == 0:
         return rx, 0, ""
-    dev = t.strs[rx, 0]
-    lo = t.string_id("lo")
-    keep = rx[dev != lo]
+    devs = t.strs[rx, 0]
+    keep = rx[devs == t.string_id(dev)] if dev else rx[devs != t.string_id("lo")]
     if len(keep) == 0:
         return keep, 0, ""
     lens, counts = np.unique(t.nums[keep, 1], return_counts=True)
@@ -294,25 +296,58 @@ def stream_deliveries(tl: Timeline) -> tuple[np.ndarray, int, str]:
     return sel, length, t.string(dev_id)
 
 
+def socket_deliveries(tl: Timeline, devices: list[str]) -> np.ndarray:
+    """Rows of netif_receive_skb on one of ``devices`` that a UDP socket callback follows on the same CPU.
+
+    The host trace holds every namespace's traffic; these are the packets of this VM's network
+    that reached a socket, whichever of its devices delivered them.
+    """
+    t = tl.table
+    rx = t.rows("netif_receive_skb")
+    ids = [i for i in (t.string_id(d) for d in devices) if i >= 0]
+    if len(rx) == 0 or not ids:
+        return np.zeros(0, np.int64)
+    ours = rx[np.isin(t.strs[rx, 0], ids)]
+    ready = t.rows("sk_data_ready")
+    ready = ready[t.nums[ready, 1] == 17]
+    cpu = t.cpu[ours].astype(np.int64)
+    nxt = next_keyed(ready, t.cpu[ready].astype(np.int64), ours, cpu)
+    nrx = next_keyed(rx, t.cpu[rx].astype(np.int64), ours, cpu)
+    return ours[(nxt >= 0) & ((nrx < 0) | (nxt < nrx))]
+
+
+def in_order(tl: Timeline, seq: np.ndarray, receiver: int, delivered: np.ndarray,
+             what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(rx marker row, receive return row, delivery row, index k) per packet, deliveries matched in order.
+
+    The k-th receive call of ``receiver`` that returned data got the k-th stream packet delivered to
+    its socket (one socket, one reader: first in, first out).
+    """
+    t = tl.table
+    rx_seq, rx_rows = markers(tl, "rx")
+    rxm = _lookup(rx_seq, rx_rows, seq)
+    recvs = t.rows(*RECV_EXITS)
+    recvs = recvs[(t.pid[recvs] == receiver) & (t.nums[recvs, 0] > 0)]
+    ret = np.where(rxm >= 0, prev_row(recvs, rxm), -1)
+    k = np.searchsorted(recvs, ret)
+    ok = (ret >= 0) & (k < len(delivered))
+    got = np.where(ok, delivered[np.minimum(k, max(len(delivered) - 1, 0))] if len(delivered) else -1, -1)
+    bad = (got >= 0) & (got > ret)
+    notes = []
+    if bad.any():
+        notes.append(f"{int(bad.sum())} {what} receive calls could not be matched to the deliveries in order; "
+                     "their stages before the receive call are folded")
+    return rxm, ret, np.where(bad, -1, got), k, notes
+
+
 def _guest_receive(g: Timeline, seq: np.ndarray, receiver: int, times, cpus, rows) -> list[str]:
     """Fill C10..C14 from the guest trace; returns notes."""
     t = g.table
     n = len(seq)
-    rx_seq, rx_rows = markers(g, "rx")
-    rxm = _lookup(rx_seq, rx_rows, seq)
-    recvs = t.rows(*RECV_EXITS)
-    recvs = recvs[(t.pid[recvs] == receiver) & (t.nums[recvs, 0] > 0)]
-    c14 = np.where(rxm >= 0, prev_row(recvs, rxm), -1)
-    delivered, _length, _dev = stream_deliveries(g)
-    k = np.searchsorted(recvs, c14)
-    ok = (c14 >= 0) & (k < len(delivered))
-    c11 = np.where(ok, delivered[np.minimum(k, max(len(delivered) - 1, 0))] if len(delivered) else -1, -1)
-    bad = (c11 >= 0) & (c11 > c14)
-    notes = []
-    if bad.any():
-        notes.append(f"{int(bad.sum())} guest receive calls could not be matched to the guest's deliveries "
-                     "in order; their guest stages are folded")
-    c11 = np.where(bad, -1, c11)
+    # The guest's UDP receive copies with the checksum (no skb_copy_datagram_iovec event): in order.
+    delivered = stream_deliveries(g)[0]
+    rxm, c14, c11, k, notes = in_order(g, seq, receiver, delivered, "guest")
+    ok = c11 >= 0
     skb = np.where(c11 >= 0, t.nums[np.maximum(c11, 0), 0], NONE)
     gro = t.rows(*GUEST_RX_EVENTS)
     c10 = prev_keyed(gro, t.nums[gro, 0], np.where(c11 >= 0, c11, 0), skb)
@@ -335,8 +370,10 @@ def _guest_receive(g: Timeline, seq: np.ndarray, receiver: int, times, cpus, row
 
 
 def locate_reverse(host: Timeline, guest: Timeline | None, seq: np.ndarray, probe: dict[str, np.ndarray],
-                   sender: int, receiver: int, threads: QemuThreads, guest_dev: str | None) -> VmPackets:
-    """Checkpoints C0..C12 of guest -> host packets (``sender`` is the guest sender's pid)."""
+                   sender: int, receiver: int, threads: QemuThreads, guest_dev: str | None,
+                   devices: list[str]) -> VmPackets:
+    """Checkpoints C0..C12 of guest -> host packets (``sender`` is the guest sender's pid; ``guest_dev``
+    the tap or macvtap QEMU writes to, ``devices`` all host devices of the VM's network)."""
     t = host.table
     n = len(seq)
     nc = REVERSE.ncheck
@@ -351,23 +388,16 @@ def locate_reverse(host: Timeline, guest: Timeline | None, seq: np.ndarray, prob
         g = guest.table
         txm, c2, c3 = _send_side(guest, seq, sender)
         gskb = np.where(c3 >= 0, g.nums[np.maximum(c3, 0), 0], NONE)
-        c4 = _follow(g, ("net_dev_xmit",), gskb, c3, c3 >= 0)
+        # the virtio driver kicks the device inside its start_xmit: QEMU may have sent the packet on
+        # before the guest's net_dev_xmit (its return) is recorded
+        c4 = _follow(g, ("net_dev_start_xmit",), gskb, c3, c3 >= 0)
         for k, r in ((2, c2), (3, c3), (4, c4)):
             _set(times, cpus, rows, k, g, r)
         cpus[:, 0] = cpus[:, 1] = np.where(txm >= 0, g.cpu[np.maximum(txm, 0)], -1)
-    # host receive side, backwards from the receiver's marker
-    rx_seq, rx_rows = markers(host, "rx")
-    rxm = _lookup(rx_seq, rx_rows, seq)
-    recvs = t.rows(*RECV_EXITS)
-    recvs = recvs[(t.pid[recvs] == receiver) & (t.nums[recvs, 0] > 0)]
-    c11 = np.where(rxm >= 0, prev_row(recvs, rxm), -1)
-    copies = t.rows("skb_copy_datagram_iovec")
-    copies = copies[(t.pid[copies] == receiver) & (t.nums[copies, 1] > 0)]
-    cp = np.where(c11 >= 0, prev_row(copies, c11), -1)
-    skb = np.where(cp >= 0, t.nums[np.maximum(cp, 0), 0], NONE)
-    rx = t.rows("netif_receive_skb")
-    c7 = prev_keyed(rx, t.nums[rx, 0], np.where(cp >= 0, cp, 0), skb)
-    c7 = np.where(cp >= 0, c7, -1)
+    # host receive side: the host's UDP receive of a packet from the tap copies with the checksum too
+    rxm, c11, c7, _k, more = in_order(host, seq, receiver, socket_deliveries(host, devices), "host")
+    notes += more
+    skb = np.where(c7 >= 0, t.nums[np.maximum(c7, 0), 0], NONE)
     tapdev = t.string_id(guest_dev) if guest_dev else -1
     writes = t.rows("netif_rx", "netif_receive_skb", "net_dev_queue")
     writes = writes[np.isin(t.pid[writes], list(threads.by_tid)) & ((t.strs[writes, 0] == tapdev) | (tapdev < 0))]
