@@ -230,7 +230,8 @@ class Agent:
                 said = []
             return {"code": ended, "written": int(said[1]) if len(said) == 2 and said[1].isdigit() else None}
         argv = [sys.executable, "-m", "latscope.remote.guestload", str(CWD), str(int(req.get("max_bytes", 1 << 28))),
-                str(float(req.get("max_s", 60))), str(int(req.get("block", 1 << 16))), str(int(req.get("sync_every", 16)))]
+                str(float(req.get("max_s", 60))), str(int(req.get("block", 1 << 16))), str(int(req.get("sync_every", 16))),
+                str(int(req.get("rate", 0)))]
         with open(out, "w") as fh:
             self.load = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.DEVNULL, cwd=CWD)
         return {"pid": self.load.pid}

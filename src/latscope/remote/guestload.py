@@ -3,10 +3,12 @@
 The agent starts it (request ``load_start``) in the guest's working directory
 (--vm-cwd: a virtio-blk disk with ext2/ext4, 9p or tmpfs) and ends it
 (``load_stop``, or when it powers off). It writes ``block`` bytes at a time
-and syncs every ``sync_every`` blocks, as a logging application would, and
+and syncs every ``sync_every`` blocks, as a logging application would, at
+most ``rate`` bytes a second (0: as fast as it can; a paced writer is still
+writing when the stream starts, after the guest's slow worker start-up), and
 stops by itself after ``max_bytes`` or ``max_s`` seconds, whichever comes
 first; its file is removed when it ends. Run as
-``python -m latscope.remote.guestload DIR MAX_BYTES MAX_S BLOCK SYNC_EVERY``.
+``python -m latscope.remote.guestload DIR MAX_BYTES MAX_S BLOCK SYNC_EVERY [RATE]``.
 
 ``GuestDiskLoad`` is the host's handle on it: a Capture (latscope.session)
 that starts the writer before a run's workers and ends it after them.
@@ -30,7 +32,8 @@ MAX_S = 600.0
 WRAP_BYTES = 64 << 20
 
 
-def write_bounded(directory: Path, max_bytes: int, max_s: float, block: int, sync_every: int) -> int:
+def write_bounded(directory: Path, max_bytes: int, max_s: float, block: int, sync_every: int,
+                  rate: int = 0) -> int:
     """Write until a bound is reached (or SIGTERM); return the bytes written. The file is removed."""
     max_bytes, max_s = min(max_bytes, MAX_BYTES), min(max_s, MAX_S)
     stop = False
@@ -43,7 +46,8 @@ def write_bounded(directory: Path, max_bytes: int, max_s: float, block: int, syn
     path = directory / FILE
     buf = os.urandom(max(512, min(block, 1 << 20)))
     written = 0
-    deadline = time.monotonic() + max_s
+    started = time.monotonic()
+    deadline = started + max_s
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         n = pos = 0
@@ -52,6 +56,10 @@ def write_bounded(directory: Path, max_bytes: int, max_s: float, block: int, syn
             written, pos, n = written + k, pos + k, n + 1
             if n % max(1, sync_every) == 0:
                 os.fsync(fd)
+                if rate > 0:
+                    ahead = written / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(min(ahead, max(0.0, deadline - time.monotonic())))
             if pos >= WRAP_BYTES:
                 # Start again at the front: the file stays small, the disk keeps being written.
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -70,6 +78,7 @@ class GuestDiskLoad:
     max_s: float = 120.0
     block: int = 1 << 16
     sync_every: int = 16
+    rate: int = 0
     link: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -78,11 +87,11 @@ class GuestDiskLoad:
         if guest is None:
             return {}
         ans = guest.link.request("load_start", max_bytes=self.max_bytes, max_s=self.max_s, block=self.block,
-                                 sync_every=self.sync_every).header
+                                 sync_every=self.sync_every, rate=self.rate).header
         self.link = guest.link
         self.info = {"kind": "disk writer", "directory": guest.cwd.get("path"), "cwd": guest.cwd.get("kind"),
                      "max_bytes": self.max_bytes, "max_s": self.max_s, "block": self.block,
-                     "sync_every": self.sync_every, "pid": ans.get("pid")}
+                     "sync_every": self.sync_every, "rate": self.rate, "pid": ans.get("pid")}
         return {}
 
     def stop(self, workdir: Path) -> dict[str, Any]:
@@ -108,8 +117,9 @@ class GuestDiskLoad:
 
 
 def main(argv: list[str]) -> int:
-    directory, max_bytes, max_s, block, sync_every = argv
-    done = write_bounded(Path(directory), int(max_bytes), float(max_s), int(block), int(sync_every))
+    directory, max_bytes, max_s, block, sync_every, *rest = argv
+    done = write_bounded(Path(directory), int(max_bytes), float(max_s), int(block), int(sync_every),
+                         int(rest[0]) if rest else 0)
     print(f"written {done}", flush=True)
     return 0
 

@@ -77,6 +77,9 @@ def from_run(vm: dict[str, Any], guest_trace: dict[str, Any] | None, host: Event
                 # A new thread still has its creator's name; QEMU names it once it runs.
                 name = _later_name(host, child, int(r)) or host.string(int(host.strs[r, 0]))
                 by_tid[child] = (name, thread_role(name))
+    if isinstance(pid, int):
+        # only the process's first thread is the main loop; others still carry the process name
+        by_tid = {t: (n, "other" if r == "main" and t != pid else r) for t, (n, r) in by_tid.items()}
     return QemuThreads(by_tid, pid if isinstance(pid, int) else None)
 
 

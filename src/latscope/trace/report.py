@@ -174,7 +174,7 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
                        f" median {fmt(median):>9}{tail}")
             # the seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"
             for c in by_stage.get(s.name, []):
-                if c.kind == "vcpu":
+                if c.kind == "vcpu" or (c.kind == "qemu" and c.note.startswith("vCPU thread")):
                     out.append(f"        {c.note}")
         migr = [c for c in p.culprits if c.kind == "migration"]
         for c in migr:

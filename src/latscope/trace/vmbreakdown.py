@@ -56,7 +56,11 @@ def load_guest_table(run_path: Path, recorded: dict[str, Any] | None) -> tuple[E
 def analyse_vm_run(run_path: Path, extra: dict[str, Any], samples: Samples, options: Options = Options(), *,
                    run_id: str | None = None, overruns: int | None = None) -> Breakdown:
     """Break down a run through a guest from its run directory and run.json ``extra``."""
-    host = load_run_table(run_path, extra.get("trace"))
+    rec = extra.get("trace") or {}
+    host = load_run_table(run_path, rec)
+    if "to_realtime_ns" not in host.meta and rec.get("to_realtime_ns") is not None:
+        # re-parsed from the stored text: the clock facts are in run.json
+        host = host.with_meta(**{k: rec[k] for k in ("to_realtime_ns", "clock", "clock_mapping") if k in rec})
     guest, why = load_guest_table(run_path, extra.get("guest_trace"))
     return analyse_vm(host, guest, samples, extra["vm"], extra.get("guest_trace"), options, run_id=run_id,
                       overruns=overruns, guest_missing=why)

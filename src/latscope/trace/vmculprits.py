@@ -27,7 +27,7 @@ import numpy as np
 
 from latscope.store.samples import MISSING
 from latscope.trace.attribution import GAP_MIN_NS, MIN_SHARE_NS, Baseline, Culprit, _stage_culprits
-from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
+from latscope.trace.model import Timeline, running_at, silent_gaps
 from latscope.trace.qemuthreads import QemuThreads
 from latscope.trace.vmpath import VmPackets
 
@@ -39,6 +39,34 @@ def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
 
 def fmt_ms(ns: int) -> str:
     return f"{ns / 1e6:.1f} ms" if ns >= 100_000 else f"{ns / 1e3:.0f} us"
+
+
+def task_shares(tl: Timeline, cpu: int, ivals: list[tuple[int, int]]) -> dict[int, tuple[int, int, str]]:
+    """pid -> (ns, stretches, comm) of the tasks that ran on ``cpu`` inside the (disjoint) intervals."""
+    segs = tl.segments
+    sl = segs.on(cpu)
+    if sl.stop <= sl.start or not ivals:
+        return {}
+    st, en = segs.start[sl], segs.end[sl]
+    a = np.array([x[0] for x in ivals], np.int64)
+    b = np.array([x[1] for x in ivals], np.int64)
+    j0 = np.maximum(np.searchsorted(st, a, side="right") - 1, 0)
+    j1 = np.searchsorted(st, b, side="left")
+    n = np.maximum(j1 - j0, 0)
+    if n.sum() == 0:
+        return {}
+    which = np.repeat(np.arange(len(a)), n)
+    seg = np.repeat(j0, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+    ns = np.minimum(en[seg], b[which]) - np.maximum(st[seg], a[which])
+    keep = ns > 0
+    seg, which, ns = seg[keep], which[keep], ns[keep]
+    pids = segs.pid[sl][seg]
+    out: dict[int, tuple[int, int, str]] = {}
+    for p in np.unique(pids):
+        m = pids == p
+        out[int(p)] = (int(ns[m].sum()), len(np.unique(which[m])),
+                       tl.comm_of(int(segs.comm[sl][seg[m][-1]])))
+    return out
 
 
 class VmCulprits:
@@ -178,6 +206,7 @@ class VmCulprits:
             runnable = blocked = 0
             by: dict[tuple[str, str, int, int, str], int] = {}
             times: dict[tuple[str, str, int, int, str], int] = {}
+            runnable_by_cpu: dict[int, list[tuple[int, int]]] = {}
             for why, s, e, x, waker in spans:
                 if why == "blocked":
                     blocked += e - s
@@ -188,17 +217,20 @@ class VmCulprits:
                     times[key] = times.get(key, 0) + 1
                     continue
                 runnable += e - s
-                for sh in window_shares(self.host, x, s, e):
-                    if sh.pid == v:
+                runnable_by_cpu.setdefault(x, []).append((s, e))
+            for x, ivals in runnable_by_cpu.items():
+                # who ran there meanwhile (interrupts count for the task they interrupted)
+                for pid, (ns, n, comm) in task_shares(self.host, x, ivals).items():
+                    if pid == v:
                         continue  # an inferred boundary inside the stretch; not a culprit
-                    if sh.kind == "task" and sh.pid in self.threads:
-                        key = ("qemu", self.threads.label(sh.pid), sh.pid, x, "runnable")
-                    elif sh.kind == "idle":
+                    if pid in self.threads:
+                        key = ("qemu", self.threads.label(pid), pid, x, "runnable")
+                    elif pid == 0:
                         key = ("idle", f"idle CPU {x}", 0, x, "runnable")
                     else:
-                        key = (sh.kind, sh.name, sh.pid, x, "runnable")
-                    by[key] = by.get(key, 0) + sh.ns
-                    times[key] = times.get(key, 0) + 1
+                        key = ("task", comm, pid, x, "runnable")
+                    by[key] = by.get(key, 0) + ns
+                    times[key] = times.get(key, 0) + n
             parts = sorted(by.items(), key=lambda kv: -kv[1])
             for key, ns in parts:
                 kind, name, pid, cpu, why = key
