@@ -43,17 +43,34 @@ def _runs(t: EventTable, tid: int, runnable_out: bool) -> list[tuple[int, int, i
 def preempted_by(t: EventTable, vcpu: int, other: int) -> list[tuple[int, int]]:
     """Intervals in which ``other`` ran on the CPU the runnable vCPU thread ``vcpu`` was switched out from."""
     waits = _runs(t, vcpu, True)
-    runs = _runs(t, other, False)
+    runs = sorted(_runs(t, other, False))
+    starts = np.array([r[0] for r in runs], np.int64)
     out = []
     for ws, we, wc in waits:
-        for rs, re_, rc in runs:
-            if rc == wc and rs < we and re_ > ws:
+        # runs are disjoint and sorted: only those starting before the wait ends can overlap it
+        k = int(np.searchsorted(starts, we, side="left"))
+        j = k - 1
+        while j >= 0 and runs[j][1] > ws:
+            rs, re_, rc = runs[j]
+            if rc == wc:
                 out.append((max(ws, rs), min(we, re_)))
-    return out
+            j -= 1
+    return sorted(out)
 
 
 def overlap(ivals: list[tuple[int, int]], windows: list[tuple[int, int]]) -> int:
-    return sum(max(0, min(e, b) - max(s, a)) for s, e in ivals for a, b in windows)
+    """Total time of the (sorted, disjoint) ``ivals`` inside the ``windows``."""
+    if not ivals:
+        return 0
+    starts = np.array([s for s, _e in ivals], np.int64)
+    total = 0
+    for a, b in windows:
+        k = int(np.searchsorted(starts, b, side="left"))
+        j = k - 1
+        while j >= 0 and ivals[j][1] > a:
+            total += max(0, min(ivals[j][1], b) - max(ivals[j][0], a))
+            j -= 1
+    return total
 
 
 def stage_windows(times: np.ndarray, names: tuple[str, ...], wanted: list[str]) -> list[tuple[int, int]]:
