@@ -1,9 +1,10 @@
 """Ground truth for VM breakdown tests, read from the raw host sched_switch records, not latscope's model.
 
-A QEMU thread "preempted the vCPU thread" in an interval when the vCPU thread
-had been switched out while runnable (prev_state R or R+) and not yet switched
-back in, and the other thread had been switched in on the CPU the vCPU thread
-was switched out from and not yet out again. Only recorded switches count.
+A QEMU thread "kept the vCPU thread off its CPU" in an interval when the vCPU
+thread was runnable and not running (switched out with prev_state R or R+, on
+the CPU it was switched out from; or woken by a sched_waking after a sleep, on
+the CPU it then ran on; until its next switch-in) and the other thread had
+been switched in on that CPU and not yet out again. Only recorded events count.
 """
 
 from __future__ import annotations
@@ -15,33 +16,42 @@ from latscope.trace.attribution import MIN_EXCESS_NS
 from latscope.trace.table import EventTable
 
 
-def _runs(t: EventTable, tid: int, runnable_out: bool) -> list[tuple[int, int, int]]:
-    """(start, end, cpu): for ``runnable_out``, from each runnable switch-out of ``tid`` to its next switch-in;
-    otherwise from each switch-in of ``tid`` to its next switch-out (on the same CPU)."""
-    sw = t.rows("sched_switch")
-    sw = sw[(t.nums[sw, 0] == tid) | (t.nums[sw, 1] == tid)]
+def _runs(t: EventTable, tid: int, runnable: bool) -> list[tuple[int, int, int]]:
+    """(start, end, cpu). With ``runnable``: each stretch in which ``tid`` waited for a CPU, from a switch-out
+    while runnable (on that CPU) or from its sched_waking after a sleep (on the CPU it then ran on), to its next
+    switch-in. Otherwise: each run of ``tid``, from a switch-in to the next switch-out on that CPU."""
+    rows = t.rows("sched_switch", "sched_waking")
+    is_sw = t.event[rows] == t.code("sched_switch")
+    mine = np.where(is_sw, (t.nums[rows, 0] == tid) | (t.nums[rows, 1] == tid), t.nums[rows, 0] == tid)
     out: list[tuple[int, int, int]] = []
-    open_: tuple[int, int] | None = None
-    for r in sw:
-        prev, nxt, ts, cpu = int(t.nums[r, 0]), int(t.nums[r, 1]), int(t.ts[r]), int(t.cpu[r])
-        state = int(t.nums[r, 4])
-        if runnable_out:
-            if prev == tid:
+    open_: tuple[int, int] | None = None   # (since, cpu or -1 for "the CPU it runs on next")
+    running = False
+    for r, sw in zip(rows[mine], is_sw[mine]):
+        ts, cpu = int(t.ts[r]), int(t.cpu[r])
+        if not sw:
+            if runnable and not running and open_ is None:
+                open_ = (ts, -1)
+            continue
+        prev, nxt, state = int(t.nums[r, 0]), int(t.nums[r, 1]), int(t.nums[r, 4])
+        if prev == tid:
+            running = False
+            if runnable:
                 open_ = (ts, cpu) if state != MISSING and (state & 0xFFFF) == 0 else None
-            if nxt == tid and open_ is not None:
-                out.append((open_[0], ts, open_[1]))
-                open_ = None
-        else:
-            if prev == tid and open_ is not None and open_[1] == cpu:
+            elif open_ is not None and open_[1] == cpu:
                 out.append((open_[0], ts, cpu))
                 open_ = None
-            if nxt == tid:
+        if nxt == tid:
+            running = True
+            if runnable and open_ is not None:
+                out.append((open_[0], ts, open_[1] if open_[1] >= 0 else cpu))
+                open_ = None
+            elif not runnable:
                 open_ = (ts, cpu)
     return out
 
 
 def preempted_by(t: EventTable, vcpu: int, other: int) -> list[tuple[int, int]]:
-    """Intervals in which ``other`` ran on the CPU the runnable vCPU thread ``vcpu`` was switched out from."""
+    """Intervals in which ``other`` ran on the CPU the runnable vCPU thread ``vcpu`` waited for."""
     waits = _runs(t, vcpu, True)
     runs = sorted(_runs(t, other, False))
     starts = np.array([r[0] for r in runs], np.int64)

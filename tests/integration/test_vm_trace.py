@@ -120,7 +120,7 @@ def test_seed_case_names_qemu_threads_as_the_raw_records_show(runs) -> None:
     for p in bd.late:
         windows = stage_windows(pk.times[index[p.seq]], FORWARD.names, explained_stages(p, VCPU_STAGES))
         for tid in helpers:
-            claims = [c for c in p.culprits if c.pid == tid and c.note.startswith("vCPU thread")]
+            claims = [c for c in p.culprits if c.pid == tid and c.victim.startswith("vCPU thread")]
             seen = overlap(truth[tid], windows)
             for c in claims:
                 named += 1

@@ -58,6 +58,8 @@ class Culprit:
     note: str = ""
     #: Which kernel it ran on: "" on a one-host path, "host" or "guest" across a hypervisor.
     where: str = ""
+    #: Whom it held up, where that is not the stage's packet or probe task ("vCPU thread CPU 0/TCG").
+    victim: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,15 +241,15 @@ def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
 
 
 def _merge(culprits: list[Culprit]) -> list[Culprit]:
-    """One entry per (kind, name, pid, cpu, where): times added, stages and notes joined."""
-    acc: dict[tuple[str, str, int, int, str], list[Culprit]] = defaultdict(list)
+    """One entry per (kind, name, pid, cpu, where, victim): times added, stages and notes joined."""
+    acc: dict[tuple[str, str, int, int, str, str], list[Culprit]] = defaultdict(list)
     for c in culprits:
-        acc[(c.kind, c.name, c.pid, c.cpu, c.where)].append(c)
+        acc[(c.kind, c.name, c.pid, c.cpu, c.where, c.victim)].append(c)
     out = []
-    for (kind, name, pid, cpu, where), items in acc.items():
+    for (kind, name, pid, cpu, where, victim), items in acc.items():
         stages = ",".join(dict.fromkeys(c.stage for c in items if c.stage))
         notes = "; ".join(dict.fromkeys(c.note for c in items if c.note))
-        out.append(Culprit(kind, name, pid, cpu, sum(c.ns for c in items), stages, notes, where))
+        out.append(Culprit(kind, name, pid, cpu, sum(c.ns for c in items), stages, notes, where, victim))
     return sorted(out, key=lambda c: (-c.ns, c.kind != "migration"))
 
 

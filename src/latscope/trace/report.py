@@ -80,7 +80,7 @@ def _ranked(c: Ranked) -> dict[str, Any]:
 
 def _culprit(c: Culprit) -> dict[str, Any]:
     return {"comm": c.name, "kind": c.kind, "pid": c.pid if c.pid >= 0 else None, "cpu": c.cpu, "us": us(c.ns),
-            "stage": c.stage or None, "note": c.note or None, "where": c.where or None}
+            "stage": c.stage or None, "note": c.note or None, "where": c.where or None, "victim": c.victim or None}
 
 
 def _vm_json(vm: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -174,7 +174,7 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
                        f" median {fmt(median):>9}{tail}")
             # the seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"
             for c in by_stage.get(s.name, []):
-                if c.kind == "vcpu" or (c.kind == "qemu" and c.note.startswith("vCPU thread")):
+                if c.kind == "vcpu" or (c.kind == "qemu" and c.victim.startswith("vCPU thread")):
                     out.append(f"        {c.note}")
         migr = [c for c in p.culprits if c.kind == "migration"]
         for c in migr:

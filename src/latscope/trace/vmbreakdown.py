@@ -192,7 +192,7 @@ def vcpu_summary(late: list[attr.LatePacket]) -> list[dict[str, Any]]:
     for p in late:
         per: dict[tuple[str, str], int] = defaultdict(int)
         for c in p.culprits:
-            if c.where == "host" and c.kind != "vcpu" and c.note.startswith("vCPU thread"):
+            if c.where == "host" and c.kind != "vcpu" and c.victim.startswith("vCPU thread"):
                 per[(c.kind, c.name)] += c.ns
                 if c.pid > 0:
                     pids[(c.kind, c.name)].add(c.pid)

@@ -134,13 +134,14 @@ class VmCulprits:
         return int(pids.get(role, -1))
 
     def _name_host(self, c: Culprit, victim: int) -> Culprit:
+        whom = self.threads.label(victim) if victim in self.threads else ""
         if c.kind in ("task", "self") and c.pid in self.threads:
             label = self.threads.label(c.pid)
             if c.kind == "self":
                 return replace(c, name=label, where="host")
-            return replace(c, kind="qemu", name=label, where="host",
-                           note=f"kept {self.threads.label(victim) if victim in self.threads else 'it'} off its CPU")
-        return replace(c, where="host")
+            return replace(c, kind="qemu", name=label, where="host", victim=whom,
+                           note=f"kept {whom or 'it'} off its CPU")
+        return replace(c, where="host", victim=whom if c.kind != "self" else "")
 
     def offcpu(self, v: int, a: int, b: int) -> tuple[list[tuple[str, int, int, int, int]], list[tuple[int, int]]]:
         """Why vCPU thread ``v`` was not running in [a, b]: ([(why, start, end, cpu, waker)], [every stretch off CPU]).
@@ -245,7 +246,7 @@ class VmCulprits:
                     note = f"{vname} runnable while CPU {cpu} was idle: wakeup or migration latency"
                 else:
                     note = f"{vname} runnable, preempted by {who} for {fmt_ms(ns)}{n}"
-                out.append(Culprit(kind, name, pid, cpu, int(ns), stage, note, "host"))
+                out.append(Culprit(kind, name, pid, cpu, int(ns), stage, note, "host", vname))
             if runnable + blocked >= MIN_SHARE_NS:
                 who = ", ".join(f"{name if k == 'qemu' or p <= 0 else f'{name} (pid {p})'} {fmt_ms(ns)}"
                                 for (k, name, p, _c, _w), ns in parts[:3] if ns >= MIN_SHARE_NS)
@@ -253,7 +254,7 @@ class VmCulprits:
                                                 f"blocked for {fmt_ms(blocked)}" if blocked else "") if x)
                 cpu = spans[0][3] if spans else -1
                 out.append(Culprit("vcpu", vname, v, cpu, int(runnable + blocked), stage,
-                                   f"{vname} {what}" + (f": {who}" if who else ""), "host"))
+                                   f"{vname} {what}" + (f": {who}" if who else ""), "host", vname))
         return out, off_all
 
     def _comm(self, pid: int) -> str:

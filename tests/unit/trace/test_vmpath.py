@@ -150,7 +150,7 @@ def test_io_thread_culprits_agree_with_the_raw_switch_records(bd, vm_run) -> Non
     named = 0
     for p in bd.late:
         times = pk.times[index[p.seq]]
-        io_c = [c for c in p.culprits if c.pid == io and c.note.startswith("vCPU thread")]
+        io_c = [c for c in p.culprits if c.pid == io and c.victim.startswith("vCPU thread")]
         windows = stage_windows(times, FORWARD.names, explained_stages(p, VCPU_STAGES))
         seen = overlap(truth, windows)
         for c in io_c:
