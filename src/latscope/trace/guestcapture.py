@@ -64,6 +64,7 @@ class GuestTraceCapture:
     guest: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     threads_start: dict[int, str] = field(default_factory=dict)
+    started: bool = False
 
     def start(self, workdir: Path, path: Any) -> dict[str, Any]:
         guest = getattr(path, "guest", None)
@@ -71,9 +72,16 @@ class GuestTraceCapture:
             return {}
         wanted = [e.text for e in ev.resolve(self.event_changes, base=GUEST_EVENTS)]
         self.threads_start = dict(guest.qemu.threads())
-        ans = guest.link.request("trace_start", timeout_s=180, events=wanted,
-                                 buffer_kb=guest_buffer_kb(self.count, self.duration_ns)).header
         self.guest = guest
+        try:
+            ans = guest.link.request("trace_start", timeout_s=180, events=wanted,
+                                     buffer_kb=guest_buffer_kb(self.count, self.duration_ns)).header
+        except LatscopeError as exc:
+            # the run goes on with the host's trace; the breakdown folds the guest's stages
+            self.info = {"error": f"the guest trace could not be started: {exc}"}
+            self.started = False
+            return {}
+        self.started = True
         self.info = {k: ans.get(k) for k in ("instance", "tracefs", "clock", "to_realtime_ns", "clock_mapping",
                                             "buffer_kb", "buffer_alloc_s", "cpus", "events", "events_missing",
                                             "kernel")}
@@ -88,6 +96,8 @@ class GuestTraceCapture:
         overruns = 0
         link = self.guest.link
         try:
+            if not self.started:
+                raise LatscopeError(info.pop("error"))
             stats = link.request("trace_stop", timeout_s=60).header
             overruns = int(stats.get("overruns") or 0)
             info["per_cpu"], info["overruns"] = stats.get("per_cpu"), overruns
@@ -134,7 +144,7 @@ class GuestTraceCapture:
 
     def close(self) -> None:
         guest, self.guest = self.guest, None
-        if guest is None or guest.link.closed:
+        if guest is None or guest.link.closed or not self.started:
             return
         try:
             guest.link.request("trace_remove", timeout_s=30)
