@@ -118,7 +118,8 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     """Stages, dominant stage and culprits of packet ``idx`` of ``pk``.
 
     ``ctx`` finds the culprits of each stage for models other than one host's
-    (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)`` and ``ctx.extra(idx)``.
+    (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
+    ``ctx.finish(idx, merged)`` to word the merged culprits.
     """
     names = pk.model.names
     d = durations[idx]
@@ -149,6 +150,8 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
             culprits = _note_tick(tl, pk, idx, culprits)
     culprits += _migrations(tl, pk, idx) if ctx is None else ctx.extra(idx)
     merged = _merge(culprits)
+    if ctx is not None:
+        merged = ctx.finish(idx, merged)
     cause = int(pk.cause[idx]) if pk.collateral[idx] and pk.cause[idx] >= 0 else None
     return LatePacket(int(pk.seq[idx]), float(value_ns), int(times[0]) if times[0] != MISSING else 0,
                       names[dominant], float(excess[dominant]), stages, _keep(merged), cause)

@@ -41,6 +41,34 @@ def fmt_ms(ns: int) -> str:
     return f"{ns / 1e6:.1f} ms" if ns >= 100_000 else f"{ns / 1e3:.0f} us"
 
 
+def _who(kind: str, name: str, pid: int) -> str:
+    return name if kind == "qemu" or pid <= 0 else f"{name} (pid {pid})"
+
+
+def _sentence(vname: str, key: tuple[str, str, int, int, str], ns: int, times: int) -> str:
+    """The seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"."""
+    kind, name, pid, cpu, why = key
+    n = f" ({times} times)" if times > 1 else ""
+    if why == "blocked":
+        return (f"{vname} blocked while its guest was busy, until {_who(kind, name, pid)} woke it: {fmt_ms(ns)}{n} "
+                "(big QEMU lock or device emulation)")
+    if kind == "idle":
+        return f"{vname} runnable while CPU {cpu} was idle: wakeup or migration latency"
+    return f"{vname} runnable, preempted by {_who(kind, name, pid)} for {fmt_ms(ns)}{n}"
+
+
+def _summary(vname: str, runnable: int, blocked: int, by: dict[tuple[str, str, int, int, str], int]) -> str:
+    """The vCPU thread's own entry: how long it was off its CPU and the three largest reasons."""
+    merged: dict[tuple[str, str, int], int] = {}
+    for (kind, name, pid, _cpu, _why), ns in by.items():
+        merged[(kind, name, pid)] = merged.get((kind, name, pid), 0) + ns
+    top = sorted(merged.items(), key=lambda kv: -kv[1])[:3]
+    who = ", ".join(f"{_who(k, n, p)} {fmt_ms(ns)}" for (k, n, p), ns in top if ns >= MIN_SHARE_NS)
+    what = " and ".join(x for x in (f"runnable, not running for {fmt_ms(runnable)}" if runnable else "",
+                                    f"blocked for {fmt_ms(blocked)}" if blocked else "") if x)
+    return f"{vname} {what}" + (f": {who}" if who else "")
+
+
 def task_shares(tl: Timeline, cpu: int, ivals: list[tuple[int, int]]) -> dict[int, tuple[int, int, str]]:
     """pid -> (ns, stretches, comm) of the tasks that ran on ``cpu`` inside the (disjoint) intervals."""
     segs = tl.segments
@@ -84,6 +112,9 @@ class VmCulprits:
         wk = t.rows("sched_waking")
         self._wake = {v: wk[t.nums[wk, 0] == v] for v in threads.tids("vcpu")}
         self.guest_cpu = {tid: c for c, tids in threads.vcpu_of_guest_cpu().items() for tid in tids}
+        # per packet, over all its stages: (kind, name, pid, cpu, why) -> (ns, stretches); vCPU -> [runnable, blocked]
+        self._acc: dict[int, dict[tuple[str, str, int, int, str], tuple[int, int]]] = {}
+        self._vacc: dict[int, dict[int, list[int]]] = {}
 
     # -- the Ctx protocol -------------------------------------------------
 
@@ -233,29 +264,38 @@ class VmCulprits:
                     by[key] = by.get(key, 0) + ns
                     times[key] = times.get(key, 0) + n
             parts = sorted(by.items(), key=lambda kv: -kv[1])
+            acc = self._acc.setdefault(idx, {})
             for key, ns in parts:
+                prev = acc.get(key, (0, 0))
+                acc[key] = (prev[0] + ns, prev[1] + times[key])
                 kind, name, pid, cpu, why = key
-                if ns < MIN_SHARE_NS:
-                    continue
-                who = name if kind == "qemu" or pid <= 0 else f"{name} (pid {pid})"
-                n = f" ({times[key]} times)" if times[key] > 1 else ""
-                if why == "blocked":
-                    note = (f"{vname} blocked while its guest was busy, until {who} woke it: {fmt_ms(ns)}{n} "
-                            "(big QEMU lock or device emulation)")
-                elif kind == "idle":
-                    note = f"{vname} runnable while CPU {cpu} was idle: wakeup or migration latency"
-                else:
-                    note = f"{vname} runnable, preempted by {who} for {fmt_ms(ns)}{n}"
-                out.append(Culprit(kind, name, pid, cpu, int(ns), stage, note, "host", vname))
+                if ns >= MIN_SHARE_NS:
+                    out.append(Culprit(kind, name, pid, cpu, int(ns), stage, _sentence(vname, key, ns, times[key]),
+                                       "host", vname))
             if runnable + blocked >= MIN_SHARE_NS:
-                who = ", ".join(f"{name if k == 'qemu' or p <= 0 else f'{name} (pid {p})'} {fmt_ms(ns)}"
-                                for (k, name, p, _c, _w), ns in parts[:3] if ns >= MIN_SHARE_NS)
-                what = " and ".join(x for x in (f"runnable, not running for {fmt_ms(runnable)}" if runnable else "",
-                                                f"blocked for {fmt_ms(blocked)}" if blocked else "") if x)
+                total = self._vacc.setdefault(idx, {}).setdefault(v, [0, 0])
+                total[0] += runnable
+                total[1] += blocked
                 cpu = spans[0][3] if spans else -1
                 out.append(Culprit("vcpu", vname, v, cpu, int(runnable + blocked), stage,
-                                   f"{vname} {what}" + (f": {who}" if who else ""), "host", vname))
+                                   _summary(vname, runnable, blocked, by), "host", vname))
         return out, off_all
+
+    def finish(self, idx: int, merged: list[Culprit]) -> list[Culprit]:
+        """One sentence per culprit of the vCPU thread over the whole packet, not one per stage."""
+        acc, vacc = self._acc.pop(idx, {}), self._vacc.pop(idx, {})
+        out = []
+        for c in merged:
+            if c.kind == "vcpu" and c.pid in vacc:
+                runnable, blocked = vacc[c.pid]
+                mine = {k: ns for k, (ns, _n) in acc.items()}
+                c = replace(c, note=_summary(c.name, runnable, blocked, mine))
+            elif c.victim.startswith("vCPU thread"):
+                said = [_sentence(c.victim, key, ns, n) for key, (ns, n) in acc.items()
+                        if key[:4] == (c.kind, c.name, c.pid, c.cpu) and ns >= MIN_SHARE_NS]
+                c = replace(c, note="; ".join(said) or c.note)
+            out.append(c)
+        return out
 
     def _comm(self, pid: int) -> str:
         t = self.host.table
