@@ -93,6 +93,8 @@ def test_both_kernels_are_recorded(runs) -> None:
     host = read_table(tdir / "events.parquet")
     sw = host.rows("sched_switch")
     assert ((host.nums[sw, 0] == vcpu) | (host.nums[sw, 1] == vcpu)).sum() > 100
+    wake = host.rows("sched_waking", "sched_wakeup")
+    assert (host.nums[wake, 0] == vcpu).sum() > 10
     tap = next(d for d in extra["vm"]["network"]["devices"] if d.endswith("tap"))
     xmit = host.rows("net_dev_xmit")
     assert (host.strs[xmit, 0] == host.string_id(tap)).sum() >= 0.9 * fwd.summary["packets"]["received"]
