@@ -195,9 +195,9 @@ def measure_all(
 def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, stage: Path,
               extra: dict[str, Any]) -> _LegRun:
     tx_ep, rx_ep = endpoints(cfg, topo, leg)
-    # A trace marker is a file of the host's tracefs: a half in the guest cannot write it.
-    recv_marker = extra.get("trace_marker") if leg.receiver.agent is None else None
-    send_marker = extra.get("trace_marker") if leg.sender.agent is None else None
+    # A half in the guest writes the marker of the guest's own trace instance (trace.guestcapture).
+    recv_marker = extra.get("trace_marker" if leg.receiver.agent is None else "guest_trace_marker")
+    send_marker = extra.get("trace_marker" if leg.sender.agent is None else "guest_trace_marker")
     recv_spec = ReceiverSpec(
         listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
         mlock=cfg.mlock, netns=leg.receiver.netns,

@@ -268,6 +268,11 @@ def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
             raise ConfigError(f"{opt} {cpu}: that half has CPUs 0..{n - 1} (host {host_cpus}, guest {vm.cpus})")
 
 
+#: How long a traced VM run records before its stream starts (boot is before the trace starts; the guest's
+#: receiver, a fork of the warmed-up agent, is listening within seconds).
+VM_TRACE_LEAD_NS = 15_000_000_000
+
+
 def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, quiet: bool = False) -> tuple:
     """The kernel-trace capture when --trace (or --trace-events) was given."""
     if not trace and trace_events is None:
@@ -280,5 +285,13 @@ def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, qu
     pinned = (cfg.cpu_send, cfg.cpu_recv)
     probe_cpus = tuple(c for c in pinned if c is not None) if all(c is not None for c in pinned) else None
     notify = None if quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
-    return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
-                         probe_cpus=probe_cpus, notify=notify),)
+    vm = cfg.topology.startswith("vm")
+    # On a VM the host records from before the guest's receiver starts (tens of seconds under TCG) to the end.
+    host = TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns + (VM_TRACE_LEAD_NS if vm else 0),
+                        event_changes=trace_events, probe_cpus=probe_cpus, notify=notify)
+    if not vm:
+        return (host,)
+    from latscope.trace.guestcapture import GuestTraceCapture
+
+    return (host, GuestTraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
+                                    notify=notify))

@@ -183,8 +183,15 @@ def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
     except ImportError as exc:
         return {"note": f"a kernel trace was recorded, but the breakdown is not available here ({exc})"}
     try:
-        bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id,
-                     overruns=run.record.completeness.get("trace_overruns"))
+        overruns = run.record.completeness.get("trace_overruns")
+        if run.record.extra.get("vm"):
+            # through a QEMU guest: the host's and the guest's traces on one path
+            from latscope.trace.vmbreakdown import analyse_vm_run
+
+            bd = analyse_vm_run(run.path, run.record.extra, run.samples(), Options(), run_id=run.run_id,
+                                overruns=overruns)
+        else:
+            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns)
     except LatscopeError as exc:
         return {"note": f"a kernel trace was recorded but could not be broken down: {exc}"}
     doc = to_json(bd)

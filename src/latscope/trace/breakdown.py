@@ -30,7 +30,9 @@ from latscope.errors import ConfigError, FormatError, TraceError
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
+from latscope.trace.stagemodel import StageModel
 from latscope.trace.stages import (
+    ONE_HOST,
     STAGES,
     Packets,
     by_send_calls,
@@ -79,6 +81,11 @@ class Breakdown:
     run_id: str | None = None
     timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
     packets_detail: Packets | None = field(default=None, repr=False, compare=False)
+    #: The path's stages (one host, or across a hypervisor: latscope.trace.vmpath).
+    model: StageModel = ONE_HOST
+    #: Across a hypervisor: direction, QEMU's threads, the guest trace and its clock mapping.
+    vm: dict[str, Any] | None = None
+    guest_timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
 
 
 # -- loading --------------------------------------------------------------
@@ -216,25 +223,8 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     untraced = int((late & ~traced).sum())
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the trace and are not broken down")
-    lost = int(overruns if overruns is not None else table.meta.get("overruns", 0) or 0)
-    parse_meta = table.meta.get("parse", {})
-    lost_events = int(parse_meta.get("lost_events_total", 0)) + int(parse_meta.get("overwritten", 0))
-    if lost or lost_events:
-        warnings.append(f"the trace lost events ({max(lost, lost_events)} overwritten or dropped): stages next to "
-                        "the losses may be missing and culprits there undercounted")
-    parse = table.meta.get("parse", {})
-    if parse.get("unparsed"):
-        warnings.append(f"{parse['unparsed']} trace lines could not be read (first at line "
-                        f"{(parse.get('unparsed_examples') or [{}])[0].get('line', '?')})")
-    if parse.get("garbled_fields"):
-        warnings.append(f"{parse['garbled_fields']} events had unreadable arguments")
+    info = trace_info(table, tl, mapping, overruns, warnings)
     dominant = Counter(p.dominant_stage for p in explained)
-    info = {
-        "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
-        "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
-        "overruns": max(lost, lost_events), "lost_events": lost_events, "ts_resolution_ns": table.meta.get("ts_resolution_ns"),
-        "source": table.meta.get("source"), "event_counts": table.counts(),
-    }
     return Breakdown(
         metric=metric, threshold_ns=float(threshold), threshold_source=source, packets=int(valid.sum()),
         traced=int(traced.sum()), late_count=int(late.sum()), late_untraced=untraced, late=tuple(explained),
@@ -243,6 +233,29 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         sender_pid=sender, receiver_pid=receiver, trace=info, warnings=tuple(warnings), run_id=run_id,
         timeline=tl, packets_detail=pk,
     )
+
+
+def trace_info(table: EventTable, tl: model.Timeline, mapping: str, overruns: int | None,
+               warnings: list[str], what: str = "the trace") -> dict[str, Any]:
+    """The breakdown's ``trace`` facts; lost and unreadable events added to ``warnings``."""
+    lost = int(overruns if overruns is not None else table.meta.get("overruns", 0) or 0)
+    parse = table.meta.get("parse", {})
+    lost_events = int(parse.get("lost_events_total", 0)) + int(parse.get("overwritten", 0))
+    if lost or lost_events:
+        warnings.append(f"{what} lost events ({max(lost, lost_events)} overwritten or dropped): stages next to "
+                        "the losses may be missing and culprits there undercounted")
+    if parse.get("unparsed"):
+        warnings.append(f"{parse['unparsed']} lines of {what} could not be read (first at line "
+                        f"{(parse.get('unparsed_examples') or [{}])[0].get('line', '?')})")
+    if parse.get("garbled_fields"):
+        warnings.append(f"{parse['garbled_fields']} events of {what} had unreadable arguments")
+    return {
+        "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
+        "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
+        "overruns": max(lost, lost_events), "lost_events": lost_events,
+        "ts_resolution_ns": table.meta.get("ts_resolution_ns"), "source": table.meta.get("source"),
+        "event_counts": table.counts(),
+    }
 
 
 def _has_tx_markers(tl: model.Timeline) -> bool:

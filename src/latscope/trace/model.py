@@ -350,10 +350,10 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
                 irq_total[(HARD, int(tl.irqs.name[k]))] = irq_total.get((HARD, int(tl.irqs.name[k])), 0) + e - s
             else:
                 soft_ivals.append((s, e, int(tl.irqs.name[k])))
+    hard = _Covered(_union(hard_ivals))
     for s, e, name in soft_ivals:
-        nested = sum(max(0, min(e, he) - max(s, hs)) for hs, he in hard_ivals)
-        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - nested
-    busy = _union(hard_ivals + [(s, e) for s, e, _ in soft_ivals])
+        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - hard.within(s, e)
+    busy = _Covered(_union(hard_ivals + [(s, e) for s, e, _ in soft_ivals]))
     out: dict[tuple[str, str, int], int] = {}
     seg = tl.segments.on(cpu)
     if seg.stop > seg.start:
@@ -366,7 +366,7 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
                 continue
             k = seg.start + j
             pid = int(tl.segments.pid[k])
-            net = (e - s) - _overlap(busy, s, e)
+            net = (e - s) - busy.within(s, e)
             if net <= 0:
                 continue
             kind = "idle" if pid == 0 else "task"
@@ -410,5 +410,18 @@ def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
-    return sum(max(0, min(b, e) - max(a, s)) for s, e in ivals)
+class _Covered:
+    """Sorted disjoint intervals and how much of any window they cover (binary search, no scan)."""
+
+    def __init__(self, ivals: list[tuple[int, int]]) -> None:
+        self.start = np.array([s for s, _e in ivals], np.int64)
+        self.end = np.array([e for _s, e in ivals], np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(self.end - self.start)])
+
+    def within(self, a: int, b: int) -> int:
+        i0 = int(np.searchsorted(self.end, a, side="right"))
+        i1 = int(np.searchsorted(self.start, b, side="left"))
+        if i1 <= i0:
+            return 0
+        total = int(self.cum[i1] - self.cum[i0])
+        return total - max(0, a - int(self.start[i0])) - max(0, int(self.end[i1 - 1]) - b)
