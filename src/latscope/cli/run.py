@@ -107,6 +107,9 @@ def vm_options(f):
                      help="Give up when the guest's agent has not answered by then."),
         click.option("--vm-append", "vm_append", default="", metavar="ARGS",
                      help="More guest kernel command line, e.g. isolcpus=0."),
+        click.option("--vm-disk-load", "vm_disk_load", default="0", metavar="RATE",
+                     help="During the run, write to the guest's --vm-cwd at RATE bytes/s (1M, 512K) with an fsync "
+                          "every 32 KiB, as a logging application would (the seed's guest block I/O)."),
     ]):
         f = opt(f)
     return f
@@ -146,6 +149,7 @@ class RunArgs:
     vm_root: str
     vm_boot_timeout: int
     vm_append: str
+    vm_disk_load: str
     cpu_send: int | None
     cpu_recv: int | None
     prio_send: int | None
@@ -224,7 +228,8 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
         outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify,
-                               captures=trace_captures(args.trace, args.trace_events, cfg, args.quiet))
+                               captures=trace_captures(args.trace, args.trace_events, cfg, args.quiet)
+                               + disk_load(args.vm_disk_load, cfg))
     for outcome in outcomes:
         for w in outcome.warnings:
             warn(w)
@@ -245,7 +250,8 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
 
 #: --vm-* options and their defaults: given without a VM topology they would be silently ignored.
 VM_DEFAULTS = {"vm_accel": "auto", "vm_cpus": 1, "vm_mem": 1024, "vm_iothread": False, "vm_affinity": None,
-               "vm_cwd": "tmpfs", "vm_root": "9p", "vm_boot_timeout": 180_000_000_000, "vm_append": ""}
+               "vm_cwd": "tmpfs", "vm_root": "9p", "vm_boot_timeout": 180_000_000_000, "vm_append": "",
+               "vm_disk_load": "0"}
 
 
 def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
@@ -271,6 +277,24 @@ def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
 #: How long a traced VM run records before its stream starts (boot is before the trace starts; the guest's
 #: receiver, a fork of the warmed-up agent, is listening within seconds).
 VM_TRACE_LEAD_NS = 15_000_000_000
+
+
+def disk_load(rate_text: str, cfg: MeasureConfig) -> tuple:
+    """--vm-disk-load: a paced, bounded writer in the guest for the run's duration (and a minute more)."""
+    text = rate_text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        rate = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise ConfigError(f"--vm-disk-load {rate_text!r}: expected bytes per second such as 1M or 512K") from None
+    if rate == 0:
+        return ()
+    if not 4096 <= rate <= 1 << 30:
+        raise ConfigError("--vm-disk-load must be between 4K and 1G bytes per second (0: off)")
+    from latscope.remote.guestload import GuestDiskLoad
+
+    return (GuestDiskLoad(max_bytes=1 << 30, max_s=min(600.0, cfg.duration_ns / 1e9 + 60), block=16 << 10,
+                          sync_every=2, rate=rate),)
 
 
 def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, quiet: bool = False) -> tuple:
