@@ -21,7 +21,7 @@ from latscope.analysis.stats import PERCENTILES
 from latscope.errors import ConfigError, FormatError, LatscopeError
 from latscope.store.layout import StoredRun
 from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
-from latscope.store.versioned import check_magic_version, first_line
+from latscope.store.versioned import open_parquet
 
 # -- the flat view of a run ---------------------------------------------------
 
@@ -264,19 +264,11 @@ def check_samples(run: StoredRun) -> None:
     and it catches truncated and foreign files, which DuckDB would report
     without saying which run they belong to.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = run.samples_path
-    try:
-        schema = pq.read_schema(path)
-    except FileNotFoundError:
-        raise FormatError(f"run {run.path.name}: samples.parquet is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"run {run.path.name}: samples.parquet is corrupt ({first_line(exc)})") from None
-    check_magic_version(schema.metadata, f"run {run.path.name}: samples.parquet", "samples file", SAMPLES_MAGIC,
-                        SAMPLES_SCHEMA_VERSION)
-    missing = [c for c in _RAW if c not in schema.names]
+    pf = open_parquet(run.samples_path, f"run {run.path.name}: samples.parquet", "samples file", SAMPLES_MAGIC,
+                      SAMPLES_SCHEMA_VERSION)
+    names = pf.schema_arrow.names
+    pf.close()
+    missing = [c for c in _RAW if c not in names]
     if missing:
         raise FormatError(f"run {run.path.name}: samples.parquet lacks column(s) {', '.join(missing)}")
 

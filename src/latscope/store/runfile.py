@@ -8,13 +8,13 @@ history of versions is written down in docs/format.md.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latscope.errors import FormatError
+from latscope.files import write_atomic
 
 RUN_FORMAT = "latscope-run"
 RUN_SCHEMA_VERSION = 1
@@ -127,19 +127,9 @@ def load_run_json(path: Path) -> RunRecord:
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write JSON to ``path`` through a temporary name, fsynced, then renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write JSON to ``path`` through latscope's one atomic writer (StoreError when it cannot)."""
+    text = json.dumps(doc, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+    write_atomic(path, text)
 
 
 def _json_default(value: Any) -> Any:

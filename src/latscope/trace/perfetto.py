@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latscope.store.atomic import write_atomic
+from latscope.files import write_atomic
 from latscope.store.samples import MISSING
 from latscope.trace.breakdown import Breakdown
 from latscope.trace.stages import NCHECK, STAGE_TITLES, STAGES
