@@ -347,9 +347,19 @@ def _runs_table(runs: Sequence[StoredRun]) -> Any:
         for name in names:
             v = row.get(name)
             if v is not None and (name in ("period_ns", *PACKET_KEYS) or name.endswith("_count")):
-                v = int(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+                v = _int64(v)
             data[name].append(v)
     return pa.table({name: pa.array(data[name], type=_arrow_type(name)) for name in names})
+
+
+def _int64(v: Any) -> int | None:
+    # A count beyond int64 (a hand-edited or broken run.json) would stop the whole view; it becomes NULL.
+    if isinstance(v, float):
+        v = int(v) if math.isfinite(v) else None
+    return v if isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX else None
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _timestamp(text: Any) -> _dt.datetime | None:
