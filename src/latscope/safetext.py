@@ -27,6 +27,11 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def terminal_safe(text: str) -> str:
+    """Multi-line ``text`` with control characters other than newline and tab escaped."""
+    return "\n".join("\t".join(printable(part) for part in line.split("\t")) for line in text.split("\n"))
+
+
 def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
     """``text`` quoted for an error message: escaped, and cut to ``limit`` characters with a note."""
     s = text if isinstance(text, str) else repr(text)
@@ -40,10 +45,10 @@ def check_label(value: str, what: str, limit: int) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be text")
     if len(value) > limit:
-        raise ConfigError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
+        raise ConfigError(f"{what}: {len(value)} characters, at most {limit} are allowed")
     if not value.isprintable():
         bad = next(c for c in value if not c.isprintable())
-        raise ConfigError(f"{what} {quote(value)} contains the non-printable character {repr(bad)[1:-1]}; "
+        raise ConfigError(f"{what}: {quote(value)} contains the non-printable character {repr(bad)[1:-1]}; "
                           "names and tags must be printable text")
     return value
 
@@ -60,5 +65,5 @@ def check_tags(tags: tuple[str, ...] | list[str], what: str = "--tag") -> tuple[
     for tag in tags:
         check_label(tag, what, MAX_TAG)
         if not tag.strip() or "," in tag:
-            raise ConfigError(f"{what} {quote(tag)}: a tag must be non-empty and cannot contain a comma")
+            raise ConfigError(f"{what}: {quote(tag)}: a tag must be non-empty and cannot contain a comma")
     return tuple(tags)

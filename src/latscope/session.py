@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
-from latscope.errors import CaptureError, ConfigError
+from latscope.errors import ConfigError, error_from
 from latscope.probe import controller, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
 from latscope.probe.merge import merge
@@ -201,7 +201,7 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
 def raise_worker_error(*infos: dict[str, Any]) -> None:
     for info in infos:
         if info.get("error"):
-            raise CaptureError(str(info["error"]))
+            raise error_from(info.get("error_type"), str(info["error"]))
 
 
 def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id: str,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.errors import CaptureError
+from latscope.errors import CaptureError, error_from
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
 from latscope.probe.worker import PROGRESS_SLOTS, READY, open_progress
 
@@ -134,7 +134,9 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
     worker.wait(2.0)
     if not worker.alive():
         _arrays, info = worker.collect()
-        raise CaptureError(info.get("error") or f"the {worker.role} stopped before it was ready")
+        if info.get("error"):
+            raise error_from(info.get("error_type"), str(info["error"]))
+        raise CaptureError(f"the {worker.role} stopped before it was ready")
     worker.stop()
     raise CaptureError(f"the {worker.role} did not become ready within {timeout_s:.0f} s")
 

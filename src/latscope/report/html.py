@@ -23,9 +23,9 @@ from latscope.analysis.compare import Comparison, Settings, compare_pair, quanti
 from latscope.analysis.envdiff import Difference, differences, flatten, setup_document
 from latscope.analysis.runview import RunView
 from latscope.errors import LatscopeError, StoreError
+from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.files import atomic_output, write_atomic
 from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 

@@ -303,7 +303,26 @@ def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False,
     con.register("runs_rows", _runs_table(runs))
     con.execute("CREATE VIEW runs AS SELECT * FROM runs_rows")
     con.execute(f"CREATE VIEW samples AS {samples_sql(files)}")
+    confine(con, files)
     return con, skipped
+
+
+def confine(con: Any, files: Sequence[str]) -> None:
+    """Take DuckDB's file and extension access away, except reading ``files``; nothing can give it back.
+
+    A query may then read the samples behind the view and spill to the
+    temporary directory, but not read /etc/passwd, ATTACH or create a
+    database, install or load an extension, or change a setting.
+    ``allowed_paths`` would also let COPY ... TO overwrite those very files,
+    which is why `query` admits no COPY or EXPORT statement at all.
+    """
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    con.execute(f"SET allowed_paths = [{listed}]")
+    con.execute("SET allowed_directories = []")
+    for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "allow_community_extensions",
+                    "allow_persistent_secrets", "enable_external_access"):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET lock_configuration = true")
 
 
 def samples_sql(files: Sequence[str]) -> str:
@@ -381,10 +400,34 @@ class QueryResult:
     rows: Iterator[tuple[Any, ...]]
 
 
+#: Statement kinds `sql` runs: queries, and in-memory definitions to build them from. Anything that reads or
+#: writes files (COPY, EXPORT, ATTACH, LOAD/INSTALL) or changes settings (SET) is refused before it runs.
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN", "CREATE", "CREATE_FUNC", "DROP", "INSERT", "UPDATE", "DELETE", "ALTER",
+                      "MULTI", "PRAGMA", "CALL", "PREPARE", "EXECUTE", "TRANSACTION", "VARIABLE_SET")
+
+
+def check_statements(con: Any, sql: str) -> None:
+    """ConfigError for empty SQL and for statements outside ALLOWED_STATEMENTS."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _sql_error(exc) from None
+    if not statements:
+        raise ConfigError("SQL: the statement is empty")
+    for st in statements:
+        kind = st.type.name
+        if kind not in ALLOWED_STATEMENTS:
+            raise ConfigError(f"SQL: {kind} statements are not allowed (sql only reads the store; "
+                              "--csv and --json write results)")
+
+
 def query(con: Any, sql: str, batch: int = 10_000) -> QueryResult:
     """Run ``sql``; DuckDB errors become one-line latscope errors (SQL mistakes: exit 2)."""
     import duckdb
 
+    check_statements(con, sql)
     try:
         cur = con.execute(sql)
     except duckdb.Error as exc:

@@ -15,8 +15,15 @@ from pathlib import Path
 from latscope.errors import ConfigError, FormatError, NotFoundError, StoreError
 from latscope.files import reason, write_atomic
 from latscope.safetext import quote
-from latscope.store.runfile import RunRecord, check_record, created_at, is_run_id, load_run_json, write_json_atomic
-from latscope.store.samples import read_samples, Samples
+from latscope.store.runfile import (
+    RunRecord,
+    check_record,
+    created_at,
+    is_run_id,
+    load_run_json,
+    write_json_atomic,
+)
+from latscope.store.samples import Samples, read_samples
 
 DEFAULT_ROOT = "latscope-results"
 ENV_ROOT = "LATSCOPE_RESULTS"
