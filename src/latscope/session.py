@@ -6,9 +6,12 @@ progress goes to a callback and the outcome is returned.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,11 +25,14 @@ from latscope.probe.merge import merge
 from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
-from latscope.store.samples import Samples, write_samples
+from latscope.store.samples import Samples
 from latscope.topo import TopologyPath, open_topology
 
 ProgressFn = Callable[[int, int, int], None]
 BYTES_PER_PACKET = 400
+#: The workers' result files per packet: the sender's 6 and the receiver's 9 int64 columns.
+WORKER_BYTES_PER_PACKET = 120
+SHM = Path("/dev/shm")
 RECEIVER_GRACE_S = 5.0
 
 
@@ -104,7 +110,7 @@ def measure(
     run_id = new_run_id()
     created = now_iso()
     with controller.StopRequest() as stop, open_topology(cfg.topology, dest=cfg.dest) as path, \
-            store.staging(run_id) as stage:
+            store.staging(run_id) as stage, worker_dir(stage, cfg.count) as work:
         tx_ep, rx_ep = endpoints(cfg, path)
         extra: dict[str, Any] = {}
         try:
@@ -121,7 +127,7 @@ def measure(
                                     stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
                                     trace_marker=extra.get("trace_marker"))
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
-                workers, port = _run_workers(send_spec, recv_spec, stage, stop, on_progress, cfg.count)
+                workers, port = _run_workers(send_spec, recv_spec, work, stop, on_progress, cfg.count)
             if port:
                 tx_ep, rx_ep = replace(tx_ep, port=port), replace(rx_ep, port=port)
             cap_results = [cap.stop(stage) for cap in captures]
@@ -154,11 +160,35 @@ def measure(
             source={"kind": "measured", "verb": "run", "metric": "one-way latency"},
             extra=record_extra,
         )
-        write_samples(stage / "samples.parquet", cols)
         tidy_stage(stage)
-        stored = store.commit(stage, record)
+        # A results disk that filled up during the run: NotStored says where the run was kept instead.
+        stored = store.store_run(stage, record, cols)
     reason = "signal" if stop.requested else str(r_info.get("stop_reason") or "")
     return Outcome(stored, summary, interrupted, reason, tuple(warnings_for(counts)))
+
+
+@contextlib.contextmanager
+def worker_dir(stage: Path, count: int, shm: Path = SHM) -> Iterator[Path]:
+    """Where the workers leave their results and scratch files: memory (/dev/shm) when it has room.
+
+    The workers write what they measured when the run ends; on the results
+    disk, a disk that filled up meanwhile would lose all of it. In memory it
+    survives, and storing can fail cleanly (and keep the run elsewhere).
+    Without room in /dev/shm the staging directory is used, as before.
+    """
+    need = count * WORKER_BYTES_PER_PACKET + (1 << 20)
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize < 2 * need:
+            raise OSError("no room")
+        path = Path(tempfile.mkdtemp(prefix=f"latscope-work-{os.getpid()}-", dir=shm))
+    except OSError:
+        yield stage
+        return
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, stop: controller.StopRequest,

@@ -47,3 +47,38 @@ def nobody_can_run(tmp_path: Path) -> None:
         pytest.skip("setpriv is not installed")
     if r.returncode != 0:
         pytest.skip(f"uid {NOBODY} cannot start latscope here: {r.stderr.strip()[:200]}")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """Mount a tmpfs of ``size`` under tmp_path (root only); always unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        target = tmp_path / f"tmpfs{len(mounts)}"
+        target.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(target)], check=True)
+        mounts.append(target)
+        return target
+
+    yield mount
+    for m in mounts:
+        subprocess.run(["umount", str(m)], check=False)
+        if os.path.ismount(m):
+            subprocess.run(["umount", "-l", str(m)], check=False)
+
+
+def fill(directory: Path, limit: int = 1 << 30) -> Path:
+    """Write a file into ``directory`` until its file system is full (at most ``limit`` bytes); return it."""
+    path = directory / "filler"
+    block = b"\0" * (64 << 10)
+    with open(path, "wb", buffering=0) as fh:
+        written = 0
+        while written < limit:
+            try:
+                written += fh.write(block)
+            except OSError:
+                break
+    return path
