@@ -37,7 +37,8 @@ def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
     s = text if isinstance(text, str) else repr(text)
     cut = len(s) > limit
     body = printable(s[:limit])
-    return f"'{body}'" + (f"... ({len(s)} characters)" if cut else "")
+    mark = "" if isinstance(text, (int, float)) else "'"
+    return f"{mark}{body}{mark}" + (f"... ({len(s)} characters)" if cut else "")
 
 
 def check_label(value: str, what: str, limit: int) -> str:

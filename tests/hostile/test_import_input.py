@@ -16,6 +16,7 @@ import pytest
 from tests.hostile.conftest import one_line_error
 
 pytestmark = pytest.mark.hostile
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "import"
 GIB = 1 << 30
 #: latscope with numpy, pyarrow and duckdb loaded maps well under this; reading 1 GiB whole would not fit beside it.
 MEMORY_LIMIT = 2 * GIB
@@ -98,3 +99,25 @@ def test_fifo_and_device_are_refused(latscope, results: Path, tmp_path: Path) ->
     r = _import(latscope, "irtt", Path("/dev/zero"))
     assert r.returncode == 2 and "character device" in one_line_error(r)
     assert list(results.iterdir()) == []
+
+
+def test_absurd_values_are_not_stored(latscope, results: Path, tmp_path: Path) -> None:
+    """An irtt interval of 3.6e35 ns is refused (exit 2) instead of stored to break every later `sql`; a CSV
+    whose schedule steps by ten days is imported without a period."""
+    import json
+
+    doc = json.loads((FIXTURES / "irtt-veth-loss.json").read_text())
+    doc["config"]["params"]["interval"] = 359999999999999999999996400000000000
+    p = tmp_path / "absurd.json"
+    p.write_text(json.dumps(doc))
+    r = _import(latscope, "irtt", p)
+    assert r.returncode == 2 and "interval" in one_line_error(r)
+    assert list(results.iterdir()) == []
+    days = 10 * 86_400 * 10**9
+    csv = tmp_path / "slow.csv"
+    csv.write_text("seq,sched_ns,send_ns,rx_ns\n" + "".join(f"{i},{i * days},{i * days + 5},{i * days + 900}\n"
+                                                          for i in range(5)))
+    r = _import(latscope, "csv", csv)
+    assert r.returncode == 0, r.stderr
+    r = latscope("sql", "SELECT period_ns FROM runs", "--csv")
+    assert r.returncode == 0 and r.stdout.split() == ["period_ns", '""']

@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -148,11 +149,17 @@ class Interrupter:
             if data[0] in self.SIGNALS:
                 break
         self.signum = self.signum or data[0]
-        if self.con is not None:
-            self.con.interrupt()
-        if not self._done.wait(self.GRACE_S):
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-            os._exit(128 + data[0])
+        # interrupt() only stops a query that is running: repeat it until the main thread has unwound,
+        # so a query that was about to start when the signal came is stopped too.
+        deadline = time.monotonic() + self.GRACE_S
+        while time.monotonic() < deadline:
+            if self.con is not None:
+                with contextlib.suppress(Exception):  # closed meanwhile: the main thread is unwinding
+                    self.con.interrupt()
+            if self._done.wait(0.1):
+                return
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        os._exit(128 + data[0])
 
 
 def _emit_json(result: Any) -> None:

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 from latscope.errors import FormatError
 from latscope.importers.common import Imported, RawFile, build, text_head
 from latscope.safetext import printable, quote
+from latscope.store.runfile import MAX_STORED_PERIOD_NS
 from latscope.store.samples import MISSING, TIME_COLUMNS
 
 #: Column names accepted in the header, and where each lands.
@@ -159,4 +160,5 @@ def _period(sched: np.ndarray | None) -> int | None:
     if len(s) < 2:
         return None
     step = int(np.median(np.diff(np.sort(s))))
-    return step if step > 0 else None
+    # A "period" outside what a run can have (docs/format.md) is no period: the grid is not regular.
+    return step if 0 < step <= MAX_STORED_PERIOD_NS else None

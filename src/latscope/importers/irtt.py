@@ -42,6 +42,7 @@ import numpy as np
 from latscope.errors import ConfigError, FormatError
 from latscope.importers.common import Imported, RawFile, build, null_column, text_head, text_of
 from latscope.safetext import quote
+from latscope.store.runfile import MAX_STORED_PERIOD_NS
 from latscope.store.samples import MISSING
 
 METRICS = ("one-way", "one-way-down", "half-rtt", "rtt")
@@ -78,6 +79,8 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     doc = _document(raw)
     params = ((doc.get("config") or {}).get("params") or {})
     interval = _int(params.get("interval"), where, "config.params.interval")
+    if not 0 <= interval <= MAX_STORED_PERIOD_NS:
+        raise FormatError(f"{where}: config.params.interval {quote(interval)} ns is not an interval of 0 to 1 day")
     stats = doc.get("stats") or {}
     trips = read_trips(doc["round_trips"], where)
     metric = choose_metric(trips, params, metric, where)
