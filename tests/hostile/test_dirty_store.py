@@ -174,3 +174,13 @@ def test_unreadable_run_directory_for_a_plain_user(nobody_can_run) -> None:
             if p.is_dir() and not p.is_symlink():
                 p.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_fifo_as_a_runs_trace(latscope, two_runs) -> None:
+    """FIFOs as trace/events.parquet and trace/trace.txt.zst: breakdown refuses them in one line."""
+    _good, victim = two_runs
+    (victim.path / "trace").mkdir()
+    os.mkfifo(victim.path / "trace" / "events.parquet")
+    os.mkfifo(victim.path / "trace" / "trace.txt.zst")
+    r = latscope("breakdown", victim.run_id, timeout=60)
+    assert r.returncode == 2 and "FIFO" in one_line_error(r)
