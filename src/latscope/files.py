@@ -26,10 +26,12 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 from latscope.errors import FormatError, StoreError
 
@@ -78,10 +80,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
 
 @contextlib.contextmanager
 def _replacing(shown: Path, target: Path, st: os.stat_result | None) -> Iterator[BinaryIO]:
-    # mkstemp: O_EXCL with a random name, so a link planted at a guessable
-    # temporary name in a shared directory is never followed.
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = _create_temporary(target)
     except OSError as exc:
         raise StoreError(f"cannot write {shown}: {reason(exc)}") from None
     done = False
@@ -124,6 +124,19 @@ def _direct(path: Path) -> Iterator[BinaryIO]:
         raise StoreError(f"cannot write {path}: {reason(exc)}") from None
     finally:
         os.close(fd)
+
+
+def _create_temporary(target: Path) -> tuple[int, str]:
+    # O_EXCL with a random name (as mkstemp, without importing tempfile into the
+    # workers): a link planted at a guessable name in a shared directory is never followed.
+    for _ in range(100):
+        tmp = str(target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name")
 
 
 def _fsync_dir(path: Path) -> None:
