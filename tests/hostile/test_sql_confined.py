@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import BIN
@@ -23,7 +25,7 @@ def _digests(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("statement", [
+STATEMENTS = [
     "COPY (SELECT 1) TO '{out}/copied.csv'",
     "COPY (SELECT 1 AS seq) TO '{samples}' (FORMAT parquet, USE_TMP_FILE false)",
     "SELECT 1; COPY (SELECT 1) TO '{out}/second.csv'",
@@ -32,27 +34,55 @@ def _digests(root: Path) -> dict[str, str]:
     "SELECT * FROM read_csv_auto('/etc/passwd')",
     "SELECT * FROM read_text('/etc/hostname')",
     "SELECT * FROM glob('/etc/*')",
-    "SELECT * FROM read_parquet('{out}/../*/*.parquet')",
+    "SELECT * FROM read_parquet('{elsewhere}')",
+    "SELECT * FROM read_parquet('{elsewhere_glob}')",
     "SET enable_external_access = true",
     "INSTALL httpfs",
     "LOAD parquet",
     "CREATE PERSISTENT SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
-])
-def test_no_file_access_outside_the_views(latscope, results: Path, tmp_path: Path, statement: str) -> None:
-    """Writing, attaching, reading other files, loading extensions and changing settings are refused (exit 2)."""
+    "",
+]
+
+
+def test_no_file_access_outside_the_views(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing, attaching, reading other files, loading extensions and changing settings are ConfigErrors
+    (exit 2) on the connection `sql` uses; the store and the file system stay as they were."""
+    from latscope.errors import LatscopeError
+    from latscope.store import catalog
+
+    monkeypatch.setenv("HOME", str(tmp_path))
     run = synthetic_run(results, np.full(100, 40_000))
     out = tmp_path / "out"
     out.mkdir()
+    elsewhere = tmp_path / "elsewhere.parquet"
+    pq.write_table(pa.table({"secret": [42]}), elsewhere)
     before = _digests(results)
-    r = latscope("sql", statement.format(out=out, samples=run.samples_path), env={"HOME": str(tmp_path)})
-    assert r.returncode == 2, r.stdout + r.stderr
-    one_line_error(r)
-    assert "root:" not in r.stdout
+    spill = tmp_path / "spill"  # DuckDB may read its own temporary directory, so it is one of its own
+    spill.mkdir()
+    con, _ = catalog.connect([run], temp_dir=str(spill))
+    try:
+        for statement in STATEMENTS:
+            sql = statement.format(out=out, samples=run.samples_path, elsewhere=elsewhere,
+                                   elsewhere_glob=tmp_path / "*.parquet")
+            with pytest.raises(LatscopeError) as info:
+                list(catalog.query(con, sql).rows)
+            assert info.value.exit_code == 2 and "\n" not in str(info.value), statement
+        assert list(catalog.query(con, "SELECT count(*) FROM samples").rows) == [(100,)]
+    finally:
+        con.close()
     assert list(out.iterdir()) == []
     assert _digests(results) == before
     assert not (tmp_path / ".duckdb").exists()
-    ok = latscope("sql", "SELECT count(*) AS n FROM samples", "--csv")
-    assert ok.returncode == 0 and ok.stdout.split() == ["n", "100"]
+
+
+@pytest.mark.parametrize("statement", [STATEMENTS[0], STATEMENTS[5], STATEMENTS[-1]])
+def test_sql_verb_refuses_file_access(latscope, results: Path, tmp_path: Path, statement: str) -> None:
+    """Through the command: one line, exit 2, no file written, /etc/passwd not shown."""
+    synthetic_run(results, np.full(100, 40_000))
+    r = latscope("sql", statement.format(out=tmp_path, samples=""))
+    assert r.returncode == 2, r.stdout + r.stderr
+    one_line_error(r)
+    assert "root:" not in r.stdout and not (tmp_path / "copied.csv").exists()
 
 
 def test_queries_over_the_views_still_work(latscope, results: Path) -> None:
