@@ -11,22 +11,24 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from latscope import testhooks
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
-from latscope.errors import ConfigError, error_from
-from latscope.probe import controller, rt
+from latscope.errors import CaptureError, ConfigError, error_from
+from latscope.leftovers import reap
+from latscope.probe import controller, ending, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.merge import merge
-from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec
+from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec, to_json
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
-from latscope.topo import TopologyPath, open_topology
+from latscope.topo import Side, TopologyPath, open_topology
 
 ProgressFn = Callable[[int, int, int], None]
 BYTES_PER_PACKET = 400
@@ -34,6 +36,11 @@ BYTES_PER_PACKET = 400
 WORKER_BYTES_PER_PACKET = 120
 SHM = Path("/dev/shm")
 RECEIVER_GRACE_S = 5.0
+#: An emulated guest's receiver may still be working through a backlog when the sender is done.
+RECEIVER_GRACE_GUEST_S = 30.0
+READY_TIMEOUT_S = 20.0
+#: A receiver in an emulated guest imports numpy and latscope's probe at a fraction of native speed.
+READY_TIMEOUT_GUEST_S = 180.0
 
 
 class Capture(Protocol):
@@ -60,11 +67,34 @@ class Outcome:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def endpoints(cfg: MeasureConfig, path: TopologyPath) -> tuple[Endpoint, Endpoint]:
+@dataclass(frozen=True)
+class Leg:
+    """One stream of a measurement: who sends, who receives, in which direction, with which stream id."""
+
+    direction: str   # "" (not a VM), forward (host -> guest) or reverse (guest -> host)
+    sender: Side
+    receiver: Side
+    stream: int
+
+
+def plan_legs(cfg: MeasureConfig, path: TopologyPath) -> list[Leg]:
+    """The streams of a run: one, or on a VM one per direction asked for (``both``: two at once)."""
+    if path.guest is None:
+        return [Leg("", path.sender, path.receiver, cfg.stream)]
+    legs = []
+    if cfg.direction in ("forward", "both"):
+        legs.append(Leg("forward", path.sender, path.receiver, cfg.stream))
+    if cfg.direction in ("reverse", "both"):
+        legs.append(Leg("reverse", path.receiver, path.sender, (cfg.stream + 1) & 0x7FFFFFFF))
+    return legs
+
+
+def endpoints(cfg: MeasureConfig, path: TopologyPath, leg: Leg | None = None) -> tuple[Endpoint, Endpoint]:
     """Where the sender sends and where the receiver listens, on this topology."""
+    sender, receiver = (leg.sender, leg.receiver) if leg is not None else (path.sender, path.receiver)
     if cfg.family == "packet":
-        tx = Endpoint("packet", "", 0, path.sender.ifname, path.receiver.mac, cfg.ethertype, cfg.vid, cfg.pcp)
-        rx = Endpoint("packet", "", 0, path.receiver.ifname, None, cfg.ethertype, cfg.vid, cfg.pcp)
+        tx = Endpoint("packet", "", 0, sender.ifname, receiver.mac, cfg.ethertype, cfg.vid, cfg.pcp)
+        rx = Endpoint("packet", "", 0, receiver.ifname, None, cfg.ethertype, cfg.vid, cfg.pcp)
         return tx, rx
     v6 = cfg.family == "inet6"
     if path.kind == "none":
@@ -72,12 +102,12 @@ def endpoints(cfg: MeasureConfig, path: TopologyPath) -> tuple[Endpoint, Endpoin
         v6 = v6 or ":" in host
         return (Endpoint("inet6" if v6 else "inet", host, port),
                 Endpoint("inet6" if v6 else "inet", "::" if v6 else "0.0.0.0", port))
-    addr = path.receiver.address6 if v6 else path.receiver.address4
+    addr = receiver.address6 if v6 else receiver.address4
     fam = "inet6" if v6 else "inet"
     port = cfg.port if cfg.port is not None else (0 if path.kind == "loopback" else DEFAULT_PORT)
     # The interfaces matter for UDP too: hardware timestamping is switched on per device.
-    return (Endpoint(fam, addr or "", port, path.sender.ifname),
-            Endpoint(fam, addr or "", port, path.receiver.ifname))
+    return (Endpoint(fam, addr or "", port, sender.ifname),
+            Endpoint(fam, addr or "", port, receiver.ifname))
 
 
 def check_txtime(cfg: MeasureConfig) -> None:
@@ -96,75 +126,84 @@ def check_txtime(cfg: MeasureConfig) -> None:
                           "interface that has an etf qdisc")
 
 
-def measure(
+def measure(cfg: MeasureConfig, store: ResultsStore, **kwargs: Any) -> Outcome:
+    """Run sender and receiver across ``cfg.topology`` and store the run (the first, for --direction both)."""
+    return measure_all(cfg, store, **kwargs)[0]
+
+
+@dataclass
+class _LegRun:
+    """A leg while it runs: its ids, staging directory, worker specs and what the workers returned."""
+
+    leg: Leg
+    run_id: str
+    stage: Path
+    send_spec: SenderSpec
+    recv_spec: ReceiverSpec
+    tx_ep: Endpoint
+    rx_ep: Endpoint
+    results: Any = None
+    #: Where its host-side workers write their results (see worker_dir); None: the staging directory.
+    work: Path | None = None
+
+    @property
+    def workdir(self) -> Path:
+        # Halves in a guest keep using the staging directory, as their agent expects.
+        local = self.leg.sender.agent is None and self.leg.receiver.agent is None
+        return self.work if self.work is not None and local else self.stage
+
+
+def measure_all(
     cfg: MeasureConfig,
     store: ResultsStore,
     *,
     on_progress: ProgressFn | None = None,
     captures: tuple[Capture, ...] = (),
-) -> Outcome:
-    """Run sender and receiver across ``cfg.topology`` and store the run."""
-    store.preflight(cfg.count * BYTES_PER_PACKET + (1 << 20))
+    vm: Any = None,
+    path: TopologyPath | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> list[Outcome]:
+    """Measure across ``cfg.topology`` (or the already built ``path``); one stored run per leg."""
+    testhooks.hold("boot")
+    legs_n = 2 if cfg.direction == "both" else 1
+    store.preflight(legs_n * cfg.count * BYTES_PER_PACKET + (1 << 20))
+    reaped = reap(store.root)
     check_txtime(cfg)
     env_before = collect_environment()
-    run_id = new_run_id()
     created = now_iso()
-    with controller.StopRequest() as stop, open_topology(cfg.topology, dest=cfg.dest) as path, \
-            store.staging(run_id) as stage, worker_dir(stage, cfg.count) as work:
-        tx_ep, rx_ep = endpoints(cfg, path)
+    topo_cm = contextlib.nullcontext(path) if path is not None else \
+        open_topology(cfg.topology, dest=cfg.dest, vm=vm, notify=notify)
+    with controller.StopRequest() as stop, topo_cm as topo, contextlib.ExitStack() as stages:
+        runs: list[_LegRun] = []
         extra: dict[str, Any] = {}
+        if topo.guest is not None:
+            _start_guest(topo.guest)
         try:
-            for cap in captures:
-                extra.update(cap.start(stage, path))
-            recv_spec = ReceiverSpec(
-                listen=rx_ep, stream=cfg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
-                mlock=cfg.mlock, netns=path.receiver.netns,
-                stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
-                trace_marker=extra.get("trace_marker"),
-                idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
-            )
-            send_spec = sender_spec(cfg, tx_ep, netns=path.sender.netns, run_id=run_id,
-                                    stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
-                                    trace_marker=extra.get("trace_marker"))
+            for leg in plan_legs(cfg, topo):
+                run_id = new_run_id()
+                while any(r.run_id == run_id for r in runs):
+                    run_id = new_run_id()
+                stage = stages.enter_context(store.staging(run_id))
+                if not runs:
+                    for cap in captures:
+                        extra.update(cap.start(stage, topo))
+                runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
+                runs[-1].work = stages.enter_context(worker_dir(stage, cfg.count))
+            stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
-                workers, port = _run_workers(send_spec, recv_spec, work, stop, on_progress, cfg.count)
-            if port:
-                tx_ep, rx_ep = replace(tx_ep, port=port), replace(rx_ep, port=port)
-            cap_results = [cap.stop(stage) for cap in captures]
+                _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
+            cap_results = [cap.stop(runs[0].stage) for cap in captures]
         finally:
             for cap in captures:
                 cap.close()
-        (s_arr, s_info), (r_arr, r_info) = workers
-        raise_worker_error(s_info, r_info)
-        cols, counts = merge(s_arr, r_arr, r_info, cfg.stream)
-        for res in cap_results:
-            counts.update(res.get("completeness", {}))
-        interrupted = stop.requested or bool(s_info.get("interrupted")) or bool(r_info.get("interrupted"))
-        samples = Samples(cols)
-        summary = summarise(samples, counts)
-        env = {
-            "before": env_before,
-            "after": {"captured_at": now_iso()},
-            "topology": path.description,
-            "workers": {"sender": s_info.get("scheduling"), "receiver": r_info.get("scheduling")},
-        }
-        record_extra: dict[str, Any] = {"capture": {**capture_facts(s_info, r_info), "cpu_dma_latency": pm_qos}}
-        for res in cap_results:
-            record_extra.update(res.get("record", {}))
-        record = RunRecord(
-            run_id=run_id, name=cfg.name, tags=cfg.tags, created=created,
-            status="interrupted" if interrupted else "complete",
-            config={**cfg.to_json(), "sender_endpoint": endpoint_doc(tx_ep), "receiver_endpoint": endpoint_doc(rx_ep),
-                    "base_time_ns": s_info.get("base_time_ns")},
-            environment=env, completeness=counts, summary=summary,
-            source={"kind": "measured", "verb": "run", "metric": "one-way latency"},
-            extra=record_extra,
-        )
-        tidy_stage(stage)
-        # A results disk that filled up during the run: NotStored says where the run was kept instead.
-        stored = store.store_run(stage, record, cols)
-    reason = "signal" if stop.requested else str(r_info.get("stop_reason") or "")
-    return Outcome(stored, summary, interrupted, reason, tuple(warnings_for(counts)))
+        guest_doc = _finish_guest(topo.guest) if topo.guest is not None else None
+        outcomes = []
+        for i, lr in enumerate(runs):
+            outcomes.append(_store_run(cfg, store, lr, topo, stop, env_before, created, pm_qos,
+                                       cap_results if i == 0 else [], guest_doc,
+                                       [r.run_id for r in runs if r is not lr]))
+    outcomes[0] = replace(outcomes[0], warnings=(*reaped.notes(), *outcomes[0].warnings))
+    return outcomes
 
 
 @contextlib.contextmanager
@@ -191,40 +230,208 @@ def worker_dir(stage: Path, count: int, shm: Path = SHM) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_workers(send_spec: SenderSpec, recv_spec: ReceiverSpec, stage: Path, stop: controller.StopRequest,
-                 on_progress: ProgressFn | None, total: int):
-    progress = controller.progress_file(stage)
-    receiver = controller.spawn("receiver", recv_spec, stage, progress)
-    sender = None
+def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, stage: Path,
+              extra: dict[str, Any]) -> _LegRun:
+    tx_ep, rx_ep = endpoints(cfg, topo, leg)
+    # A trace marker is a file of the host's tracefs: a half in the guest cannot write it.
+    recv_marker = extra.get("trace_marker") if leg.receiver.agent is None else None
+    send_marker = extra.get("trace_marker") if leg.sender.agent is None else None
+    recv_spec = ReceiverSpec(
+        listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
+        mlock=cfg.mlock, netns=leg.receiver.netns,
+        stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
+        trace_marker=recv_marker,
+        idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
+    )
+    hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
+    send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
+                            stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
+                            trace_marker=send_marker, stream=leg.stream, hello=hello)
+    return _LegRun(leg, run_id, stage, send_spec, recv_spec, tx_ep, rx_ep)
+
+
+def _spawn(side: Side, role: str, spec: SenderSpec | ReceiverSpec, stage: Path, progress: Path):
+    if side.agent is not None:
+        return side.agent.spawn(role, to_json(spec), stage, progress)
+    return controller.spawn(role, spec, stage, progress)
+
+
+def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress: ProgressFn | None,
+                 total: int, guest: Any = None) -> None:
+    """Start every receiver, then every sender; wait for the senders, then the receivers; collect all."""
+    receivers: list[Any] = []
+    senders: list[Any] = []
     try:
-        port = controller.wait_ready(receiver)
-        if port and send_spec.dest.port != port:
-            # The receiver took any free port (loopback): aim the sender at it.
-            send_spec = replace(send_spec, dest=replace(send_spec.dest, port=port))
-        sender = controller.spawn("sender", send_spec, stage, progress)
-        with controller.progress_view(progress) as view:
-            controller.watch(sender, stop, None if on_progress is None else
-                             lambda: on_progress(view[1], view[0], total))
-        # The receiver stops by itself shortly after the sender's end packet;
-        # if that packet was lost, tell it.
-        if not receiver.wait(RECEIVER_GRACE_S if not stop.requested else 0.5):
-            receiver.stop()
-        return (sender.collect(), receiver.collect()), port
+        progress = [controller.progress_file(lr.workdir) for lr in runs]
+        for lr, prog in zip(runs, progress):
+            receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.workdir, prog))
+        asked = time.monotonic()
+        for lr, rx in zip(runs, receivers):
+            port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
+            if lr.leg.receiver.agent is not None and guest is not None:
+                guest.ready_s.append(time.monotonic() - asked)
+            if port and lr.send_spec.dest.port != port:
+                # The receiver took any free port (loopback): aim the sender at it.
+                lr.send_spec = replace(lr.send_spec, dest=replace(lr.send_spec.dest, port=port))
+                lr.tx_ep, lr.rx_ep = replace(lr.tx_ep, port=port), replace(lr.rx_ep, port=port)
+        if len(runs) > 1:
+            _common_start(runs, time.monotonic() - asked, guest)
+        for lr, prog in zip(runs, progress):
+            senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.workdir, prog))
+        with controller.progress_view(progress[0]) as view:
+            controller.watch_all(senders, stop, None if on_progress is None else
+                                 lambda: on_progress(view[1], view[0], total), partners=receivers)
+        # A receiver stops by itself shortly after its sender's end packet;
+        # if that packet was lost (or the sender ended early), tell it.
+        for lr, tx, rx in zip(runs, senders, receivers):
+            controller.finish_receiver(rx, tx, stop,
+                                       RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S)
+        for lr, tx, rx in zip(runs, senders, receivers):
+            lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:
-        for w in (sender, receiver):
-            if w is not None:
-                w.kill()
+        for w in senders + receivers:
+            w.kill()
+
+
+def _start_guest(guest: Any) -> None:
+    """A guest that served a run before gets a fresh clock estimate: the one from its boot is old."""
+    if guest.clock_after is not None:
+        guest.clock_before = guest.link.exchange(guest.options.clock_samples)
+        guest.clock_after = None
+
+
+def _common_start(runs: list[_LegRun], startup_s: float, guest: Any) -> None:
+    """Streams that run "at once" start at one absolute time, late enough for the slowest sender to be up.
+
+    A sender in an emulated guest needs about as long to start as the guest's
+    receiver did (the same imports), so that time, with a margin, is the lead.
+    """
+    if any(lr.send_spec.base_time_ns is not None for lr in runs):
+        return
+    period = runs[0].send_spec.period_ns
+    lead_ns = int((1.5 * startup_s + 2.0) * 1e9)
+    base = (time.clock_gettime_ns(time.CLOCK_REALTIME) + lead_ns) // period * period + period
+    for lr in runs:
+        # A guest sender schedules on the guest's clock, which runs ahead of ours by the offset.
+        own = base + (guest.clock_before.offset_ns if guest is not None and lr.leg.sender.agent else 0)
+        lr.send_spec = replace(lr.send_spec, base_time_ns=own)
+
+
+def _finish_guest(guest: Any) -> dict[str, Any]:
+    """After the run: the guest clock again (drift), its threads and environment (slow under TCG: not before)."""
+    try:
+        guest.clock_after = guest.link.exchange(guest.options.clock_samples)
+    except CaptureError as exc:
+        guest.notes.append(f"no clock exchange after the run: {exc}")
+    guest.refresh_threads()
+    if guest.environment is None:
+        try:
+            guest.environment = guest.link.request("environment", timeout_s=180).header.get("environment") or {}
+        except CaptureError as exc:
+            return {"error": str(exc)}
+    return guest.environment
+
+
+def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: TopologyPath,
+               stop: controller.StopRequest, env_before: dict[str, Any], created: str, pm_qos: Any,
+               cap_results: list[dict[str, Any]], guest_env: dict[str, Any] | None,
+               siblings: list[str]) -> Outcome:
+    (s_arr, s_info), (r_arr, r_info) = lr.results
+    raise_worker_error(s_info, r_info)
+    guest = topo.guest
+    clock_doc = None
+    if guest is not None:
+        s_arr, r_arr, s_info, clock_doc = _onto_host_clock(lr.leg, guest, s_arr, r_arr, s_info)
+    cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
+    for res in cap_results:
+        counts.update(res.get("completeness", {}))
+    interrupted = end.interrupted
+    samples = Samples(cols)
+    summary = summarise(samples, counts)
+    env: dict[str, Any] = {
+        "before": env_before,
+        "after": {"captured_at": now_iso()},
+        "topology": topo.description,
+        "workers": {"sender": s_info.get("scheduling"), "receiver": r_info.get("scheduling")},
+    }
+    record_extra: dict[str, Any] = {"capture": {**capture_facts(s_info, r_info), "cpu_dma_latency": pm_qos}}
+    for res in cap_results:
+        record_extra.update(res.get("record", {}))
+    config = {**cfg.to_json(), "sender_endpoint": endpoint_doc(lr.tx_ep),
+              "receiver_endpoint": endpoint_doc(lr.rx_ep), "base_time_ns": s_info.get("base_time_ns"),
+              "stream": lr.leg.stream}
+    name = cfg.name
+    if guest is not None:
+        env["guest"] = guest_env
+        record_extra["vm"] = {**guest.describe(), "direction": lr.leg.direction, "siblings": siblings}
+        clock_doc["warning"] = clock_warning(clock_doc, summary)
+        summary["clock"] = clock_doc
+        summary["vm"] = {"accel": guest.accel, "emulated_cpu": guest.accel == "tcg",
+                         "direction": lr.leg.direction, "variant": guest.net.variant, "cwd": guest.options.cwd}
+        config["direction"] = lr.leg.direction
+        if cfg.direction == "both" and name:
+            name = f"{name}-{lr.leg.direction}"
+    record = RunRecord(
+        run_id=lr.run_id, name=name, tags=cfg.tags, created=created,
+        status="interrupted" if interrupted else "complete",
+        config=config, environment=env, completeness=counts, summary=summary,
+        source={"kind": "measured", "verb": "run", "metric": "one-way latency",
+                **({"direction": lr.leg.direction} if lr.leg.direction else {})},
+        extra=record_extra,
+    )
+    testhooks.hold("storing")
+    tidy_stage(lr.stage)
+    # A results disk that filled up during the run: NotStored says where the run was kept instead.
+    stored = store.store_run(lr.stage, record, cols)
+    warnings = [*end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted)]
+    return Outcome(stored, summary, interrupted, end.reason, tuple(warnings))
+
+
+def _onto_host_clock(leg: Leg, guest: Any, s_arr, r_arr, s_info):
+    """Move the guest half's timestamps onto the host's clock with the estimated offset; describe it."""
+    from latscope.remote.clock import HEADER_CLOCK, OWN_CLOCK, to_host_clock
+    from latscope.store.samples import MISSING
+
+    before, after = guest.clock_before, guest.clock_after
+    if leg.receiver.agent is not None and r_arr is not None:
+        r_arr = to_host_clock(r_arr, OWN_CLOCK["receiver"], before, after, MISSING)
+    if leg.sender.agent is not None:
+        if s_arr is not None:
+            s_arr = to_host_clock(s_arr, OWN_CLOCK["sender"], before, after, MISSING)
+        if r_arr is not None:
+            r_arr = to_host_clock(r_arr, HEADER_CLOCK, before, after, MISSING)
+        if s_info.get("base_time_ns"):
+            s_info = {**s_info, "base_time_ns": int(s_info["base_time_ns"]) - before.offset_ns}
+    bound = max(before.uncertainty_ns, after.uncertainty_ns if after else 0)
+    doc: dict[str, Any] = {
+        "corrected_side": "receiver" if leg.receiver.agent is not None else "sender",
+        "offset_ns": before.offset_ns, "offset_after_ns": after.offset_ns if after else None,
+        "uncertainty_ns": bound, "method": before.method,
+    }
+    return s_arr, r_arr, s_info, doc
+
+
+def clock_warning(clock: dict[str, Any], summary: dict[str, Any]) -> str | None:
+    """Say so when the clock bound is not small against the latencies it corrects."""
+    p50 = (summary.get("latency_us") or {}).get("p50")
+    bound_us = clock["uncertainty_ns"] / 1000
+    if p50 is None or bound_us <= 0.25 * abs(p50):
+        return None
+    return (f"the guest clock is known to +-{bound_us:.0f} us only, against a median latency of {p50:.0f} us: "
+            "one-way figures from this run are that uncertain; round trips need no clock (two-host issue: "
+            "--mode rtt)")
 
 
 def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
-                                                "hw_timestamping")},
+                                                "hw_timestamping", "signal", "died")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
-                                                     "txtime_errors", "tx_timestamps", "hw_timestamping")}
+                                                     "txtime_errors", "tx_timestamps", "hw_timestamping",
+                                                     "signal", "died")}
     return facts
 
 
@@ -235,14 +442,15 @@ def raise_worker_error(*infos: dict[str, Any]) -> None:
 
 
 def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id: str,
-                stream_log: Path | None = None, trace_marker: str | None = None) -> SenderSpec:
+                stream_log: Path | None = None, trace_marker: str | None = None, stream: int | None = None,
+                hello: dict[str, Any] | None = None) -> SenderSpec:
     """The sender's instructions for ``cfg`` towards ``dest``."""
     return SenderSpec(
-        dest=dest, stream=cfg.stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
+        dest=dest, stream=cfg.stream if stream is None else stream, period_ns=cfg.period_ns, count=cfg.count, size=cfg.size,
         base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
         txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
         netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
-        hello=_hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
+        hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
     )
 
 

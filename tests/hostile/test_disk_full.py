@@ -88,3 +88,34 @@ def test_run_survives_a_disk_that_fills_during_the_run(tmpfs, tmp_path: Path) ->
     ok = subprocess.run(cmd[:-1] + ["--count", "200", "-q"], capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert len([p for p in root.iterdir() if not p.name.startswith(".")]) == 1
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_worker_dir_is_in_memory_when_it_has_room(tmpfs, tmp_path: Path, room: bool) -> None:
+    """The workers' directory is a private one on the memory file system when it has room for twice the
+    results (removed afterwards), else the staging directory."""
+    from latscope.session import worker_dir
+
+    shm = tmpfs("4m")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    count = 1000 if room else 100_000  # 120 bytes a packet, twice: 240 kB, or 24 MB
+    with worker_dir(stage, count, shm=shm) as work:
+        assert (work.parent == shm and work.name.startswith(f"latscope-work-{os.getpid()}-")) if room \
+            else work == stage
+        (work / "sender.npz").write_bytes(b"x")
+    assert os.listdir(shm) == []
+
+
+def test_worker_results_of_a_killed_run_are_reaped(tmp_path: Path) -> None:
+    """A killed run's latscope-work-<pid>-* directory is removed by the next run's sweep; live ones stay."""
+    from latscope.leftovers import _WORK, _send_scratch
+    from tests.unit.store.test_staging_reap import dead_pid
+
+    stale = tmp_path / f"latscope-work-{dead_pid()}-ab12"
+    stale.mkdir()
+    (stale / "receiver.npz").write_bytes(b"x")
+    live = tmp_path / f"latscope-work-{os.getpid()}-cd34"
+    live.mkdir()
+    assert _send_scratch(tmp_path, _WORK) == [str(stale)]
+    assert not stale.exists() and live.exists()

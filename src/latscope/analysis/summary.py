@@ -87,6 +87,8 @@ def summarise_columns(
                 kept["lost"] = result.lost
         values = result.values
         del result
+        if "wakeup_latency" in values:
+            doc["schedule"] = missed_periods(values["wakeup_latency"], doc)
         for name in list(values):
             held = name in keep or name == "latency"
             # A metric array nobody keeps is ours to reorder while taking percentiles.
@@ -100,6 +102,22 @@ def summarise_columns(
     if "latency" not in keep:
         del kept["latency"]
     return doc, kept
+
+
+def missed_periods(wakeup_ns: np.ndarray, doc: dict[str, Any]) -> dict[str, Any]:
+    """Packets whose sender woke a whole period or more after the schedule: the stream lost its rate there.
+
+    The period is the span of the schedule over its intervals (the schedule is strictly
+    periodic), so imported runs without a stored period get one too.
+    """
+    sent = int(doc["packets"].get("sent") or 0)
+    span = int(doc.get("duration_ns") or 0)
+    finite = wakeup_ns[np.isfinite(wakeup_ns)] if wakeup_ns.dtype.kind == "f" else wakeup_ns
+    if sent < 2 or span <= 0 or not len(finite):
+        return {"scheduled": sent, "missed_periods": 0, "period_ns": None}
+    period = span / (sent - 1)
+    return {"scheduled": sent, "missed_periods": int(np.count_nonzero(finite >= period)),
+            "period_ns": int(round(period))}
 
 
 #: Metrics computed per pass over the file: each holds one 8-byte array per packet.

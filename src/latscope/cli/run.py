@@ -5,21 +5,14 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from latscope.cli.common import (
-    DURATION,
-    INT_OR_HEX,
-    NAME,
-    TAG,
-    check_memory,
-    emit_json,
-    json_option,
-    results_option,
-    store_from,
-    tag_list,
-    warn,
+    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
+    tag_list, warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
@@ -27,8 +20,9 @@ from latscope.privileges import CAP_SYS_ADMIN, can_build_namespaces, effective_c
 from latscope.probe.config import MAX_CPU_DMA_LATENCY_US, MeasureConfig
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
-from latscope.report.text import summary_text
+from latscope.report.text import context_lines, summary_text
 from latscope.safetext import quote
+from latscope.topo.base import TOPOLOGIES
 
 #: Memory a run holds per packet at its peak: both halves' columns, the merged columns and the summary's copies.
 RUN_BYTES_PER_PACKET = 600
@@ -109,11 +103,110 @@ def family_of(ipv6: bool, l2: bool) -> str:
     return "packet" if l2 else "inet6" if ipv6 else "inet"
 
 
+def vm_options(f):
+    """Options of the VM topology (`--topology vm[:bridge|macvtap]`)."""
+    for opt in reversed([
+        click.option("--direction", type=click.Choice(["forward", "reverse", "both"]), default="forward",
+                     show_default=True, help="On a VM: host -> guest (forward), guest -> host, or both at once."),
+        click.option("--vm-accel", "vm_accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
+                     show_default=True, help="QEMU accelerator (auto: KVM only when a probe boot succeeds)."),
+        click.option("--vm-cpus", "vm_cpus", type=click.IntRange(1, 8), default=1, show_default=True,
+                     help="Guest vCPUs."),
+        click.option("--vm-mem", "vm_mem", type=click.IntRange(256, 16384), default=1024, show_default=True,
+                     metavar="MIB", help="Guest memory in MiB."),
+        click.option("--vm-iothread", "vm_iothread", is_flag=True,
+                     help="Give the guest's disk a QEMU IO thread (IO io0), as --vm-cwd ext4/ext2 use it."),
+        click.option("--vm-cpu-affinity", "vm_affinity", default=None, metavar="SPEC",
+                     help="Pin QEMU threads: vcpu=1,io=1,main=0 (CPU lists: 0-1, 0+2)."),
+        click.option("--vm-cwd", "vm_cwd", type=click.Choice(["tmpfs", "9p", "ext4", "ext2"]), default="tmpfs",
+                     show_default=True, help="Where the guest's workers run and write --stream-log."),
+        click.option("--vm-root", "vm_root", type=click.Choice(["9p"]), default="9p", show_default=True,
+                     help="The guest's root file system (the host's, read-only over 9p, under a tmpfs overlay)."),
+        click.option("--vm-boot-timeout", "vm_boot_timeout", type=DURATION, default="180s", show_default=True,
+                     help="Give up when the guest's agent has not answered by then."),
+        click.option("--vm-append", "vm_append", default="", metavar="ARGS",
+                     help="More guest kernel command line, e.g. isolcpus=0."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """`latscope run`'s options as click parsed them (one typed record instead of 40 parameters)."""
+
+    topology: str | None
+    dest: str | None
+    period: int
+    count: int | None
+    duration: int | None
+    size: int
+    spin: int
+    base_time: str | None
+    ipv6: bool
+    l2: bool
+    ethertype: int
+    vid: int | None
+    pcp: int | None
+    port: int | None
+    tos: int | None
+    so_priority: int | None
+    txtime: int | None
+    no_mlock: bool
+    no_hw: bool
+    stream_log: bool
+    direction: str
+    vm_accel: str
+    vm_cpus: int
+    vm_mem: int
+    vm_iothread: bool
+    vm_affinity: str | None
+    vm_cwd: str
+    vm_root: str
+    vm_boot_timeout: int
+    vm_append: str
+    cpu_send: int | None
+    cpu_recv: int | None
+    prio_send: int | None
+    prio_recv: int | None
+    cpu_dma_latency: int | None
+    name: str
+    tags: tuple[str, ...]
+    trace: bool
+    trace_events: str | None
+    results: str | None
+    as_json: bool
+    quiet: bool
+
+    def config(self, topology: str) -> MeasureConfig:
+        return MeasureConfig(
+            topology=topology, family=family_of(self.ipv6, self.l2), period_ns=self.period,
+            count=resolve_count(self.count, self.duration, self.period), size=self.size, spin_ns=self.spin,
+            base_time_ns=parse_base_time(self.base_time), port=self.port, dest=self.dest,
+            ethertype=self.ethertype, vid=self.vid, pcp=self.pcp, tos=self.tos, so_priority=self.so_priority,
+            txtime_offset_ns=self.txtime, cpu_send=self.cpu_send, cpu_recv=self.cpu_recv,
+            prio_send=self.prio_send, prio_recv=self.prio_recv, mlock=not self.no_mlock,
+            hw_timestamps=not self.no_hw, cpu_dma_latency_us=self.cpu_dma_latency, stream_log=self.stream_log,
+            name=self.name, tags=tuple(self.tags), direction=self.direction,
+        )
+
+    def vm(self, topology: str) -> Any:
+        from latscope.topo.vm.options import VmOptions, parse_topology
+
+        _kind, variant = parse_topology(topology)
+        return VmOptions(variant=variant or "bridge", accel=self.vm_accel, cpus=self.vm_cpus, mem_mb=self.vm_mem,
+                         iothread=self.vm_iothread, affinity=self.vm_affinity, cwd=self.vm_cwd,
+                         root=self.vm_root, boot_timeout_s=self.vm_boot_timeout / 1e9,
+                         append=self.vm_append)
+
+
 @click.command()
-@click.option("--topology", type=click.Choice(["veth", "loopback", "none"]), default=None,
-              help="Path under test [default: veth as root, else loopback].")
+@click.option("--topology", type=click.Choice(list(TOPOLOGIES)), default=None,
+              help="Path under test [default: veth as root, else loopback]; vm: a QEMU guest on a bridge "
+                   "(vm:macvtap: on a macvtap).")
 @click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
 @probe_options
+@vm_options
 @click.option("--cpu-send", "cpu_send", type=int, default=None, help="Pin the sender to this CPU.")
 @click.option("--cpu-recv", "cpu_recv", type=int, default=None, help="Pin the receiver to this CPU.")
 @click.option("--prio-send", "prio_send", type=int, default=None, help="SCHED_FIFO priority of the sender.")
@@ -132,42 +225,42 @@ def family_of(ipv6: bool, l2: bool) -> str:
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def run(ctx: click.Context, topology, dest, period, count, duration, size, spin, base_time, ipv6, l2, ethertype,
-        vid, pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu_send, cpu_recv, prio_send, prio_recv,
-        cpu_dma_latency, name, tags, trace, trace_events, results, as_json, quiet) -> None:
+def run(ctx: click.Context, **kwargs: Any) -> None:
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
-    from latscope.session import measure
+    from latscope.session import measure_all
 
+    args = RunArgs(**kwargs)
     root = can_build_namespaces()
+    topology = args.topology
     if topology is None:
-        topology = "none" if dest else ("veth" if root else "loopback")
-    if topology == "veth" and not root:
-        raise PrivilegeError("--topology veth needs root (network namespaces); "
+        topology = "none" if args.dest else ("veth" if root else "loopback")
+    if topology != "loopback" and topology != "none" and not root:
+        raise PrivilegeError(f"--topology {topology} needs root (network namespaces); "
                              "run as root or use --topology loopback")
-    cfg = MeasureConfig(
-        topology=topology, family=family_of(ipv6, l2), period_ns=period,
-        count=resolve_count(count, duration, period), size=size, spin_ns=spin,
-        base_time_ns=parse_base_time(base_time), port=port, dest=dest, ethertype=ethertype, vid=vid, pcp=pcp,
-        tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu_send, cpu_recv=cpu_recv,
-        prio_send=prio_send, prio_recv=prio_recv, mlock=not no_mlock, hw_timestamps=not no_hw,
-        cpu_dma_latency_us=cpu_dma_latency,
-        stream_log=stream_log, name=name,
-        tags=tuple(tags),
-    )
+    is_vm = topology.startswith("vm")
+    cfg = args.config(topology)
     check_memory(cfg.count, RUN_BYTES_PER_PACKET)
-    store = store_from(results)
-    captures = trace_captures(trace, trace_events, cfg, quiet)
-    with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet) as on_progress:
-        outcome = measure(cfg, store, on_progress=on_progress, captures=captures)
-    for w in outcome.warnings:
-        warn(w)
-    if as_json:
-        emit_json(run_document(outcome.run, outcome.summary))
+    vm = args.vm(topology) if is_vm else None
+    store = store_from(args.results)
+    notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
+    captures = trace_captures(args.trace, args.trace_events, cfg, args.quiet)
+    with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
+        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
+    for outcome in outcomes:
+        for w in outcome.warnings:
+            warn(w)
+    if args.as_json:
+        docs = [run_document(o.run, o.summary) for o in outcomes]
+        emit_json(docs[0] if len(docs) == 1 else {"runs": docs})
     else:
-        click.echo(summary_text(outcome.summary, outcome.run.run_id, outcome.run.record.status))
-    if outcome.interrupted:
-        warn(f"run interrupted ({outcome.stop_reason}); {outcome.summary['packets']['received']} packets saved "
-             f"as {outcome.run.run_id}")
+        click.echo("\n\n".join(summary_text(o.summary, o.run.run_id, o.run.record.status,
+                                             context_lines(o.run.record)) for o in outcomes))
+    interrupted = [o for o in outcomes if o.interrupted]
+    for o in interrupted:
+        packets = o.summary["packets"]
+        warn(f"run interrupted ({o.stop_reason}); stored as {o.run.run_id}: "
+             f"sent {packets['sent']}, received {packets['received']}")
+    if interrupted:
         ctx.exit(1)
 
 

@@ -14,7 +14,7 @@ from latscope.cli.common import DURATION, emit_json, json_option, results_option
 from latscope.cli.ranges import make_range, range_options
 from latscope.report.document import run_document
 from latscope.report.tables import anomalies_text, windows_text, worst_text
-from latscope.report.text import summary_text
+from latscope.report.text import context_lines, summary_text
 from latscope.safetext import printable
 
 #: What the text summary prints; --json adds the other metrics of the summary.
@@ -78,7 +78,9 @@ def show(run_ref: str, range_from: int | None, range_to: int | None, skip_warmup
     header = run.record.name and f"{printable(run.record.name)} ({run.run_id})"
     if header:
         click.echo(header)
-    lines = summary_text(summary, run.run_id, printable(run.record.status)).split("\n")
+    # Stored text (status, the VM's description) is escaped: the store may hold anything.
+    lines = summary_text(summary, run.run_id, printable(run.record.status),
+                         [printable(c) for c in context_lines(run.record)]).split("\n")
     p99999 = summary["latency_us"].get("p99999")
     lines.insert(4, f"  latency p99.999 (usec): {'-' if p99999 is None else f'{p99999:.3f}'}")
     if not rng.is_everything:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,6 @@ def collect_environment(roots: Roots = DEFAULT, *, probe_qdiscs: bool = True) ->
     for key, fn in sections.items():
         try:
             out[key] = fn()
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             out[key] = {"error": f"{type(exc).__name__}: {exc}"}
     return out

@@ -73,10 +73,44 @@ def checks(env: dict[str, Any]) -> list[Check]:
                          {True: f"{kind} qdisc present", False: f"no {kind} qdisc in this kernel",
                           None: "not checked (needs root)"}[have],
                          "" if have else f"{meaning} unavailable"))
-    kv = env.get("kvm", {})
-    out.append(Check("kvm", OK if kv.get("opens") else INFO,
-                     "/dev/kvm opens" if kv.get("opens") else "/dev/kvm absent or not usable"))
+    out += vm_checks(env.get("kvm", {}))
     return out
+
+
+def vm_checks(kv: dict[str, Any]) -> list[Check]:
+    """What `run --topology vm` will find: QEMU, a guest kernel, KVM or only TCG, vhost-net."""
+    out = []
+    probe = kv.get("kvm_probe") or {}
+    if not kv.get("opens"):
+        out.append(Check("kvm", INFO, "/dev/kvm absent or not usable",
+                         "VM runs use TCG: the guest CPU is emulated, latencies are not hardware figures"))
+    elif probe and not probe.get("ok"):
+        out.append(Check("kvm", WARN, f"/dev/kvm opens, but {probe.get('why')}",
+                         "VM runs use TCG (--vm-accel auto decided so); hardware-assisted figures need a host "
+                         "where KVM guests boot"))
+    else:
+        out.append(Check("kvm", OK, "/dev/kvm opens" + (f"; {probe.get('why')}" if probe else
+                                                        " (a probe boot at the first VM run decides)")))
+    parts = [f"qemu {kv.get('qemu_version')}" if kv.get("qemu") else "no qemu-system-x86_64",
+             f"guest kernel {kv.get('guest_kernel')}" if kv.get("guest_kernel") else "no guest kernel",
+             "busybox" if kv.get("busybox") else "no busybox",
+             "vhost-net" if kv.get("vhost_net") else "no vhost-net", "tun" if kv.get("tun") else "no /dev/net/tun"]
+    ready = bool(kv.get("qemu") and kv.get("guest_kernel") and kv.get("busybox") and kv.get("tun"))
+    out.append(Check("vm", OK if ready else INFO, ", ".join(parts),
+                     "`run --topology vm` can boot a guest" if ready else
+                     "`run --topology vm` needs qemu-system-x86, linux-image-amd64 and busybox-static "
+                     "(./dev setup installs them)"))
+    return out
+
+
+def leftovers_check(removed: tuple[str, ...], kept: tuple[str, ...]) -> Check:
+    """What killed latscope processes had left behind (latscope.leftovers), removed now or kept."""
+    if kept:
+        return Check("leftovers", WARN, "; ".join(kept) + (f"; removed: {', '.join(removed)}" if removed else ""),
+                     "left by killed latscope runs; `latscope doctor` as root removes them")
+    if removed:
+        return Check("leftovers", INFO, f"removed {', '.join(removed)}", "left by killed latscope runs")
+    return Check("leftovers", OK, "none (no namespace, tracefs instance or staging directory of a killed run)")
 
 
 def verdict(found: list[Check]) -> dict[str, list[str]]:
@@ -98,6 +132,13 @@ def verdict(found: list[Check]) -> dict[str, list[str]]:
         can.append("hardware timestamps")
     else:
         cannot.append("hardware (NIC) timestamps")
+    if by.get("vm") and by["vm"].status == OK:
+        kvm = by["kvm"]
+        accel = "TCG: emulated CPU" if kvm.status != OK else \
+            "KVM" if "booted" in kvm.found else "KVM if a probe boot succeeds, else TCG"
+        can.append(f"latency into and out of a QEMU guest on a bridge or macvtap ({accel})")
+    else:
+        cannot.append("VM runs (QEMU, a guest kernel or busybox missing)")
     if by["etf"].status != OK:
         cannot.append("SO_TXTIME launch times (--txtime): no ETF qdisc")
     return {"can": can, "cannot": cannot}

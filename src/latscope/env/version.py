@@ -23,8 +23,12 @@ def git_commit() -> str | None:
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
         return None
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    try:
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        # A slow file system (a guest reading the tree over 9p) must not cost the run its environment.
+        return commit + "-unknown-state"
     return commit + ("-dirty" if dirty else "")
 
 

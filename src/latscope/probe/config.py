@@ -52,6 +52,8 @@ class MeasureConfig:
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))
+    #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once.
+    direction: str = "forward"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -103,6 +105,14 @@ def validate(cfg: MeasureConfig) -> None:
                           f"got {cfg.cpu_dma_latency_us}")
     check_name(cfg.name)
     check_tags(cfg.tags)
+    if cfg.direction not in ("forward", "reverse", "both"):
+        raise ConfigError(f"--direction {cfg.direction}: choose forward, reverse or both")
+    is_vm = cfg.topology == "vm" or cfg.topology.startswith("vm:")
+    if cfg.direction != "forward" and not is_vm:
+        raise ConfigError("--direction reverse/both needs a VM topology (--topology vm); on one host "
+                          "the two directions are the same path")
+    if is_vm and cfg.family == "packet":
+        raise ConfigError("--l2 is not supported on --topology vm yet: use UDP")
     if cfg.topology == "none" and not cfg.dest:
         raise ConfigError("--topology none needs --dest HOST:PORT")
     if cfg.topology != "none" and cfg.dest:
@@ -112,7 +122,8 @@ def validate(cfg: MeasureConfig) -> None:
             "raw Ethernet over a real network needs two hosts: use `latscope recv --l2` and `latscope send --l2`"
         )
     ncpu = os.cpu_count() or 1
-    for opt, cpu in (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv)):
+    # On a VM one half runs in the guest, whose CPUs the guest checks.
+    for opt, cpu in (() if is_vm else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):
         if cpu is not None and not 0 <= cpu < ncpu:
             raise ConfigError(f"{opt} {cpu}: this machine has CPUs 0..{ncpu - 1}")
     for opt, prio in (("--prio-send", cfg.prio_send), ("--prio-recv", cfg.prio_recv)):

@@ -19,7 +19,9 @@ import numpy as np
 
 from latscope.errors import CaptureError, error_from
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
-from latscope.probe.worker import PROGRESS_SLOTS, READY, open_progress
+from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progress
+# StopRequest lives with the rest of the signal policy; callers know it as controller.StopRequest.
+from latscope.stopping import StopRequest, signal_name  # noqa: F401
 
 
 @dataclass
@@ -63,19 +65,11 @@ class Worker:
 
     def collect(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
         """The worker's columns (None if it wrote none) and its info document."""
-        info_path = Path(str(self.result) + ".json")
-        if not info_path.exists():
-            tail = self.stderr_tail()
-            raise CaptureError(
-                f"the {self.role} exited with status {self.proc.returncode} without results"
-                + (f": {tail}" if tail else "")
-            )
-        info = json.loads(info_path.read_text())
-        arrays = None
-        if self.result.exists():
-            with np.load(self.result) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        return arrays, info
+        return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())
+
+    def wait_ready(self, timeout_s: float) -> int:
+        """Block until the receiver says it listens; its port."""
+        return wait_ready(self, timeout_s)
 
     def stderr_tail(self) -> str:
         try:
@@ -85,9 +79,58 @@ class Worker:
         return lines[-1].strip() if lines else ""
 
 
-def progress_file(workdir: Path) -> Path:
+def read_results(role: str, result: Path, returncode: int | None,
+                 stderr_tail: str) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+    """A worker's columns (RESULT.npz, None if it wrote none) and info (RESULT.npz.json)."""
+    info_path = Path(str(result) + ".json")
+    if not info_path.exists():
+        raise CaptureError(
+            f"the {role} exited with status {returncode} without results" + (f": {stderr_tail}" if stderr_tail else "")
+        )
+    info = json.loads(info_path.read_text())
+    arrays = None
+    if result.exists():
+        with np.load(result) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    return arrays, info
+
+
+def ended_how(worker: Worker) -> str:
+    """How a worker that ended without results went: "killed by SIGKILL", "exited with status 1: ..."."""
+    code = worker.proc.returncode
+    if code is not None and code < 0:
+        return f"killed by {signal_name(-code)}"
+    tail = worker.stderr_tail()
+    return f"exited with status {code}" + (f": {tail}" if tail else "")
+
+
+def collect_half(worker: Worker) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+    """``worker.collect()``; for a worker that ended without results (killed, crashed), no columns and
+    ``{"died": how}``, so that the other half's packets are kept (latscope.probe.ending says what is true)."""
+    try:
+        return worker.collect()
+    except CaptureError:
+        if worker.alive():
+            raise
+        return None, {"died": ended_how(worker)}
+
+
+def ended_early(worker: Worker) -> bool:
+    """True when ``worker`` has ended other than by finishing its work: killed, crashed, failed or signalled."""
+    if worker.alive():
+        return False
+    if worker.proc.returncode != 0:
+        return True
+    try:
+        info = json.loads(Path(str(worker.result) + ".json").read_text())
+    except (OSError, ValueError):
+        return True
+    return bool(info.get("interrupted") or info.get("error"))
+
+
+def progress_file(workdir: Path, name: str = "progress") -> Path:
     """Create the shared progress counters in ``workdir``."""
-    path = workdir / "progress"
+    path = workdir / name
     path.write_bytes(b"\0" * 8 * PROGRESS_SLOTS)
     return path
 
@@ -108,6 +151,10 @@ def spawn(role: str, spec: SenderSpec | ReceiverSpec, workdir: Path, progress: P
             # Own process group: a Ctrl-C reaches the controller, which stops
             # the workers in order (sender first) so the receiver sees the end.
             start_new_session=True,
+            # The worker ends when we do (PR_SET_PDEATHSIG, see worker.die_with_parent); it checks
+            # that we are still its parent, in case we died before it could ask. The signal
+            # fires when the *thread* that forked it ends: spawn from a thread that outlives the run.
+            env={**os.environ, PARENT_ENV: str(os.getpid())},
         )
     return Worker(role, proc, result, stderr_path)
 
@@ -133,36 +180,14 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
             break
     worker.wait(2.0)
     if not worker.alive():
-        _arrays, info = worker.collect()
+        _arrays, info = collect_half(worker)
+        if info.get("died"):
+            raise CaptureError(f"the {worker.role} ended before it was ready ({info['died']}); nothing was stored")
         if info.get("error"):
             raise error_from(info.get("error_type"), str(info["error"]))
         raise CaptureError(f"the {worker.role} stopped before it was ready")
     worker.stop()
     raise CaptureError(f"the {worker.role} did not become ready within {timeout_s:.0f} s")
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the controller polls, for the duration of a ``with``."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
 
 @contextlib.contextmanager
@@ -176,19 +201,63 @@ def progress_view(path: Path) -> Iterator[memoryview]:
         mm.close()
 
 
-def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2) -> None:
-    """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display."""
+def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
+          partners: tuple[Worker, ...] = ()) -> None:
+    """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display.
+
+    A partner (the receiver, when ``worker`` is the sender) that ends early
+    (killed, crashed, stopped by a signal) stops ``worker`` too: nobody is
+    left to observe what it would go on doing.
+    """
     if on_tick is None:
         # Nothing to display: wake rarely, the measured CPUs may be ours too;
         # a stop request is still passed on within a second.
         tick_s = 1.0
     signalled = False
     while worker.alive():
-        if stop.requested and not signalled:
+        if not signalled and (stop.requested or any(ended_early(p) for p in partners)):
+            if stop.requested:
+                stop.act()
             worker.signal(signal.SIGTERM)
             signalled = True
         if on_tick is not None:
             on_tick()
         worker.wait(tick_s)
+    if on_tick is not None:
+        on_tick()
+
+
+def finish_receiver(receiver: Worker, sender: Worker, stop: StopRequest, grace_s: float) -> None:
+    """Give the receiver ``grace_s`` to end by itself after its sender's end packet (0.5 s when the run
+    was stopped or the sender ended early, e.g. killed: no end packet is coming), then stop it."""
+    quick = stop.requested or ended_early(sender)
+    if not receiver.wait(0.5 if quick else grace_s):
+        if stop.requested:
+            stop.act()
+        receiver.stop()
+
+
+def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
+              partners: list[Any] | None = None) -> None:
+    """``watch`` for several workers (local or in a guest): until all have ended.
+
+    ``partners[i]``, when given, is the receiver of ``workers[i]``'s stream: if it ends early
+    (killed, crashed, stopped by a signal) ``workers[i]`` is stopped, as in ``watch``.
+    """
+    if on_tick is None:
+        tick_s = 1.0
+    pairs = list(zip(workers, partners or [None] * len(workers)))
+    signalled: set[int] = set()
+    while any(w.alive() for w in workers):
+        for i, (w, partner) in enumerate(pairs):
+            if i not in signalled and w.alive() and (stop.requested or
+                                                     (partner is not None and ended_early(partner))):
+                if stop.requested:
+                    stop.act()
+                w.signal(signal.SIGTERM)
+                signalled.add(i)
+        if on_tick is not None:
+            on_tick()
+        next(w for w in workers if w.alive()).wait(tick_s)
     if on_tick is not None:
         on_tick()

@@ -11,8 +11,9 @@ def _line(stats: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "/".join("-" if stats.get(k) is None else f"{stats[k]:.3f}" for k in keys)
 
 
-def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str | None = None) -> str:
-    """The classic three lines, then percentiles, wakeup latency, packet counts and the run id."""
+def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str | None = None,
+                 context: list[str] | None = None) -> str:
+    """The classic three lines, then percentiles, wakeup latency, packet counts, context lines and the run id."""
     pk = summary["packets"]
     lat = summary["latency_us"]
     dlt = summary["delta_us"]
@@ -42,7 +43,32 @@ def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str
             "  worst latency (usec) by seq: "
             + ", ".join(f"#{w['seq']} {w['latency_us']:.3f}" for w in worst)
         )
+    sched = summary.get("schedule") or {}
+    if sched.get("missed_periods"):
+        lines.append(f"  sender: {sched['missed_periods']} of {sched['scheduled']} packets sent a full period or "
+                     "more after their scheduled time (missed periods)")
+    lines += context or []
     if run_id:
         suffix = f" ({status})" if status and status != "complete" else ""
         lines.append(f"  run: {run_id}{suffix}")
     return "\n".join(lines)
+
+
+def context_lines(record: Any) -> list[str]:
+    """What a reader must know to trust the numbers of a run: the VM, its accelerator, the clock."""
+    vm = (record.extra or {}).get("vm")
+    if not vm:
+        return []
+    direction = vm.get("direction") or "forward"
+    arrow = "host -> guest" if direction == "forward" else "guest -> host"
+    net = vm.get("network") or {}
+    out = [f"  vm: {arrow} over {net.get('variant', '?')}, {vm.get('accel')} "
+           f"({'emulated CPU: not a hardware figure' if vm.get('emulated_cpu') else 'hardware-assisted'}), "
+           f"guest cwd {((vm.get('cwd') or {}).get('kind'))}"]
+    clock = (record.summary or {}).get("clock") or {}
+    if clock:
+        out.append(f"  clock: guest offset {clock['offset_ns'] / 1000:.1f} us corrected, uncertainty "
+                   f"+-{clock['uncertainty_ns'] / 1000:.1f} us ({clock.get('method')})")
+    if clock.get("warning"):
+        out.append(f"  clock: {clock['warning']}")
+    return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from latscope.errors import ConfigError
 
-TOPOLOGIES = ("veth", "loopback", "none")
+TOPOLOGIES = ("veth", "loopback", "none", "vm", "vm:bridge", "vm:macvtap")
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class Side:
     address4: str | None
     address6: str | None
     mac: str | None = None
+    #: The guest's control link when this side runs in a VM (its workers start there).
+    agent: Any = None
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,20 @@ class TopologyPath:
     sender: Side
     receiver: Side
     description: dict[str, Any] = field(default_factory=dict)
+    #: The running guest of a VM topology (latscope.topo.vm.guest.Guest).
+    guest: Any = None
 
 
 @contextlib.contextmanager
-def open_topology(kind: str, *, dest: str | None = None, token: str | None = None) -> Iterator[TopologyPath]:
+def open_topology(kind: str, *, dest: str | None = None, token: str | None = None, vm: Any = None,
+                  notify: Any = None) -> Iterator[TopologyPath]:
     """Build topology ``kind`` for the duration of the ``with`` block, removing all of it afterwards."""
-    if kind == "veth":
+    if kind == "vm" or kind.startswith("vm:"):
+        from latscope.topo.vm.topology import vm_topology
+
+        with vm_topology(vm, token=token, notify=notify) as path:
+            yield path
+    elif kind == "veth":
         from latscope.topo.veth import veth_pair
 
         with veth_pair(token=token) as path:
