@@ -38,8 +38,12 @@ def test_save_on_a_full_disk_leaves_the_store_as_it_was(tmpfs, tmp_path: Path) -
 
 def test_store_run_keeps_the_measurement_elsewhere(tmpfs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """store_run on a full disk: NotStored names both places; the kept copy is a complete, loadable run."""
+    import tempfile
+
     root = tmpfs("256k")
+    # tempfile reads $TMPDIR once per process and caches it: set both.
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     from latscope.store import layout
 
     run = synthetic_run(tmp_path / "elsewhere", np.random.default_rng(2).integers(1, 10**9, 100_000))
@@ -49,7 +53,7 @@ def test_store_run_keeps_the_measurement_elsewhere(tmpfs, tmp_path: Path, monkey
         store.store_run(stage, run.record, cols)
     assert "ENOSPC" in str(info.value) and str(root) in str(info.value)
     kept = info.value.kept
-    assert kept is not None and str(kept) in str(info.value)
+    assert kept is not None and str(kept) in str(info.value) and kept.parent.parent == tmp_path
     assert os.listdir(root) == []
     again = layout.load_run_dir(kept, strict_name=True)
     assert again.record == run.record and len(again.samples()) == 100_000
