@@ -23,7 +23,7 @@ from latscope.session import (
 )
 from latscope.store.layout import ResultsStore, new_run_id
 from latscope.store.runfile import RunRecord
-from latscope.store.samples import Samples, write_samples
+from latscope.store.samples import Samples
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,8 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
                     "sender_host": hello.get("host")},
             extra={"capture": capture_facts({}, info)},
         )
-        write_samples(stage / "samples.parquet", cols)
         tidy_stage(stage)
-        stored = store.commit(stage, record)
+        stored = store.store_run(stage, record, cols)  # a full disk: NotStored says where the run was kept
     warnings = [*reaped.notes(), *warnings_for(counts)]
     if status == "incomplete":
         warnings.append("the sender's end packet never arrived: packets lost at the very end are not counted")

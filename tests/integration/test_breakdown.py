@@ -157,10 +157,12 @@ def is_io(c: dict) -> bool:
 
 
 def _received(results: Path, pid: int) -> int:
-    """The receiver's progress counter of run process ``pid`` (0 before it exists)."""
-    for stage in results.glob(f".staging-*-{pid}"):
-        data = (stage / "progress").read_bytes() if (stage / "progress").exists() else b""
-        return int.from_bytes(data[:8], "little", signed=True) if len(data) >= 8 else 0
+    """The receiver's progress counter of run process ``pid`` (0 before it exists), in the workers' directory:
+    /dev/shm/latscope-work-<pid>-*, or the staging directory when /dev/shm has no room."""
+    for work in [*Path("/dev/shm").glob(f"latscope-work-{pid}-*"), *results.glob(f".staging-*-{pid}")]:
+        data = (work / "progress").read_bytes() if (work / "progress").exists() else b""
+        if len(data) >= 8:
+            return int.from_bytes(data[:8], "little", signed=True)
     return 0
 
 

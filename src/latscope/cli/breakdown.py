@@ -15,6 +15,7 @@ from latscope.cli.common import (
     warn,
 )
 from latscope.errors import ConfigError
+from latscope.safetext import terminal_safe
 
 
 @click.command()
@@ -82,4 +83,5 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
             doc["perfetto_file"] = str(perfetto_file)
         emit_json(doc)
     else:
-        click.echo(to_text(bd, top=top), nl=False)
+        # Task names come from the trace, and any process can name itself with escape sequences.
+        click.echo(terminal_safe(to_text(bd, top=top)), nl=False)

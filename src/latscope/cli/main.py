@@ -8,6 +8,7 @@ import click
 
 from latscope import __version__
 from latscope.errors import LatscopeError
+from latscope.safetext import printable
 from latscope.stopping import Stopped, raise_on_signals
 
 VERBS = {
@@ -59,23 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=argv, prog_name="latscope", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("latscope: aborted", err=True)
+        # click turns a KeyboardInterrupt raised inside a verb (Ctrl-C, or a signal a verb catches) into Abort.
+        click.echo("latscope: interrupted", err=True)
         return 1
     except click.ClickException as exc:
         message = exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
         ctx_hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             ctx_hint = f" (see `{exc.ctx.command_path} --help`)"
-        click.echo(f"latscope: error: {message}{ctx_hint}", err=True)
+        click.echo(f"latscope: error: {printable(message)}{ctx_hint}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except LatscopeError as exc:
-        click.echo(f"latscope: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        # One line whatever the message holds: a newline in a quoted path or name is shown as \n.
+        click.echo(f"latscope: error: {printable(str(exc)) if str(exc) else type(exc).__name__}", err=True)
         detail = getattr(exc, "detail", "")
         if detail:
             # Evidence the one line cannot hold (a guest's console), indented below it.
-            click.echo("\n".join(f"  | {ln}" for ln in detail.splitlines()), err=True)
+            click.echo("\n".join(f"  | {printable(ln)}" for ln in detail.splitlines()), err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("latscope: interrupted", err=True)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import DURATION, INT_OR_HEX, emit_json, json_option, results_option, store_from, warn
+from latscope.cli.common import (
+    DURATION,
+    INT_OR_HEX,
+    NAME,
+    TAG,
+    emit_json,
+    json_option,
+    results_option,
+    store_from,
+    tag_list,
+    warn,
+)
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT, Endpoint
@@ -31,8 +42,9 @@ from latscope.report.text import summary_text
               help="End the run when packets stop this long without the sender's end packet.")
 @click.option("--stream", type=int, default=None, help="Accept only this stream id (default: the first seen).")
 @click.option("--stream-log", "stream_log", is_flag=True, help="Write a line per packet during the run.")
-@click.option("--name", default="", help="Run name (default: the sender's).")
-@click.option("--tag", "tags", multiple=True, help="Tag (repeatable; default: the sender's).")
+@click.option("--name", type=NAME, default="", help="Run name (default: the sender's).")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="Tag (repeatable; default: the sender's).")
 @results_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")

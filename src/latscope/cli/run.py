@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -9,16 +11,22 @@ from typing import Any
 import click
 
 from latscope.cli.common import (
-    DURATION, INT_OR_HEX, emit_json, json_option, results_option, stderr_is_tty, store_from, warn,
+    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
+    tag_list, warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
-from latscope.privileges import can_build_namespaces
-from latscope.probe.config import MeasureConfig
+from latscope.privileges import CAP_SYS_ADMIN, can_build_namespaces, effective_caps
+from latscope.probe.config import MAX_CPU_DMA_LATENCY_US, MeasureConfig
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
 from latscope.report.text import context_lines, summary_text
+from latscope.safetext import quote
 from latscope.topo.base import TOPOLOGIES
+
+#: Memory a run holds per packet at its peak: both halves' columns, the merged columns and the summary's copies.
+RUN_BYTES_PER_PACKET = 600
+CAP_DAC_OVERRIDE = 1
 
 
 def probe_options(f):
@@ -65,17 +73,28 @@ def resolve_count(count: int | None, duration: int | None, period: int) -> int:
     return count if count is not None else 60_000
 
 
-def parse_base_time(text: str | None) -> int | None:
-    """--base-time in seconds since the epoch (decimals allowed) or nanoseconds; must be in the future."""
+#: How far ahead --base-time may be: a start tomorrow is plausible, one in 3 million years a typo.
+MAX_BASE_AHEAD_NS = 86_400 * 1_000_000_000
+
+
+def parse_base_time(text: str | None, now_ns: int | None = None) -> int | None:
+    """--base-time in seconds since the epoch (decimals allowed) or nanoseconds; in the next 24 hours."""
     if text is None:
         return None
-    try:
-        value = int(text) if text.isdigit() and len(text) > 12 else round(float(text) * 1e9)
-    except ValueError:
-        raise ConfigError(f"--base-time {text!r}: expected seconds since the epoch, e.g. 1795605691.5") from None
-    if value <= time.clock_gettime_ns(time.CLOCK_REALTIME):
+    value = None
+    if len(text) <= 40:
+        try:
+            value = int(text) if text.isdigit() and len(text) > 12 else float(text) * 1e9
+        except ValueError:
+            pass
+    if value is None or not math.isfinite(value):
+        raise ConfigError(f"--base-time {quote(text)}: expected seconds since the epoch, e.g. 1795605691.5")
+    now = time.clock_gettime_ns(time.CLOCK_REALTIME) if now_ns is None else now_ns
+    if value <= now:
         raise ConfigError("--base-time is in the past")
-    return value
+    if value > now + MAX_BASE_AHEAD_NS:
+        raise ConfigError(f"--base-time {quote(text)} is more than 24 hours ahead")
+    return round(value)
 
 
 def family_of(ipv6: bool, l2: bool) -> str:
@@ -196,10 +215,12 @@ class RunArgs:
 @click.option("--cpu-recv", "cpu_recv", type=int, default=None, help="Pin the receiver to this CPU.")
 @click.option("--prio-send", "prio_send", type=int, default=None, help="SCHED_FIFO priority of the sender.")
 @click.option("--prio-recv", "prio_recv", type=int, default=None, help="SCHED_FIFO priority of the receiver.")
-@click.option("--cpu-dma-latency", "cpu_dma_latency", type=click.IntRange(0), default=None, metavar="US",
+@click.option("--cpu-dma-latency", "cpu_dma_latency", type=click.IntRange(0, MAX_CPU_DMA_LATENCY_US), default=None,
+              metavar="US",
               help="Hold /dev/cpu_dma_latency at US microseconds during the run (0: no deep C-states).")
-@click.option("--name", default="", help="A name for the run (show and compare accept it).")
-@click.option("--tag", "tags", multiple=True, help="A tag (repeatable), e.g. --tag bridge --tag stress.")
+@click.option("--name", type=NAME, default="", help="A name for the run (show and compare accept it).")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="A tag (repeatable), e.g. --tag bridge --tag stress.")
 @click.option("--trace", "trace", is_flag=True,
               help="Record kernel events during the run (for `latscope breakdown`; needs root).")
 @click.option("--trace-events", "trace_events", default=None, metavar="CHANGES",
@@ -222,14 +243,14 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
                              "run as root or use --topology loopback")
     is_vm = topology.startswith("vm")
     cfg = args.config(topology)
+    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
     vm = args.vm(topology) if is_vm else None
     check_vm_args(args, cfg, vm)
     store = store_from(args.results)
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
+    captures = trace_captures(args.trace, args.trace_events, cfg, args.quiet) + disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
-        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify,
-                               captures=trace_captures(args.trace, args.trace_events, cfg, args.quiet)
-                               + disk_load(args.vm_disk_load, cfg))
+        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
     for outcome in outcomes:
         for w in outcome.warnings:
             warn(w)
@@ -301,6 +322,11 @@ def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, qu
     """The kernel-trace capture when --trace (or --trace-events) was given."""
     if not trace and trace_events is None:
         return ()
+    # Writing tracefs takes root's file access and CAP_SYS_ADMIN (to mount it where it is absent).
+    caps = effective_caps()
+    if not caps & (1 << CAP_SYS_ADMIN) or not (caps & (1 << CAP_DAC_OVERRIDE) or os.geteuid() == 0):
+        raise PrivilegeError("--trace needs root (it records into a tracefs instance); run as root, or without "
+                             "--trace")
     from latscope.cli.common import stderr_is_tty
     from latscope.trace.capture import TraceCapture
     from latscope.trace.events import resolve

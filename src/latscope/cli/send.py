@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import emit_json, json_option, warn
+from latscope.cli.common import NAME, TAG, check_memory, emit_json, json_option, tag_list, warn
 from latscope.cli.progress import packet_progress
 from latscope.cli.run import family_of, parse_base_time, probe_options, resolve_count
 from latscope.errors import ConfigError
 from latscope.probe.config import MeasureConfig, parse_hostport
 from latscope.probe.spec import DEFAULT_PORT, Endpoint
 from latscope.units import format_us
+
+#: Memory the sender holds per packet: its six preallocated columns, and their copies when it writes them.
+SEND_BYTES_PER_PACKET = 100
 
 
 @click.command()
@@ -20,8 +23,9 @@ from latscope.units import format_us
 @click.option("--cpu", type=int, default=None, help="Pin the sender to this CPU.")
 @click.option("--prio", type=int, default=None, help="SCHED_FIFO priority.")
 @click.option("--netns", default=None, help="Send from this named network namespace (entered with setns).")
-@click.option("--name", default="", help="Run name, passed to the receiver.")
-@click.option("--tag", "tags", multiple=True, help="Tag (repeatable), passed to the receiver.")
+@click.option("--name", type=NAME, default="", help="Run name, passed to the receiver.")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="Tag (repeatable), passed to the receiver.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -49,6 +53,7 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
     ) if family != "packet" else _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp,
                                              tos, so_priority, txtime, cpu, prio, no_mlock, no_hw, stream_log,
                                              name, tags)
+    check_memory(cfg.count, SEND_BYTES_PER_PACKET)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet, "sending") as on_progress:
         result = send_stream(cfg, endpoint, netns=netns, on_progress=on_progress)
     doc = {

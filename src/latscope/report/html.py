@@ -23,9 +23,9 @@ from latscope.analysis.compare import Comparison, Settings, compare_pair, quanti
 from latscope.analysis.envdiff import Difference, differences, flatten, setup_document
 from latscope.analysis.runview import RunView
 from latscope.errors import LatscopeError, StoreError
+from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.store.atomic import write_atomic
 from latscope.store.layout import StoredRun
 from latscope.report.text import context_lines
 from latscope.store.samples import MISSING
@@ -222,12 +222,14 @@ def write_pngs(data: ReportData, directory: Path) -> list[Path]:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, fig in data.pngs:
-            figures.save_png(fig, directory / name)
-            out.append(directory / name)
     except OSError as exc:
         raise StoreError(f"cannot write figures into {directory}: {exc.strerror}") from None
+    out = []
+    for name, fig in data.pngs:
+        # Each PNG is replaced atomically like the page (and never renamed over a device or a link).
+        with atomic_output(directory / name) as fh:
+            figures.save_png(fig, fh)
+        out.append(directory / name)
     return out
 
 

@@ -5,7 +5,6 @@ Derived metrics are never stored here; see latscope.analysis.metrics.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from latscope.errors import FormatError
-from latscope.store.versioned import check_magic_version, first_line
+from latscope.files import atomic_output
+from latscope.store.versioned import first_line, open_parquet
 
 SAMPLES_SCHEMA_VERSION = 1
 SAMPLES_MAGIC = b"latscope-samples"
@@ -108,32 +108,26 @@ def samples_table(columns: dict[str, np.ndarray]) -> pa.Table:
 
 
 def write_samples(path: Path, columns: dict[str, np.ndarray]) -> None:
-    """Write samples.parquet at ``path`` (the caller makes the run directory atomic)."""
+    """Write samples.parquet at ``path`` (the caller makes the run directory atomic); StoreError if it cannot."""
     table = samples_table(columns)
-    with open(path, "wb") as fh:
+    with atomic_output(path) as fh:
         pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def read_samples(path: Path, columns: tuple[str, ...] | list[str] | None = None) -> Samples:
     """Read samples.parquet, checking magic and version; nulls become ``MISSING``."""
     wanted = list(columns) if columns is not None else list(SAMPLE_COLUMNS)
-    try:
-        pf = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: samples file is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
-    check_magic_version(pf.schema_arrow.metadata, str(path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
-    present = set(pf.schema_arrow.names)
     unknown = [c for c in wanted if c not in SAMPLE_COLUMNS]
     if unknown:
         raise FormatError(f"{path}: unknown samples column(s) {', '.join(unknown)}")
+    pf = open_parquet(path, str(path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
+    present = set(pf.schema_arrow.names)
     try:
         table = pf.read(columns=[c for c in wanted if c in present])
     except (pa.ArrowException, OSError) as exc:
         raise FormatError(f"{path}: corrupt samples file ({first_line(exc)})") from None
+    finally:
+        pf.close()
     n = table.num_rows
     out: dict[str, np.ndarray] = {}
     for name in wanted:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from latscope.errors import ConfigError, FormatError, TraceError
+from latscope.files import open_regular, reason
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
@@ -105,6 +106,12 @@ def load_run_table(run_path: Path, recorded: dict[str, Any] | None = None) -> Ev
                 raise
     for name in ("trace.txt.zst", "trace.txt"):
         if (tdir / name).exists():
+            # Files of the store are read only when regular (a FIFO would hang the read).
+            try:
+                fh, _size = open_regular(tdir / name)
+            except OSError as exc:
+                raise FormatError(f"{tdir / name}: cannot read ({reason(exc)})") from None
+            fh.close()
             return load_trace_file(tdir / name)
     if recorded and recorded.get("error"):
         raise TraceError(f"run {run_path.name} was traced but its trace could not be stored: {recorded['error']}")

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latscope.store.atomic import write_atomic
+from latscope.files import write_atomic
 from latscope.store.samples import MISSING
 from latscope.trace.breakdown import Breakdown
 PID_CPUS, PID_IRQS, PID_PACKETS, PID_GUEST = 1, 2, 3, 4
