@@ -242,6 +242,7 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
         stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
         trace_marker=recv_marker,
         idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
+        key_file=cfg.key_file,
     )
     hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
     send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
@@ -428,12 +429,13 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
-                                                "hw_timestamping", "signal", "died")},
+                                                "hw_timestamping", "signal", "died", "authenticated", "capacity",
+                                                "refused")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
                                                      "txtime_errors", "tx_timestamps", "hw_timestamping",
-                                                     "signal", "died")}
+                                                     "signal", "died", "authenticated")}
     return facts
 
 
@@ -452,7 +454,7 @@ def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id
         base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
         txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
         netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
-        hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
+        hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps, key_file=cfg.key_file,
     )
 
 

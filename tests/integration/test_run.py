@@ -125,7 +125,7 @@ def _inject_garbage(port: int, n_rounds: int, stop_at: float) -> dict[str, int]:
     """Send every kind of foreign packet to the receiver's port, mid-run."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     good = bytearray(64)
-    wire.pack_into(good, kind=wire.KIND_DATA, length=64, stream=12345, seq=3)
+    wire.pack_into(good, kind=wire.KIND_DATA, length=64, stream=12345, nonce=1, seq=3)
     wrong_version = bytearray(good)
     wrong_version[4] = 7
     kinds = {

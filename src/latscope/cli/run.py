@@ -17,6 +17,7 @@ from latscope.cli.common import (
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
 from latscope.privileges import CAP_SYS_ADMIN, can_build_namespaces, effective_caps
+from latscope.probe import wire
 from latscope.probe.config import MAX_CPU_DMA_LATENCY_US, MeasureConfig
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
@@ -35,8 +36,9 @@ def probe_options(f):
         click.option("--period", type=DURATION, default="1ms", show_default=True, help="Interval between packets."),
         click.option("--count", type=click.IntRange(1), default=None, help="Packets to send [default: 60000]."),
         click.option("--duration", type=DURATION, default=None, help="Run length instead of --count (60s, 5m)."),
-        click.option("--size", type=click.IntRange(1), default=64, show_default=True,
-                     help="Payload bytes (UDP payload or Ethernet payload; at least 64)."),
+        click.option("--size", type=click.IntRange(1), default=None,
+                     help="Payload bytes (UDP payload or Ethernet payload) [default and least: 64; 80 with "
+                          "--key-file]."),
         click.option("--spin", type=DURATION, default="0", help="Busy-wait this long before each deadline (50us)."),
         click.option("--base-time", "base_time", default=None,
                      help="Absolute start (CLOCK_REALTIME seconds, e.g. 1795605691.5); default: next whole period."),
@@ -57,6 +59,9 @@ def probe_options(f):
                      help="Leave NICs' hardware timestamping alone (default: switch it on where a device has it)."),
         click.option("--stream-log", "stream_log", is_flag=True,
                      help="Write a line per packet during the run (costs latency; for comparison only)."),
+        click.option("--key-file", "key_file", default=None, metavar="FILE",
+                     help="Authenticate every packet with the secret in FILE (HMAC-SHA256; the receiver needs "
+                          "the same file; not readable by other users)."),
     ]):
         f = opt(f)
     return f
@@ -71,6 +76,18 @@ def resolve_count(count: int | None, duration: int | None, period: int) -> int:
             raise ConfigError("--duration is shorter than one --period")
         return duration // period
     return count if count is not None else 60_000
+
+
+def key_path(key_file: str | None) -> str | None:
+    """--key-file as an absolute path: the workers read it, and run.json records where it was."""
+    return os.path.abspath(key_file) if key_file else None
+
+
+def resolve_size(size: int | None, key_file: str | None) -> int:
+    """--size, or the smallest packet: the header, and the MAC with --key-file."""
+    if size is not None:
+        return size
+    return wire.MIN_SIZE_MAC if key_file is not None else wire.HEADER_SIZE
 
 
 #: How far ahead --base-time may be: a start tomorrow is plausible, one in 3 million years a typo.
@@ -143,7 +160,7 @@ class RunArgs:
     period: int
     count: int | None
     duration: int | None
-    size: int
+    size: int | None
     spin: int
     base_time: str | None
     ipv6: bool
@@ -158,6 +175,7 @@ class RunArgs:
     no_mlock: bool
     no_hw: bool
     stream_log: bool
+    key_file: str | None
     direction: str
     vm_accel: str
     vm_cpus: int
@@ -183,15 +201,17 @@ class RunArgs:
     quiet: bool
 
     def config(self, topology: str) -> MeasureConfig:
+        key_file = key_path(self.key_file)
         return MeasureConfig(
             topology=topology, family=family_of(self.ipv6, self.l2), period_ns=self.period,
-            count=resolve_count(self.count, self.duration, self.period), size=self.size, spin_ns=self.spin,
+            count=resolve_count(self.count, self.duration, self.period), size=resolve_size(self.size, key_file),
+            spin_ns=self.spin,
             base_time_ns=parse_base_time(self.base_time), port=self.port, dest=self.dest,
             ethertype=self.ethertype, vid=self.vid, pcp=self.pcp, tos=self.tos, so_priority=self.so_priority,
             txtime_offset_ns=self.txtime, cpu_send=self.cpu_send, cpu_recv=self.cpu_recv,
             prio_send=self.prio_send, prio_recv=self.prio_recv, mlock=not self.no_mlock,
             hw_timestamps=not self.no_hw, cpu_dma_latency_us=self.cpu_dma_latency, stream_log=self.stream_log,
-            name=self.name, tags=tuple(self.tags), direction=self.direction,
+            name=self.name, tags=tuple(self.tags), direction=self.direction, key_file=key_file,
         )
 
     def vm(self, topology: str) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from latscope.errors import ConfigError
 from latscope.probe import wire
+from latscope.probe.auth import load_key
 from latscope.probe.spec import DEFAULT_ETHERTYPE
 from latscope.safetext import check_name, check_tags
 from latscope.units import MAX_DURATION_NS, format_duration
@@ -18,6 +19,8 @@ MAX_PERIOD_NS = 3600 * 1_000_000_000
 MAX_COUNT = 1_000_000_000
 #: The kernel's "no constraint" value of /dev/cpu_dma_latency (PM_QOS_CPU_LATENCY_DEFAULT_VALUE, 2000 s).
 MAX_CPU_DMA_LATENCY_US = 2_000_000_000
+#: Stream ids are 31-bit: samples.parquet stores them as int32.
+MAX_STREAM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class MeasureConfig:
     stream: int = field(default_factory=lambda: secrets.randbits(31))
     #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once.
     direction: str = "forward"
+    #: Authenticate every packet with the key in this file (the path is recorded, never the key).
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -82,6 +87,13 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(f"{cfg.count} packets every {format_duration(cfg.period_ns)} would take more than 366 days")
     if not wire.MIN_SIZE <= cfg.size <= wire.MAX_SIZE:
         raise ConfigError(f"--size must be between {wire.MIN_SIZE} and {wire.MAX_SIZE} bytes, got {cfg.size}")
+    if cfg.key_file is not None:
+        load_key(cfg.key_file)
+        if cfg.size < wire.MIN_SIZE_MAC:
+            raise ConfigError(f"--size must be at least {wire.MIN_SIZE_MAC} bytes with --key-file "
+                              f"(the MAC takes {wire.MAC_SIZE}), got {cfg.size}")
+    if not 0 <= cfg.stream <= MAX_STREAM:
+        raise ConfigError(f"--stream must be 0..{MAX_STREAM}, got {cfg.stream}")
     if cfg.family == "packet" and cfg.size > 1500:
         raise ConfigError(f"--size {cfg.size} does not fit an Ethernet frame (at most 1500 bytes with --l2)")
     if cfg.spin_ns < 0 or cfg.spin_ns >= cfg.period_ns:

@@ -215,6 +215,7 @@ def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:
         "foreign": dict(res.foreign), "stream": res.stream, "count": res.count,
         "sent_reported": res.sent_reported, "hello": res.hello, "stop_reason": res.stop_reason,
         "interrupted": res.interrupted, "first_rx_ns": res.first_rx_ns, "last_rx_ns": res.last_rx_ns,
+        **res.info,
     }
 
 
