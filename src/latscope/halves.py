@@ -122,7 +122,10 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
         # The worker checked the hello already; checking again keeps a bad one from reaching run.json.
         hello = hello_fields.checked(info.get("hello")) or {}
         if not info.get("received") and not hello:
-            raise CaptureError(f"no packets arrived ({info.get('stop_reason') or 'stopped'}); nothing saved")
+            foreign = {k: v for k, v in (info.get("foreign") or {}).items() if v}
+            ignored = (f"; {sum(foreign.values())} datagrams that were not a stream's were ignored ("
+                       + ", ".join(f"{k} {v}" for k, v in sorted(foreign.items())) + ")") if foreign else ""
+            raise CaptureError(f"no packets arrived ({info.get('stop_reason') or 'stopped'}){ignored}; nothing saved")
         cols, counts = merge(None, arrays, info, int(info.get("stream") or 0),
                              base_time_ns=hello.get("base_time_ns"), period_ns=hello.get("period_ns"))
         summary = summarise(Samples(cols), counts)

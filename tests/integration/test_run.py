@@ -121,6 +121,18 @@ def test_exact_loss_under_nftables_drop(results: Path) -> None:
     assert lost == list(range(100, 150))
 
 
+def _wait_udp_bound(port: int, timeout_s: float = 30.0) -> None:
+    """Block until a UDP socket is bound to ``port`` in this namespace (the receiver listens)."""
+    deadline = time.monotonic() + timeout_s
+    want = f":{port:04X} "
+    while time.monotonic() < deadline:
+        with open("/proc/net/udp", encoding="ascii") as fh:
+            if any(want in line.split(None, 2)[1] + " " for line in fh.readlines()[1:]):
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listened on UDP port {port} within {timeout_s} s")
+
+
 def _inject_garbage(port: int, n_rounds: int, stop_at: float) -> dict[str, int]:
     """Send every kind of foreign packet to the receiver's port, mid-run."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -155,7 +167,7 @@ def test_garbage_mid_run_is_counted_and_ignored(results: Path) -> None:
                              "--period", "1ms", "--port", str(port), "--json"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)
+        _wait_udp_bound(port)
         sent = _inject_garbage(port, 40, time.monotonic() + 1.0)
         out, err = proc.communicate(timeout=60)
     finally:
