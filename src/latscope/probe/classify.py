@@ -53,6 +53,7 @@ class Classifier:
         self.buf = bytearray(max_size + 1)
         self._view = memoryview(self.buf)
         self.key = key
+        self._signer = wire.Signer(key) if key is not None else None
         self.stream = stream
         self.nonce = nonce
         self.count = count
@@ -127,7 +128,7 @@ class Classifier:
         # A MAC the receiver cannot check is as good as none: without --key-file it refuses them too.
         if self.key is None or not flags & wire.FLAG_MAC or nbytes < wire.MIN_SIZE_MAC:
             return False
-        return wire.mac_ok(self.key, self._view, nbytes)
+        return wire.mac_ok(self._signer, self._view, nbytes)
 
     def _room(self, seq: int) -> bool:
         """Whether a data packet with seq at or beyond the current capacity can be stored."""

@@ -8,7 +8,6 @@ results leave the process only after the last packet.
 from __future__ import annotations
 
 import errno
-import hmac
 import os
 import socket
 import struct
@@ -142,7 +141,7 @@ def run_sender(
     # The MAC covers the payload up to itself; the view is made once, the buffer never moves.
     mac_off = off + size - wire.MAC_SIZE
     signed = memoryview(buf)[off:mac_off]
-    hmac_digest, pack_mac, digest_name = hmac.digest, _MAC.pack_into, wire.MAC_DIGEST
+    mac, pack_mac = (wire.Signer(key).digest if key is not None else None), _MAC.pack_into
 
     base = spec.base_time_ns if spec.base_time_ns is not None else aligned_start(now(), period, spec.start_delay_ns)
     res.base_time_ns = base
@@ -178,7 +177,7 @@ def run_sender(
             if key is not None:
                 # Before the clock read for send_ns (which the MAC leaves out, as zero):
                 # the MAC's cost shows in the sender's own work, not in the latency.
-                pack_mac(buf, mac_off, hmac_digest(key, signed, digest_name))
+                pack_mac(buf, mac_off, mac(signed))
             if marker_fd is not None:
                 os.write(marker_fd, b"latscope tx seq=%d\n" % seq)
             t_send = now()

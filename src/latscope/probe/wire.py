@@ -35,6 +35,7 @@ latency. send_ns is therefore the one field a MAC does not protect.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import struct
@@ -64,7 +65,6 @@ END_MAX_TX = 64
 TXF_HW = 1
 FLAG_MAC = 2
 MAC_SIZE = 16
-MAC_DIGEST = "sha256"
 #: Smallest payload that carries a header and a MAC.
 MIN_SIZE_MAC = HEADER_SIZE + MAC_SIZE
 _ZERO8 = bytes(8)
@@ -152,16 +152,39 @@ def unpack(data: bytes | bytearray | memoryview, nbytes: int | None = None) -> H
     return Header(*fields[2:])
 
 
-def sign_into(key: bytes, buf: bytearray, off: int, length: int) -> None:
+class Signer:
+    """HMAC-SHA256 with a key, its two padded key blocks hashed once (RFC 2104).
+
+    hmac.digest() redoes that for every message and looks the hash up by name:
+    3.4 us a packet on the reference VM against 1.2 us for copying the two
+    prepared states (BENCHMARKS.md). The result is the same HMAC.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256(key).digest() if len(key) > 64 else key
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def digest(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The full 32-byte HMAC of ``data`` (the packet carries its first MAC_SIZE bytes)."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def sign_into(signer: Signer, buf: bytearray, off: int, length: int) -> None:
     """Write the MAC of the payload at ``buf[off:off + length]`` into its last MAC_SIZE bytes.
 
     The caller has set send_ns to zero (the sender fills it in afterwards).
     """
     end = off + length - MAC_SIZE
-    _MAC.pack_into(buf, end, hmac.digest(key, memoryview(buf)[off:end], MAC_DIGEST))
+    _MAC.pack_into(buf, end, signer.digest(memoryview(buf)[off:end]))
 
 
-def mac_ok(key: bytes, view: memoryview, nbytes: int) -> bool:
+def mac_ok(signer: Signer, view: memoryview, nbytes: int) -> bool:
     """Whether the payload in ``view[:nbytes]`` carries a valid MAC.
 
     Zeroes send_ns in the buffer (the caller has already read it): the MAC was
@@ -170,7 +193,7 @@ def mac_ok(key: bytes, view: memoryview, nbytes: int) -> bool:
     """
     end = nbytes - MAC_SIZE
     view[SEND_OFFSET:SEND_OFFSET + 8] = _ZERO8
-    return hmac.compare_digest(hmac.digest(key, view[:end], MAC_DIGEST)[:MAC_SIZE], view[end:nbytes])
+    return hmac.compare_digest(signer.digest(view[:end])[:MAC_SIZE], view[end:nbytes])
 
 
 def _control(kind: int, stream: int, nonce: int, seq: int, body: bytes, size: int, key: bytes | None,
@@ -182,7 +205,7 @@ def _control(kind: int, stream: int, nonce: int, seq: int, body: bytes, size: in
               flags=FLAG_MAC if key is not None else 0, aux=aux)
     buf[HEADER_SIZE:HEADER_SIZE + len(body)] = body
     if key is not None:
-        sign_into(key, buf, 0, total)
+        sign_into(Signer(key), buf, 0, total)
     return bytes(buf)
 
 

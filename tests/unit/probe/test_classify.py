@@ -60,7 +60,7 @@ def _data(seq: int, *, stream: int = STREAM, nonce: int = NONCE, key: bytes | No
     wire.pack_into(buf, kind=wire.KIND_DATA, length=size, stream=stream, nonce=nonce, seq=seq, sched_ns=1,
                    wake_ns=2, flags=wire.FLAG_MAC if key else 0)
     if key:
-        wire.sign_into(key, buf, 0, size)
+        wire.sign_into(wire.Signer(key), buf, 0, size)
     buf[wire.SEND_OFFSET:wire.SEND_OFFSET + 8] = send_ns.to_bytes(8, "big", signed=True)
     return bytes(buf)
 
@@ -275,7 +275,7 @@ def framed(draw) -> bytes:
                    flags=draw(u8), aux=draw(u16))
     buf[wire.HEADER_SIZE:wire.HEADER_SIZE + len(body)] = body
     if tail and draw(st.booleans()):
-        wire.sign_into(draw(st.sampled_from([KEY, b"x"])), buf, 0, total)
+        wire.sign_into(wire.Signer(draw(st.sampled_from([KEY, b"x"]))), buf, 0, total)
     return bytes(buf)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import json
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,18 +44,25 @@ def test_documented_offsets() -> None:
     assert buf[4] == wire.VERSION == 2
 
 
+@pytest.mark.parametrize("key", [b"k", b"k" * 64, b"k" * 65, bytes(range(256)) * 4])
+def test_signer_is_hmac_sha256(key: bytes) -> None:
+    """The prepared-state HMAC equals the standard library's, for short, block-sized and long keys."""
+    for msg in (b"", b"x" * 48, bytes(range(256)) * 10):
+        assert wire.Signer(key).digest(msg) == hmac.digest(key, msg, "sha256")
+
+
 def test_mac_covers_everything_but_send_ns() -> None:
     """A signed packet verifies; changing any byte but send_ns breaks it; send_ns may change (it is signed as 0)."""
     key = b"k" * 32
     buf = _data_packet(size=wire.MIN_SIZE_MAC, send_ns=0, flags=wire.FLAG_MAC)
-    wire.sign_into(key, buf, 0, len(buf))
+    wire.sign_into(wire.Signer(key), buf, 0, len(buf))
     buf[wire.SEND_OFFSET:wire.SEND_OFFSET + 8] = (123456789).to_bytes(8, "big")
-    assert wire.mac_ok(key, memoryview(bytearray(buf)), len(buf))
-    assert not wire.mac_ok(b"other key", memoryview(bytearray(buf)), len(buf))
+    assert wire.mac_ok(wire.Signer(key), memoryview(bytearray(buf)), len(buf))
+    assert not wire.mac_ok(wire.Signer(b"other key"), memoryview(bytearray(buf)), len(buf))
     for pos in [*range(0, wire.SEND_OFFSET), *range(wire.SEND_OFFSET + 8, len(buf))]:
         bad = bytearray(buf)
         bad[pos] ^= 0x01
-        assert not wire.mac_ok(key, memoryview(bad), len(bad)), pos
+        assert not wire.mac_ok(wire.Signer(key), memoryview(bad), len(bad)), pos
 
 
 def test_foreign_reasons() -> None:
@@ -83,7 +93,7 @@ def test_hello_carries_config() -> None:
     h = wire.unpack(signed)
     assert isinstance(h, wire.Header) and h.flags & wire.FLAG_MAC
     assert wire.hello_config(signed, len(signed), h.flags) == cfg
-    assert wire.mac_ok(b"secret", memoryview(bytearray(signed)), len(signed))
+    assert wire.mac_ok(wire.Signer(b"secret"), memoryview(bytearray(signed)), len(signed))
 
 
 def test_hello_garbage_body_is_none() -> None:
