@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from latscope.errors import TopologyError
 from latscope.probe import wire
 from latscope.probe.netns import enter
 
@@ -32,7 +33,16 @@ def in_netns(netns: str, fn: Callable[[], Any]) -> Any:
 
     def body() -> None:
         try:
-            enter(netns)
+            # A namespace file appears before it is bind-mounted; until then setns says EINVAL.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    enter(netns)
+                    break
+                except TopologyError as exc:
+                    if "Invalid argument" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
             box["value"] = fn()
         except BaseException as exc:  # handed to the caller below
             box["error"] = exc

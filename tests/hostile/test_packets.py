@@ -275,7 +275,8 @@ def test_run_forgeries_floods_and_forged_seqs_of_dropped_packets(results: Path) 
         forger = peer.Forger(tx_ns, (RECEIVER_ADDR4, PORT))
         forger.send(peer.data(0, h.stream ^ 1, 9), peer.v1_data(2**32 - 1, h.stream), peer.v1_data(20_000_000),
                     peer.hello(h.stream, h.nonce ^ 1, peer.hello_doc(count=20_000_000)),
-                    peer.hello(h.stream, 3, peer.hello_doc(tags=5)))
+                    peer.hello(h.stream, 3, peer.hello_doc(tags=5)),
+                    peer.hello(h.stream, h.nonce, {**peer.hello_doc(), "base_time_ns": "x"}))
         peer.flood(forger, 2000, 1.0, rng)
         _wait_dropped(rx_ns, 10)
         forger.send(*(peer.data(s, h.stream, 0) for s in range(300, 310)),
@@ -293,7 +294,7 @@ def test_run_forgeries_floods_and_forged_seqs_of_dropped_packets(results: Path) 
     _complete(doc, 1500, lost=10)
     foreign = _foreign(doc)
     assert doc["packets"]["foreign"] == forger.sent
-    assert foreign["version"] == 2 and foreign["other_hello"] == 2 and foreign["range"] == 2
+    assert foreign["version"] == 2 and foreign["other_hello"] == 2 and foreign["range"] == 2 and foreign["hello"] == 1
     assert foreign["nonce"] == 10 and foreign["stream"] >= 1
 
 

@@ -149,16 +149,15 @@ class Classifier:
                 foreign[wire.FOREIGN_OTHER_HELLO] += 1
             elif (self.key is not None or flags & wire.FLAG_MAC) and not self._authentic(flags, nbytes):
                 foreign[wire.FOREIGN_AUTH] += 1
-            elif self.hello is None:
-                # Session preset by the spec: the first hello still tells the sender's parameters.
+            else:
+                # Copies are checked like the first: a hello with bad fields is foreign wherever it comes.
                 doc = hello_fields.checked(wire.hello_config(self.buf, nbytes, flags))
                 if doc is None:
                     foreign[wire.FOREIGN_HELLO] += 1
-                else:
-                    self.hello = doc
-                    self.hellos += 1
-            else:
+                    return
                 self.hellos += 1
+                if self.hello is None:  # session preset by the spec: the hello still tells the parameters
+                    self.hello = doc
             return
         if self.stream is not None and stream != self.stream:
             foreign[wire.FOREIGN_STREAM] += 1

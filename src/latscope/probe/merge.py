@@ -50,6 +50,7 @@ def merge(
         bound = max(capacity, _bounded(recv_info.get("memory_slots"), _INT64_MAX) or 0)
     n = min(planned, bound)
     refused = planned - n
+    implausible = 0
     base_time_ns = _bounded(base_time_ns, _MAX_BASE_NS, 1)
     period_ns = _bounded(period_ns, _MAX_PERIOD_NS, 1)
 
@@ -72,9 +73,16 @@ def merge(
         cols["tx_hw_ns"] = sender["tx_hw"][:n].astype(np.int64)
         send_flags = sender["flags"][:n].astype(np.int32)
     else:
-        for name in ("sched", "wake", "send"):
-            cols[f"{name}_ns"] = rcol(name)
-        tx = rcol("tx")
+        # These times came in the packets: one outside 1970..2116 is no time (and would overflow
+        # the differences the analysis takes), so it is dropped and counted.
+        for name in ("sched", "wake", "send", "tx"):
+            col = rcol(name)
+            bad = (col != MISSING) & ((col < 0) | (col > _MAX_BASE_NS))
+            implausible += int(np.count_nonzero(bad))
+            col[bad] = MISSING
+            if name != "tx":
+                cols[f"{name}_ns"] = col
+        tx = col
         is_hw = rcol("tx_is_hw")
         hw = (tx != MISSING) & (is_hw == 1)
         cols["tx_sw_ns"] = np.where(hw, MISSING, tx)
@@ -117,6 +125,7 @@ def merge(
         "trace_overruns": 0,
         # Packets of the run the receiver had no memory for: neither received nor lost, not in the samples.
         "refused": int(refused),
+        "implausible_timestamps": implausible,
     }
     return cols, counts
 

@@ -152,6 +152,15 @@ def test_hellos_with_bad_fields_are_foreign(doc: dict) -> None:
     assert c.foreign == {"hello": 1} and not c.established
 
 
+def test_a_copy_of_the_hello_with_bad_fields_is_foreign_too() -> None:
+    """Someone who saw the nonce sends a hello of the same session with {"base_time_ns": "x"}: foreign, no effect."""
+    c = _classifier(Sink())
+    c.feed(_hello())
+    c.feed(wire.hello_payload(STREAM, NONCE, {**_hello_doc(), "base_time_ns": "x"}, 64))
+    c.feed(_hello(count=7))
+    assert c.foreign == {"hello": 1} and c.hellos == 2 and c.hello == _hello_doc()
+
+
 def test_hello_keeps_only_known_fields() -> None:
     """Unknown keys of a hello do not reach run.json."""
     c = _classifier(Sink())

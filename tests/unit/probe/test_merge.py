@@ -101,3 +101,13 @@ def test_packets_the_receiver_refused_are_neither_received_nor_lost() -> None:
     assert len(cols["seq"]) == 4 and counts["refused"] == 2 and counts["lost"] == 0
     cols, counts = merge(s, r, {"capacity": 4}, 1)
     assert len(cols["seq"]) == 6 and counts["lost"] == 2 and counts["refused"] == 0
+
+
+def test_times_from_the_wire_outside_1970_to_2116_are_dropped_and_counted() -> None:
+    """A send time of -2**63+1 or 2**63-1 in a packet would overflow latency: it becomes null and is counted."""
+    r = _receiver(3, (0, 1, 2))
+    r["send"][:] = [10**18, -(2**63) + 1, 2**63 - 1]
+    r["tx"][2] = -5
+    cols, counts = merge(None, r, {"sent_reported": 3}, 1)
+    assert list(cols["send_ns"]) == [10**18, M, M] and cols["tx_sw_ns"][2] == M
+    assert counts["implausible_timestamps"] == 3
