@@ -32,6 +32,9 @@ from latscope.probe import hello as hello_fields
 from latscope.probe import wire
 
 _MSG_TRUNC = int(socket.MSG_TRUNC)
+# Module constants, not wire.X lookups: classify() runs once per datagram.
+_unpack = wire.HEADER.unpack_from
+_MAGIC, _VERSION, _FLAG_MAC, _HSIZE = wire.MAGIC, wire.VERSION, wire.FLAG_MAC, wire.HEADER_SIZE
 #: A count learned from a hello is trusted with this many slots up front; more only as packets arrive.
 HELLO_WINDOW = 1 << 21
 
@@ -44,6 +47,9 @@ OnEnd = Callable[[list[tuple[int, int]]], None]
 
 class Classifier:
     """The receiver's session state and its decision for each datagram in ``buf``."""
+
+    __slots__ = ("buf", "_view", "key", "_signer", "stream", "nonce", "count", "max_slots", "_alloc", "_on_end",
+                 "capacity", "limit", "foreign", "hello", "hellos", "ends", "refused", "sent_reported", "end_seen")
 
     def __init__(self, *, max_slots: int, alloc: Alloc, on_end: OnEnd, stream: int | None = None,
                  nonce: int | None = None, count: int | None = None, key: bytes | None = None,
@@ -84,38 +90,30 @@ class Classifier:
 
     def classify(self, nbytes: int, mflags: int = 0) -> tuple | None:
         """The header fields of an accepted data packet in ``buf[:nbytes]``; None for anything else."""
-        foreign = self.foreign
-        if nbytes < 64:
-            foreign[wire.FOREIGN_SHORT] += 1
+        if nbytes < _HSIZE:
+            self.foreign[wire.FOREIGN_SHORT] += 1
             return None
-        h = wire.HEADER.unpack_from(self.buf, 0)
-        if h[0] != wire.MAGIC:
-            foreign[wire.FOREIGN_MAGIC] += 1
+        h = _unpack(self.buf, 0)
+        if h[0] != _MAGIC or h[1] != _VERSION or h[3] != nbytes or mflags & _MSG_TRUNC:
+            self.foreign[wire.FOREIGN_MAGIC if h[0] != _MAGIC else wire.FOREIGN_VERSION if h[1] != _VERSION
+                         else wire.FOREIGN_LENGTH] += 1
             return None
-        if h[1] != wire.VERSION:
-            foreign[wire.FOREIGN_VERSION] += 1
-            return None
-        if h[3] != nbytes or mflags & _MSG_TRUNC:
-            foreign[wire.FOREIGN_LENGTH] += 1
-            return None
-        kind = h[2]
-        if kind == 0:  # data: the hot path
+        if h[2] == 0:  # data: the hot path
             if h[5] != self.nonce or h[4] != self.stream:
-                foreign[self._stranger(h[4])] += 1
+                self.foreign[self._stranger(h[4])] += 1
                 return None
-            if self.key is not None or h[12] & wire.FLAG_MAC:
-                if not self._authentic(h[12], nbytes):
-                    foreign[wire.FOREIGN_AUTH] += 1
-                    return None
+            if (self.key is not None or h[12] & _FLAG_MAC) and not self._authentic(h[12], nbytes):
+                self.foreign[wire.FOREIGN_AUTH] += 1
+                return None
             if h[6] >= self.capacity and not self._room(h[6]):
                 return None
             return h
-        if kind == wire.KIND_HELLO:
+        if h[2] == wire.KIND_HELLO:
             self._hello(h[4], h[5], h[12], nbytes)
-        elif kind == wire.KIND_END:
+        elif h[2] == wire.KIND_END:
             self._end(h, nbytes)
         else:
-            foreign[wire.FOREIGN_KIND] += 1
+            self.foreign[wire.FOREIGN_KIND] += 1
         return None
 
     def _stranger(self, stream: int) -> str:
