@@ -30,6 +30,8 @@ _COLUMNS = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_use
 SLOT_BYTES = 8 * (len(_COLUMNS) + 1)
 #: The share of available memory the receiver may fill: saving copies the columns once more.
 MEMORY_SHARE = 4
+#: The budget when /proc/meminfo says nothing (a container without it): 14.9 million packets.
+UNKNOWN_MEMORY_BUDGET = 1 << 30
 _MEMINFO = "/proc/meminfo"
 
 
@@ -67,8 +69,8 @@ def _empty() -> ReceiverResult:
     return ReceiverResult(*(column(0) for _ in range(8)), column(0, 0))
 
 
-def available_memory(meminfo: str = _MEMINFO) -> int:
-    """MemAvailable in bytes (0 when it cannot be read: the receiver then keeps nothing it cannot fit)."""
+def available_memory(meminfo: str = _MEMINFO) -> int | None:
+    """MemAvailable in bytes, or None when it cannot be read."""
     try:
         with open(meminfo, encoding="ascii") as fh:
             for line in fh:
@@ -76,7 +78,15 @@ def available_memory(meminfo: str = _MEMINFO) -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return None
+
+
+def memory_budget(spec: ReceiverSpec) -> int:
+    """Bytes the columns may take: the spec's, else a share of what is available now."""
+    if spec.memory_bytes is not None:
+        return spec.memory_bytes
+    avail = available_memory()
+    return avail // MEMORY_SHARE if avail is not None else UNKNOWN_MEMORY_BUDGET
 
 
 def _allocator(res: ReceiverResult):
@@ -122,8 +132,7 @@ def run_receiver(
 ) -> ReceiverResult:
     """Receive until the sender's end packet (plus a grace period), idle timeout or Interrupted."""
     res = _empty()
-    budget = spec.memory_bytes if spec.memory_bytes is not None else available_memory() // MEMORY_SHARE
-    clf = Classifier(max_slots=budget // SLOT_BYTES, alloc=_allocator(res), on_end=_end_pairs(res),
+    clf = Classifier(max_slots=memory_budget(spec) // SLOT_BYTES, alloc=_allocator(res), on_end=_end_pairs(res),
                      stream=spec.stream, nonce=spec.nonce, count=spec.count, key=optional_key(spec.key_file),
                      max_size=spec.max_size)
     classify = clf.classify
