@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 NETNS_DIR = "/run/netns"
 
@@ -15,16 +14,6 @@ def namespaces_of(pid: int) -> list[str]:
         return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"latscope-{pid}-"))
     except FileNotFoundError:
         return []
-
-
-def wait_for_namespace(name: str, timeout_s: float = 20.0) -> None:
-    """Block until namespace ``name`` exists (latscope creates it at run start)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if os.path.exists(os.path.join(NETNS_DIR, name)):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"namespace {name} never appeared")
 
 
 def nft_drop_seq_range(netns: str, port: int, first: int, last: int) -> None:
