@@ -57,8 +57,9 @@ def test_a_shift_of_three_microseconds_is_found() -> None:
     c = compare_pair(a, b, FAST)
     for key in ("avg", "p50", "p99"):
         assert c.metric(key).verdict == HIGHER, c.metric(key)
+        # the 95 % interval holds the true shift (on these seeded data; over many seeds about 95 % do)
         lo, hi = c.metric(key).interval
-        assert lo < 3.0 < hi or abs(c.metric(key).difference - 3.0) < 1.0
+        assert lo < 3.0 < hi, (key, lo, hi)
     assert c.distribution.verdict == HIGHER
     assert c.distribution.hodges_lehmann_us == pytest.approx(3.0, abs=0.5)
     assert compare_pair(b, a, FAST).metric("p50").verdict == LOWER
