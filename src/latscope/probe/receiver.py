@@ -21,7 +21,7 @@ from latscope.probe.columns import column, grow
 from latscope.probe.sender import Interrupted
 from latscope.probe.sockets import PACKET_OUTGOING, vlan_of
 from latscope.probe.spec import ReceiverSpec
-from latscope.store.samples import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
+from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 
 _UNKNOWN_COUNT_CHUNK = 1 << 16
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from latscope.analysis.stats import PERCENTILES
+from latscope.contract import PERCENTILES
 from latscope.errors import ConfigError, FormatError, LatscopeError
 from latscope.store.layout import StoredRun
 from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
