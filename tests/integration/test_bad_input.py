@@ -61,6 +61,7 @@ def test_txtime_without_etf_is_a_clear_error(latscope) -> None:
     assert "ETF" in _one_line_error(r)
 
 
+@pytest.mark.slow
 @pytest.mark.root
 def test_not_root_veth_names_loopback(tmp_path: Path) -> None:
     """Without root's privileges, --topology veth names --topology loopback; loopback still works."""

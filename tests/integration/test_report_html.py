@@ -13,6 +13,8 @@ import pytest
 
 from tests.support import synthetic_run
 
+pytestmark = pytest.mark.slow  # the module's report takes ~20 s to build
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BREAKDOWN = {"breakdown": {
     "threshold_us": 150.0,
@@ -124,7 +126,6 @@ def test_renders_in_headless_chromium(report: tuple[Path, Path, Path], tmp_path:
 
 @pytest.mark.root
 @pytest.mark.tracefs
-@pytest.mark.slow
 def test_traced_run_gets_its_breakdown(latscope, tmp_path: Path) -> None:
     """A run recorded with --trace: the report computes the breakdown and shows its culprits table."""
     made = latscope("run", "--trace", "--count", "1500", "--period", "1ms", "-q", "--json", timeout=180)

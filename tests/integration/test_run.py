@@ -20,7 +20,7 @@ from tests.conftest import BIN
 from tests.integration.netutil import namespaces_of, nft_drop_seq_range
 from tests.integration.runwatch import RECEIVED, SENT, counters, wait_for_packets, wait_for_progress
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 STAT_KEYS = {"min", "avg", "max", "stddev", "p50", "p90", "p99", "p999", "p9999"}
 

@@ -12,6 +12,7 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed")
 def test_root_tests_skip_without_cap_sys_admin_even_as_uid_0() -> None:

@@ -51,6 +51,7 @@ def test_same_distribution_is_no_significant_difference() -> None:
     assert c.metric("min").verdict == UNTESTED and c.metric("max").verdict == UNTESTED
 
 
+@pytest.mark.slow
 def test_a_shift_of_three_microseconds_is_found() -> None:
     """The same runs with B shifted by 3 µs: the location metrics and the distribution say 'higher'."""
     a, b = _pair(11, 60_000, shift_ns=3_000)
@@ -65,6 +66,7 @@ def test_a_shift_of_three_microseconds_is_found() -> None:
     assert compare_pair(b, a, FAST).metric("p50").verdict == LOWER
 
 
+@pytest.mark.slow
 def test_false_positive_rate_holds_under_serial_correlation() -> None:
     """Over many same-distribution pairs, 'CI excludes 0' happens near alpha with blocks, far more often without.
 
@@ -92,6 +94,7 @@ def test_false_positive_rate_holds_under_serial_correlation() -> None:
     assert hits_iid / trials >= 0.3
 
 
+@pytest.mark.slow
 def test_min_effect_separates_real_from_relevant() -> None:
     """A real 0.3 µs shift on tight data: the interval excludes 0, but below --min-effect it is not a difference."""
     rng = np.random.default_rng(5)
@@ -140,6 +143,7 @@ def _runs(rng: np.random.Generator, count: int, shift_ns: float = 0.0) -> list[n
     return [ar1_lognormal(rng, 5_000, 0.9, 20_000, 0.1) + rng.normal(0, 1_000) + shift_ns for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_repeated_runs_carry_run_to_run_variation() -> None:
     """Groups of runs whose levels wander between runs: one pair of runs is often 'different', the groups are not."""
     pair_hits, group_hits = 0, 0

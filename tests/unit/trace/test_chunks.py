@@ -42,7 +42,9 @@ def assert_same_table(got: EventTable, want: EventTable) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(RENDERINGS))
-@pytest.mark.parametrize("chunk_bytes,group_bytes", [(1, None), (1, 1), (997, 4096), (8192, None)])
+@pytest.mark.parametrize("chunk_bytes,group_bytes", [pytest.param(1, None, marks=pytest.mark.slow),
+                                                     pytest.param(1, 1, marks=pytest.mark.slow),
+                                                     (997, 4096), (8192, None)])
 def test_cut_anywhere_gives_the_same_table(name: str, chunk_bytes: int, group_bytes: int | None) -> None:
     """chunk_bytes=1 cuts after every line; group_bytes=1 reads the fields of each chunk on its own."""
     data = fixture_bytes(name)
