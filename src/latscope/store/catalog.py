@@ -151,11 +151,6 @@ def lookup(run: StoredRun, key: str) -> Any:
     return run_row(run).get(key)
 
 
-def filter_keys() -> list[str]:
-    """Keys `--where` and `--sort` know besides dotted paths (the ``runs`` row, with ``tag``)."""
-    return ["tag", *[k for k in _ROW_KEYS if k != "tags"]]
-
-
 _ROW_KEYS = tuple(
     ["run_id", "name", "tags", "created", "status", "source", "tool", "metric", "period_ns", "duration_s",
      *PACKET_KEYS]

@@ -58,11 +58,6 @@ class Samples:
         except KeyError:
             raise KeyError(f"column {name!r} was not loaded") from None
 
-    def has(self, name: str) -> bool:
-        """True when the column was loaded and holds at least one timestamp."""
-        col = self.columns.get(name)
-        return col is not None and bool(np.any(col != MISSING))
-
     def valid(self, name: str) -> np.ndarray:
         """Boolean mask of rows where ``name`` holds a value."""
         return self[name] != MISSING

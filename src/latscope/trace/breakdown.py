@@ -31,7 +31,6 @@ from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
 from latscope.trace.stages import (
-    STAGES,
     Packets,
     by_send_calls,
     locate,
@@ -330,5 +329,3 @@ def _threshold(values: np.ndarray, given: int | None) -> tuple[float, str]:
         return float("inf"), "p99"
     return float(np.percentile(values, 99)), "p99"
 
-
-STAGE_NAMES = STAGES
