@@ -33,6 +33,8 @@ RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 EXCEPTIONS = {
     ("env/qdisc.py", "topo"): "a scratch namespace to ask the kernel for qdisc kinds: the namespace primitives "
                               "(topo/netns.py, probe/netns.py) belong in one module below env, probe and topo",
+    ("env/kvm.py", "topo"): "doctor asks the VM topology for its guest kernel and QEMU version: those lookups "
+                            "belong below env (or the doctor check above topo)",
 }
 #: What the probe workers (python -m latscope.probe.worker) must never load: each costs import time and
 #: memory the worker then locks with mlockall, and some start threads of their own.
