@@ -145,7 +145,7 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     """
     held_file = tmp_path / "hog.json"
     # The probe runs SCHED_FIFO below the hog, so while the hog spins the receiver cannot run.
-    with background(HOG, "5", "1", "60", str(RECV_CPU), str(held_file)) as hog:
+    with background(HOG, "10", "1", "60", str(RECV_CPU), str(held_file)) as hog:
         run = traced_run(latscope, "--prio-send", "20", "--prio-recv", "10")
         hog.send_signal(signal.SIGTERM)
         hog.wait(timeout=10)
