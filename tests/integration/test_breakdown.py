@@ -73,26 +73,41 @@ with open(out + ".tmp", "w") as fh:
 os.rename(out + ".tmp", out)
 """
 
-# Write 64 KiB and fsync, over and over, for at most SECONDS (ext4: block requests, jbd2 commits, kworkers).
+# Every PERIOD ms, at SCHED_FIFO 50 on CPU, write 64 KiB and fsync it (ext4: block requests, journal
+# commits, kworkers, the block device's interrupt), for at most SECONDS or until SIGTERM; the stretches in
+# which it may hold the CPU are recorded as the hog's are (they include the waits inside fsync).
 WRITER = r"""
-import ctypes, os, sys, time
-path, seconds, cpu = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+import ctypes, json, os, signal, sys, time
+path, period, seconds, cpu, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctypes.CDLL("libc.so.6").prctl(15, b"ls-fsync-writer", 0, 0, 0)
 os.sched_setaffinity(0, {cpu})
-end = time.monotonic() + seconds
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+rt = time.CLOCK_REALTIME
 buf = os.urandom(65536)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+held = []
 print("ready", flush=True)
-try:
-    n = 0
-    while time.monotonic() < end:
-        os.write(fd, buf)
-        os.fsync(fd)
-        n += 1
-        if n % 64 == 0:
-            os.lseek(fd, 0, 0)
-finally:
-    os.close(fd)
+end = time.monotonic() + seconds
+nxt = time.monotonic()
+woke = time.clock_gettime_ns(rt)
+n = 0
+while not stop and time.monotonic() < end:
+    nxt += period / 1000
+    os.write(fd, buf)
+    os.fsync(fd)
+    n += 1
+    if n % 64 == 0:
+        os.lseek(fd, 0, 0)
+    held.append((woke, time.clock_gettime_ns(rt)))
+    time.sleep(max(0.0, nxt - time.monotonic()))
+    woke = time.clock_gettime_ns(rt)
+held.append((woke, 2**62))
+os.close(fd)
+with open(out + ".tmp", "w") as fh:
+    json.dump(held, fh)
+os.rename(out + ".tmp", out)
 """
 
 
@@ -110,6 +125,18 @@ def background(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def held_intervals(proc: subprocess.Popen[str], path: Path) -> np.ndarray:
+    """End a recording load generator (SIGTERM) and return its (n, 2) CLOCK_REALTIME intervals."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    return np.array(json.loads(path.read_text()), dtype=np.int64)
+
+
+def widened(held: np.ndarray) -> np.ndarray:
+    """The intervals grown by HOG_EDGE_NS on each side: all the time the task may have held its CPU."""
+    return np.stack([held[:, 0] - HOG_EDGE_NS, held[:, 1] + HOG_EDGE_NS], axis=1)
 
 
 def traced_run(latscope, *extra: str, count: int = 2000) -> dict:
@@ -147,10 +174,8 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     # The probe runs SCHED_FIFO below the hog, so while the hog spins the receiver cannot run.
     with background(HOG, "10", "1", "60", str(RECV_CPU), str(held_file)) as hog:
         run = traced_run(latscope, "--prio-send", "20", "--prio-recv", "10")
-        hog.send_signal(signal.SIGTERM)
-        hog.wait(timeout=10)
+        held = held_intervals(hog, held_file)
     assert run["completeness"]["trace_overruns"] == 0
-    held = np.array(json.loads(held_file.read_text()), dtype=np.int64)
     assert len(held) > 100, "the hog hardly ran"
 
     s = ResultsStore(results).resolve(run["run_id"]).samples(["seq", "sched_ns", "rx_sw_ns", "rx_user_ns"])
@@ -169,8 +194,7 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     # Ground truth per late packet: how long the hog held the receiver's CPU while the packet waited for
     # the receiver (its busy spin only), and the most it could have held that CPU in the packet's life.
     spin_held = overlap_ns(held, rx_sw, rx_user)
-    widened = np.stack([held[:, 0] - HOG_EDGE_NS, held[:, 1] + HOG_EDGE_NS], axis=1)
-    could_hold = overlap_ns(widened, sched, rx_user)
+    could_hold = overlap_ns(widened(held), sched, rx_user)
     blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == hog.pid) * 1000 for p in late])
     on_cpus = {c["cpu"] for p in late for c in p["culprits"] if c["pid"] == hog.pid}
     assert on_cpus <= {RECV_CPU}, on_cpus
@@ -210,23 +234,42 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     assert f"{HOG_COMM} (pid {hog.pid})" in text.stdout
 
 
-def test_fsync_writer_io_is_attributed_where_it_ran(latscope, tmp_path: Path) -> None:
-    """An fsync loop on the receiver's CPU: its block/jbd2/kworker work is named, on the CPU where it ran."""
-    with background(WRITER, str(tmp_path / "fsync.dat"), "20", str(RECV_CPU)) as writer:
-        run = traced_run(latscope)
+def test_fsync_writer_io_is_attributed_where_it_ran(latscope, results: Path, tmp_path: Path) -> None:
+    """An fsync loop on the receiver's CPU: its I/O work is named on the CPU where it ran, never beyond its time.
+
+    Writer and probe run SCHED_FIFO (writer above the receiver) so that the writer, not the other tasks
+    of a busy machine, is what the receiver waits for. Checked against the writer's own record: some late
+    packet names the writer or its block I/O; the writer is never blamed for more than it could have
+    held its CPU within a packet's life; every I/O task named has events on the CPU it is named on.
+    """
+    held_file = tmp_path / "writer.json"
+    with background(WRITER, str(tmp_path / "fsync.dat"), "5", "60", str(RECV_CPU), str(held_file)) as writer:
+        run = traced_run(latscope, "--prio-send", "20", "--prio-recv", "10")
+        held = held_intervals(writer, held_file)
     assert run["completeness"]["trace_overruns"] == 0
+    assert len(held) > 100, "the writer hardly ran"
     table = load_run_table(Path(run["path"]))
     counts = table.counts()
     assert counts.get("block_rq_issue", 0) > 0 and counts.get("block_rq_complete", 0) > 0
     assert writer.pid in set(table.pid.tolist())
-    # Judge "late" at the run's p90, not p99: a tenth of the packets are broken down, so the writer's
-    # work is met even when other tasks of a busy machine cause the very worst delays.
-    doc = breakdown(latscope, run["run_id"], "--threshold", f"{run['e2e_us']['p90']}us")
-    assert doc["late_packets"]
+    # Break down the slower half: the writer holds the CPU for tens of microseconds a burst, and such
+    # packets are late against the median, whatever else a busy machine does to the slowest ones.
+    doc = breakdown(latscope, run["run_id"], "--threshold", f"{run['e2e_us']['p50']}us")
+    late = doc["late_packets"]
+    assert late
     io = [c for c in doc["culprits"] if is_io(c)]
     assert io, f"no I/O culprit among {[c['comm'] for c in doc['culprits']]}"
-    # "where it occurs": every task culprit ran on the CPU it is blamed on (it has events there)
-    per_packet = [c for p in doc["late_packets"] for c in p["culprits"] if is_io(c) and c["pid"] is not None]
+    s = ResultsStore(results).resolve(run["run_id"]).samples(["seq", "sched_ns", "rx_user_ns"])
+    row = {int(q): i for i, q in enumerate(s["seq"])}
+    idx = np.array([row[p["seq"]] for p in late])
+    could_hold = overlap_ns(widened(held), s["sched_ns"][idx], s["rx_user_ns"][idx])
+    blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == writer.pid) * 1000 for p in late])
+    assert (blamed > 0).any(), "the writer itself is named for no late packet"
+    over = np.flatnonzero(blamed > could_hold + 1_000)
+    assert len(over) == 0, [(late[i]["seq"], blamed[i], could_hold[i]) for i in over[:10]]
+    assert {c["cpu"] for p in late for c in p["culprits"] if c["pid"] == writer.pid} <= {RECV_CPU}
+    # "where it occurs": every I/O task culprit ran on the CPU it is blamed on (it has events there)
+    per_packet = [c for p in late for c in p["culprits"] if is_io(c) and c["pid"] is not None]
     for c in per_packet:
         on_cpu = (table.pid == c["pid"]) & (table.cpu == c["cpu"])
         assert bool(np.any(on_cpu)), c
