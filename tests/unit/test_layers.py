@@ -16,14 +16,14 @@ SRC = Path(latscope.__file__).resolve().parent
 #: topo sits high since it holds the VM topology, which starts a guest and talks to its agent (remote).
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"units", "contract", "timebase", "privileges", "process"},
+    {"units", "contract", "timebase", "privileges", "process", "stopping", "testhooks"},
     {"store"},
     {"env"},
     {"probe"},
     {"analysis", "remote"},
     {"topo"},
     {"trace", "importers"},
-    {"report"},
+    {"report", "leftovers"},
     {"session"},
     {"halves"},
     {"cli"},
