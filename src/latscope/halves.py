@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latscope import privileges
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError
@@ -45,6 +46,7 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
                 on_progress: ProgressFn | None = None) -> Sent:
     """Run only the sender towards ``dest`` (another host, or a namespace with `latscope recv`)."""
     check_txtime(cfg)
+    privileges.require_raw_sockets(cfg.family)
     # The pid in the name lets the next run remove it if this process is killed (latscope.leftovers).
     scratch = tempfile.TemporaryDirectory(prefix=f"{SEND_SCRATCH_PREFIX}{os.getpid()}-")
     with controller.StopRequest() as stop, scratch as tmp:
@@ -94,6 +96,7 @@ class ReceiveConfig:
 def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: ProgressFn | None = None,
                    on_ready: Callable[[], None] | None = None) -> Outcome:
     """Run only the receiver until the sender's end packet, a timeout or a signal; store the run."""
+    privileges.require_raw_sockets(rcfg.listen.family)
     store.preflight(1 << 20)
     reaped = reap(store.root)
     env_before = collect_environment()

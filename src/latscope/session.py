@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from latscope import testhooks
+from latscope import privileges, testhooks
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError, ConfigError, error_from
@@ -169,6 +169,7 @@ def measure_all(
     store.preflight(legs_n * cfg.count * BYTES_PER_PACKET + (1 << 20))
     reaped = reap(store.root)
     check_txtime(cfg)
+    privileges.require_raw_sockets(cfg.family)
     env_before = collect_environment()
     created = now_iso()
     topo_cm = contextlib.nullcontext(path) if path is not None else \

@@ -173,10 +173,6 @@ class LazyColumns:
             self._cache[name] = col
         return col
 
-    def has(self, name: str) -> bool:
-        """True when the column holds at least one value (same meaning as Samples.has)."""
-        return bool(np.any(self[name] != MISSING))
-
     def read(self, name: str) -> np.ndarray:
         """Column ``name`` for the selected rows, without keeping it in the cache."""
         return self._cache[name] if name in self._cache else self.reader.read(name, self.rows)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.store.samples import FLAG_LOST, FLAG_SEND_FAILED, MISSING
+from latscope.contract import FLAG_LOST, FLAG_SEND_FAILED, MISSING
 
 
 def merge(

@@ -23,7 +23,7 @@ from latscope.probe.columns import column, grow
 from latscope.probe.sender import Interrupted
 from latscope.probe.sockets import PACKET_OUTGOING, vlan_of
 from latscope.probe.spec import ReceiverSpec
-from latscope.store.samples import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
+from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 
 _COLUMNS = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user")
 #: Bytes one packet's slot takes in memory: the columns above and flags, int64 each.

@@ -23,7 +23,7 @@ from latscope.probe.clock import Clock
 from latscope.probe.columns import column
 from latscope.probe.sockets import SenderSocket
 from latscope.probe.spec import SenderSpec
-from latscope.store.samples import FLAG_SEND_FAILED, MISSING
+from latscope.contract import FLAG_SEND_FAILED, MISSING
 
 HELLO_COPIES = 3
 END_COPIES = 3

@@ -9,7 +9,6 @@ behind a proxy, looks exactly as it did when written.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,26 +138,13 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
 def breakdown_summary(run: StoredRun) -> dict[str, Any] | None:
     """The trace breakdown of a run; None when the run has no trace.
 
-    The breakdown is latscope.trace's work. A breakdown stored with the run
-    (a ``breakdown`` key in run.json, or trace/breakdown.json) is used as is;
-    otherwise, when the run holds a trace, it is computed now with the trace
+    The breakdown is latscope.trace's work, computed now with the trace
     module's defaults (as `latscope breakdown RUN --json` would). Whatever
     fails there becomes a note in the report, not a failed report.
     """
-    extra = run.record.extra
-    doc = extra.get("breakdown") if isinstance(extra.get("breakdown"), dict) else None
-    trace_dir = run.path / "trace"
-    if doc is None and (trace_dir / "breakdown.json").is_file():
-        try:
-            doc = json.loads((trace_dir / "breakdown.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            doc = {"note": f"trace/breakdown.json could not be read ({exc.__class__.__name__})"}
-        if not isinstance(doc, dict):
-            doc = {"note": "trace/breakdown.json is not a breakdown document"}
-    if doc is None:
-        if not trace_dir.is_dir():
-            return None
-        doc = _compute_breakdown(run)
+    if not (run.path / "trace").is_dir():
+        return None
+    doc = _compute_breakdown(run)
     culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
     late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
     scalars = {k: v for k, v in doc.items()

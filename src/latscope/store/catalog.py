@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from latscope.analysis.stats import PERCENTILES
+from latscope.contract import PERCENTILES
 from latscope.errors import ConfigError, FormatError, LatscopeError
 from latscope.store.layout import StoredRun
 from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
@@ -149,11 +149,6 @@ def lookup(run: StoredRun, key: str) -> Any:
             node = node[part]
         return node
     return run_row(run).get(key)
-
-
-def filter_keys() -> list[str]:
-    """Keys `--where` and `--sort` know besides dotted paths (the ``runs`` row, with ``tag``)."""
-    return ["tag", *[k for k in _ROW_KEYS if k != "tags"]]
 
 
 _ROW_KEYS = tuple(

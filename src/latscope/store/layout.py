@@ -219,14 +219,6 @@ class ResultsStore:
                 raise StoreError(f"could not save run {record.run_id} in {self.root}: {reason(exc)}") from None
             return self.commit(stage, record)
 
-    def rewrite_record(self, run: StoredRun, record: RunRecord) -> StoredRun:
-        """Replace a committed run's run.json atomically (e.g. to add a breakdown summary)."""
-        try:
-            write_json_atomic(run.path / RUN_FILE, record.to_json())
-        except OSError as exc:
-            raise StoreError(f"could not update run {record.run_id}: {exc.strerror}") from None
-        return StoredRun(run.path, record)
-
     # -- reading ---------------------------------------------------------
 
     def run_dirs(self) -> list[Path]:

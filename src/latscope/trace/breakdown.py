@@ -350,5 +350,3 @@ def _threshold(values: np.ndarray, given: int | None) -> tuple[float, str]:
         return float("inf"), "p99"
     return float(np.percentile(values, 99)), "p99"
 
-
-STAGE_NAMES = STAGES

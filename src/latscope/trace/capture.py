@@ -142,7 +142,7 @@ class TraceCapture:
     info: dict[str, Any] = field(default_factory=dict)
 
     def start(self, workdir: Path, path: Any) -> dict[str, Any]:
-        from latscope.probe.clock import tai_offset_ns
+        from latscope.timebase import tai_offset_ns
 
         wanted = ev.resolve(self.event_changes)
         root = tracefs.find_tracefs(self.root)
