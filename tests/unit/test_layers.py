@@ -16,6 +16,7 @@ SRC = Path(latscope.__file__).resolve().parent
 #: topo sits high since it holds the VM topology, which starts a guest and talks to its agent (remote).
 LAYERS: list[set[str]] = [
     {"errors"},
+    {"safetext", "files"},
     {"units", "contract", "timebase", "privileges", "process", "stopping", "testhooks"},
     {"store"},
     {"env"},
@@ -35,6 +36,8 @@ EXCEPTIONS = {
                               "(topo/netns.py, probe/netns.py) belong in one module below env, probe and topo",
     ("env/kvm.py", "topo"): "doctor asks the VM topology for its guest kernel and QEMU version: those lookups "
                             "belong below env (or the doctor check above topo)",
+    ("remote/guesttrace.py", "trace"): "the guest agent drives tracefs with the host's primitives: "
+                                       "trace/tracefs.py (files only, no parsing) belongs below remote",
 }
 #: What the probe workers (python -m latscope.probe.worker) must never load: each costs import time and
 #: memory the worker then locks with mlockall, and some start threads of their own.
