@@ -6,8 +6,11 @@ Builds each image once into a fresh cache (timed), then boots the guests in
 interleaved order (9p, initramfs, initramfs+gzip, 9p, ...) under TCG, and for
 each boot measures: QEMU start to the agent's boot event, QEMU start to the
 guest receiver's ready line (its imports: numpy and latscope's probe), and the
-receiver's own start (spawn to ready). Prints Markdown tables (medians and
-ranges) for BENCHMARKS.md. The machine's load average is printed with them.
+receiver's own start (spawn to ready). The guests boot with ``loglevel=6`` so
+that their console tells, in guest uptime, how long the kernel took to unpack
+the initramfs and when it started /init (the same for every variant). Prints
+a Markdown table (medians and ranges) for BENCHMARKS.md, with the machine's
+load average.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -44,6 +48,17 @@ def _stamp_ready(orig):
     return wait_ready
 
 
+def kernel_times(console: Path) -> tuple[float, float]:
+    """(seconds the kernel spent unpacking the initramfs, guest uptime at "Run /init"), from the console."""
+    stamps = {}
+    for line in console.read_text(errors="replace").splitlines():
+        m = re.match(r"^\[\s*(\d+\.\d+)\] (Trying to unpack rootfs|Freeing initrd memory|Run /init)", line)
+        if m:
+            stamps[m.group(2)] = float(m.group(1))
+    unpack = stamps.get("Freeing initrd memory", float("nan")) - stamps.get("Trying to unpack rootfs", float("nan"))
+    return unpack, stamps.get("Run /init", float("nan"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default="/tmp/vm-root-bench")
@@ -68,26 +83,27 @@ def main() -> int:
         for name, root, gz in VARIANTS:
             image = img.guest_image(kernel, root=root, compress=gz)
             sizes[name] = (image.initrd_bytes, image.contents.get("unpacked_bytes", image.initrd_bytes))
-        rows: dict[str, list[tuple[float, float, float]]] = {n: [] for n, _, _ in VARIANTS}
+        rows: dict[str, list[tuple[float, ...]]] = {n: [] for n, _, _ in VARIANTS}
         for _ in range(args.repeats):
             for name, root, gz in VARIANTS:
                 img.guest_image = functools.partial(orig_image, compress=gz)
-                with running_guest(VmOptions(accel="tcg", root=root, clock_samples=50)) as guest:
+                with running_guest(VmOptions(accel="tcg", root=root, clock_samples=50, append="loglevel=6")) as guest:
                     _ready_at.clear()
                     measure_all(MeasureConfig(topology="vm", count=args.count, tags=("vm-root-bench", name)),
                                 store, path=vm_path(guest))
-                    rows[name].append((guest.boot_s, (_ready_at[0] - guest.started_ns) / 1e9, guest.ready_s[0]))
+                    rows[name].append((*kernel_times(guest.qemu.spec.console), guest.boot_s,
+                                       (_ready_at[0] - guest.started_ns) / 1e9, guest.ready_s[0]))
                 img.guest_image = orig_image
         load = os.getloadavg()
         print(f"### --vm-root: image and start-up under TCG ({args.repeats} interleaved boots each; "
               f"load average {load[0]:.1f} at the end)\n")
-        print("| root | initrd MB (unpacked) | build s | QEMU start -> agent boot s | QEMU start -> receiver "
-              "ready s | receiver spawn -> ready s |")
-        print("|---|---|---|---|---|---|")
+        print("| root | initrd MB (unpacked) | build s | kernel unpacks initramfs s | /init at uptime s | QEMU start "
+              "-> agent boot s | QEMU start -> receiver ready s | receiver spawn -> ready s |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, _, _ in VARIANTS:
             b, u = sizes[name]
             cols = []
-            for k in range(3):
+            for k in range(5):
                 xs = [r[k] for r in rows[name]]
                 cols.append(f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})")
             print(f"| {name} | {b / 1e6:.1f} ({u / 1e6:.1f}) | {builds[name]:.1f} | " + " | ".join(cols) + " |")

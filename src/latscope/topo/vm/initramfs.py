@@ -37,6 +37,10 @@ from latscope.topo.vm import pyimage
 
 #: Bumped when what goes into the image, or how, changes.
 FORMAT = 1
+#: Modules the kernel would ask modprobe for: ext4's softdep crypto-crc32c ("Cannot load crc32c driver" at
+#: mount), the time-sensitive qdiscs the environment's qdisc probe adds. With no root file system there is
+#: no modprobe to answer, so /init loads them.
+ROOTLESS_MODULES = ("crc32c_generic", "sch_etf", "sch_taprio")
 #: Tools the guest runs besides Python, copied with their libraries when the host has them.
 OPTIONAL_TOOLS = ("cyclictest",)
 
@@ -198,7 +202,7 @@ def build(kernel: img.GuestKernel, out: Path, compress: bool = False) -> dict:
     for d in ("/proc", "/sys", "/dev", "/tmp", "/run", "/modules", "/etc"):
         tree.dir(d)
     tree.link("/var/run", "../run")  # where pyroute2 keeps named namespaces (the qdisc probe makes one)
-    mods = img.module_order(kernel.modules)
+    mods = img.module_order(kernel.modules, img.GUEST_MODULES + ROOTLESS_MODULES)
     tree.file("/init", img.init_script(mods, root="initramfs").encode(), 0o755)
     for m in mods:
         tree.file(f"/modules/{Path(m).name}", img._module_bytes(kernel.modules / m), 0o644)

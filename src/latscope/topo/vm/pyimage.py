@@ -102,11 +102,17 @@ for top in tops:
             versions[top] = f"{dist} {md.version(dist)}"
         except md.PackageNotFoundError:
             pass
+import os, site
 paths = sysconfig.get_paths()
+std = (paths["stdlib"], paths["platstdlib"])
+# Where packages come from: the install scheme's, site's, then whatever else is on sys.path
+# (Debian's /usr/lib/python3/dist-packages, an editable install's src/, PYTHONPATH).
+dirs = [paths["purelib"], paths["platlib"], *site.getsitepackages(),
+        *(p for p in sys.path if p and os.path.isdir(p) and not any(p == s or p.startswith(s + "/") for s in std))]
 print(json.dumps({
     "executable": sys.executable, "prefix": sys.prefix, "base_prefix": sys.base_prefix,
     "stdlib": paths["stdlib"], "platstdlib": paths["platstdlib"],
-    "site": sorted({paths["purelib"], paths["platlib"]}),
+    "site": list(dict.fromkeys(os.path.normpath(d) for d in dirs)),
     "version": sys.version.split()[0], "cache_tag": sys.implementation.cache_tag,
     "magic": importlib.util.MAGIC_NUMBER.hex(),
     "modules": {n: m.__file__ for n, m in list(sys.modules.items()) if getattr(m, "__file__", None)},
@@ -124,7 +130,7 @@ class Probe:
     base_prefix: str
     stdlib: str
     platstdlib: str
-    site: tuple[str, ...]
+    site: tuple[str, ...]               # the first is where latscope goes (the install scheme's purelib)
     version: str
     cache_tag: str
     magic: str
@@ -203,7 +209,8 @@ def select(p: Probe, latscope_dir: Path) -> Selection:
             continue
         rel = _under(path, p.stdlib) or _under(path, p.platstdlib)
         if rel is None:
-            continue  # built in, frozen, or outside the interpreter (a stray sys.path entry)
+            raise TopologyError(f"the guest imports {name} from {path}, outside the standard library and "
+                                "site-packages: the initramfs cannot tell what to copy")
         if rel.split(os.sep)[0] in STDLIB_LEFT_OUT:
             raise TopologyError(f"the guest imports {name} from {rel}, which the initramfs leaves out")
         if path.endswith(".py"):
