@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError
+from latscope.leftovers import SEND_SCRATCH_PREFIX, reap
 from latscope.probe import controller
 from latscope.probe.config import MeasureConfig
 from latscope.probe.merge import merge
@@ -40,7 +42,9 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
                 on_progress: ProgressFn | None = None) -> Sent:
     """Run only the sender towards ``dest`` (another host, or a namespace with `latscope recv`)."""
     check_txtime(cfg)
-    with controller.StopRequest() as stop, tempfile.TemporaryDirectory(prefix="latscope-send-") as tmp:
+    # The pid in the name lets the next run remove it if this process is killed (latscope.leftovers).
+    scratch = tempfile.TemporaryDirectory(prefix=f"{SEND_SCRATCH_PREFIX}{os.getpid()}-")
+    with controller.StopRequest() as stop, scratch as tmp:
         work = Path(tmp)
         spec = sender_spec(cfg, dest, netns=netns, run_id="",
                            stream_log=Path.cwd() / "stream-sender.log" if cfg.stream_log else None)
@@ -86,6 +90,7 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
                    on_ready: Callable[[], None] | None = None) -> Outcome:
     """Run only the receiver until the sender's end packet, a timeout or a signal; store the run."""
     store.preflight(1 << 20)
+    reaped = reap(store.root)
     env_before = collect_environment()
     run_id = new_run_id()
     created = now_iso()
@@ -137,7 +142,7 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
         write_samples(stage / "samples.parquet", cols)
         tidy_stage(stage)
         stored = store.commit(stage, record)
-    warnings = warnings_for(counts)
+    warnings = [*reaped.notes(), *warnings_for(counts)]
     if status == "incomplete":
         warnings.append("the sender's end packet never arrived: packets lost at the very end are not counted")
     return Outcome(stored, summary, interrupted, str(info.get("stop_reason") or ""), tuple(warnings))

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from latscope import testhooks
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError, ConfigError
-from latscope.probe import controller, rt
+from latscope.leftovers import reap
+from latscope.probe import controller, ending, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.merge import merge
 from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec, to_json
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
@@ -150,8 +151,10 @@ def measure_all(
     notify: Callable[[str], None] | None = None,
 ) -> list[Outcome]:
     """Measure across ``cfg.topology`` (or the already built ``path``); one stored run per leg."""
+    testhooks.hold("boot")
     legs_n = 2 if cfg.direction == "both" else 1
     store.preflight(legs_n * cfg.count * BYTES_PER_PACKET + (1 << 20))
+    reaped = reap(store.root)
     check_txtime(cfg)
     env_before = collect_environment()
     created = now_iso()
@@ -172,6 +175,7 @@ def measure_all(
                     for cap in captures:
                         extra.update(cap.start(stage, topo))
                 runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
+            stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
             cap_results = [cap.stop(runs[0].stage) for cap in captures]
@@ -184,6 +188,7 @@ def measure_all(
             outcomes.append(_store_run(cfg, store, lr, topo, stop, env_before, created, pm_qos,
                                        cap_results if i == 0 else [], guest_doc,
                                        [r.run_id for r in runs if r is not lr]))
+    outcomes[0] = replace(outcomes[0], warnings=(*reaped.notes(), *outcomes[0].warnings))
     return outcomes
 
 
@@ -237,15 +242,14 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
             senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.stage, prog))
         with controller.progress_view(progress[0]) as view:
             controller.watch_all(senders, stop, None if on_progress is None else
-                                 lambda: on_progress(view[1], view[0], total))
+                                 lambda: on_progress(view[1], view[0], total), partners=receivers)
         # A receiver stops by itself shortly after its sender's end packet;
-        # if that packet was lost, tell it.
-        for lr, rx in zip(runs, receivers):
-            grace = RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S
-            if not rx.wait(grace if not stop.requested else 0.5):
-                rx.stop()
+        # if that packet was lost (or the sender ended early), tell it.
         for lr, tx, rx in zip(runs, senders, receivers):
-            lr.results = (tx.collect(), rx.collect())
+            controller.finish_receiver(rx, tx, stop,
+                                       RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S)
+        for lr, tx, rx in zip(runs, senders, receivers):
+            lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:
         for w in senders + receivers:
             w.kill()
@@ -300,10 +304,10 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     clock_doc = None
     if guest is not None:
         s_arr, r_arr, s_info, clock_doc = _onto_host_clock(lr.leg, guest, s_arr, r_arr, s_info)
-    cols, counts = merge(s_arr, r_arr, r_info, lr.leg.stream)
+    cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
     for res in cap_results:
         counts.update(res.get("completeness", {}))
-    interrupted = stop.requested or bool(s_info.get("interrupted")) or bool(r_info.get("interrupted"))
+    interrupted = end.interrupted
     samples = Samples(cols)
     summary = summarise(samples, counts)
     env: dict[str, Any] = {
@@ -327,6 +331,8 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         summary["vm"] = {"accel": guest.accel, "emulated_cpu": guest.accel == "tcg",
                          "direction": lr.leg.direction, "variant": guest.net.variant, "cwd": guest.options.cwd}
         config["direction"] = lr.leg.direction
+        config["vm"] = {k: v for k, v in guest.options.to_json().items() if k not in ("clock_skew_ns",)}
+        config["vm"]["accel"] = guest.accel
         if cfg.direction == "both" and name:
             name = f"{name}-{lr.leg.direction}"
     record = RunRecord(
@@ -337,12 +343,12 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
                 **({"direction": lr.leg.direction} if lr.leg.direction else {})},
         extra=record_extra,
     )
+    testhooks.hold("storing")
     write_samples(lr.stage / "samples.parquet", cols)
     tidy_stage(lr.stage)
     stored = store.commit(lr.stage, record)
-    reason = "signal" if stop.requested else str(r_info.get("stop_reason") or "")
-    warnings = warnings_for(counts)
-    return Outcome(stored, summary, interrupted, reason, tuple(warnings))
+    warnings = [*end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted)]
+    return Outcome(stored, summary, interrupted, end.reason, tuple(warnings))
 
 
 def _onto_host_clock(leg: Leg, guest: Any, s_arr, r_arr, s_info):
@@ -376,19 +382,20 @@ def clock_warning(clock: dict[str, Any], summary: dict[str, Any]) -> str | None:
     if p50 is None or bound_us <= 0.25 * abs(p50):
         return None
     return (f"the guest clock is known to +-{bound_us:.0f} us only, against a median latency of {p50:.0f} us: "
-            "one-way figures from this run are that uncertain; round trips need no clock (two-host issue: "
-            "--mode rtt)")
+            "each one-way figure of this run may be off by that much (values below zero within it are "
+            "possible); compare runs of the same set-up, or use round trips (not in latscope yet)")
 
 
 def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, Any]:
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
-                                                "hw_timestamping")},
+                                                "hw_timestamping", "signal", "died")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
-                                                     "txtime_errors", "tx_timestamps", "hw_timestamping")}
+                                                     "txtime_errors", "tx_timestamps", "hw_timestamping",
+                                                     "signal", "died")}
     return facts
 
 

@@ -156,6 +156,14 @@ def is_io(c: dict) -> bool:
             or (c["kind"] == "irq" and ("blk" in name or "virtio" in name or "nvme" in name)))
 
 
+def _received(results: Path, pid: int) -> int:
+    """The receiver's progress counter of run process ``pid`` (0 before it exists)."""
+    for stage in results.glob(f".staging-*-{pid}"):
+        data = (stage / "progress").read_bytes() if (stage / "progress").exists() else b""
+        return int.from_bytes(data[:8], "little", signed=True) if len(data) >= 8 else 0
+    return 0
+
+
 def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
     """SIGINT during `run --trace` keeps what was measured and removes the tracefs instance."""
     env = {**os.environ, "LATSCOPE_RESULTS": str(results)}
@@ -168,7 +176,9 @@ def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
             mine = [n for n in tracefs.owned(tracefs.find_tracefs()) if n.startswith(f"latscope-{proc.pid}-")]
             time.sleep(0.05)
         assert mine, "the traced run never created its instance"
-        time.sleep(1.0)
+        # Mid-run, not during the set-up (a signal then stores nothing): the receiver's counter moves.
+        while time.monotonic() < deadline and not _received(results, proc.pid):
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import emit_json, json_option
+from latscope.cli.common import emit_json, json_option, results_option
 from latscope.env import collect_environment
-from latscope.env.doctor import checks, has_failures, verdict
+from latscope.env.doctor import checks, has_failures, leftovers_check, verdict
+from latscope.leftovers import reap
+from latscope.store.layout import resolve_results_root
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
 
 
 @click.command()
+@results_option
 @json_option
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs."""
+def doctor(ctx: click.Context, results: str | None, as_json: bool) -> None:
+    """Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs.
+
+    Also removes what killed latscope runs left behind (namespaces, tracefs instances, staging
+    directories in the results root) and says what it removed.
+    """
+    reaped = reap(resolve_results_root(results))
     env = collect_environment()
-    found = checks(env)
+    found = [*checks(env), leftovers_check(reaped.removed, reaped.kept)]
     summary = verdict(found)
     if as_json:
-        emit_json({"checks": [c.to_json() for c in found], "verdict": summary, "environment": env})
+        emit_json({"checks": [c.to_json() for c in found], "verdict": summary, "environment": env,
+                   "leftovers": {"removed": list(reaped.removed), "kept": list(reaped.kept)}})
     else:
         for c in found:
             click.echo(f"[{_MARK.get(c.status, c.status)}] {c.name:<12} {c.found}")

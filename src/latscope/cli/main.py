@@ -8,6 +8,7 @@ import click
 
 from latscope import __version__
 from latscope.errors import LatscopeError
+from latscope.stopping import Stopped, raise_on_signals
 
 VERBS = {
     "run": "latscope.cli.run:run",
@@ -25,6 +26,10 @@ VERBS = {
 }
 
 
+#: Verbs that start worker processes and create namespaces: stop signals follow latscope.stopping.
+MEASURING = ("run", "send", "recv")
+
+
 class LazyGroup(click.Group):
     """Imports a verb's module only when it runs, so `latscope ls` does not load the probe."""
 
@@ -35,6 +40,10 @@ class LazyGroup(click.Group):
         target = VERBS.get(name)
         if target is None:
             return None
+        if name in MEASURING:
+            # Before the verb's (slow) import: a stop signal from here on ends it with a message
+            # instead of silently, and the phases after it each have one outcome (docs/run.md).
+            raise_on_signals()
         module, _, attr = target.partition(":")
         return getattr(__import__(module, fromlist=[attr]), attr)
 
@@ -70,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("latscope: interrupted", err=True)
+        return 1
+    except Stopped as exc:
+        tail = " before the measurement started; nothing was stored" if exc.before_start else ""
+        click.echo(f"latscope: stopped by {exc.name}{tail}", err=True)
         return 1
     except BrokenPipeError:
         return 1

@@ -220,6 +220,7 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     is_vm = topology.startswith("vm")
     cfg = args.config(topology)
     vm = args.vm(topology) if is_vm else None
+    check_vm_args(args, cfg, vm)
     store = store_from(args.results)
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
@@ -236,10 +237,36 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
                                              context_lines(o.run.record)) for o in outcomes))
     interrupted = [o for o in outcomes if o.interrupted]
     for o in interrupted:
-        warn(f"run interrupted ({o.stop_reason}); {o.summary['packets']['received']} packets saved "
-             f"as {o.run.run_id}")
+        packets = o.summary["packets"]
+        warn(f"run interrupted ({o.stop_reason}); stored as {o.run.run_id}: "
+             f"sent {packets['sent']}, received {packets['received']}")
     if interrupted:
         ctx.exit(1)
+
+
+#: --vm-* options and their defaults: given without a VM topology they would be silently ignored.
+VM_DEFAULTS = {"vm_accel": "auto", "vm_cpus": 1, "vm_mem": 1024, "vm_iothread": False, "vm_affinity": None,
+               "vm_cwd": "tmpfs", "vm_root": "9p", "vm_boot_timeout": 180_000_000_000, "vm_append": ""}
+
+
+def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
+    """VM options only with a VM topology; CPUs of each half checked against the side it runs on, before boot."""
+    if vm is None:
+        given = [k for k, default in VM_DEFAULTS.items() if getattr(args, k) != default]
+        if given:
+            names = ", ".join("--" + k.replace("_", "-").replace("vm-affinity", "vm-cpu-affinity") for k in given)
+            raise ConfigError(f"{names}: only for --topology vm (this run's topology is {cfg.topology})")
+        return
+    import os
+
+    host_cpus = len(os.sched_getaffinity(0))
+    sides = {"forward": (("--cpu-send", cfg.cpu_send, host_cpus), ("--cpu-recv", cfg.cpu_recv, vm.cpus)),
+             "reverse": (("--cpu-send", cfg.cpu_send, vm.cpus), ("--cpu-recv", cfg.cpu_recv, host_cpus))}
+    checks = sides["forward"] if cfg.direction == "forward" else sides["reverse"] if cfg.direction == "reverse" \
+        else tuple((o, c, min(host_cpus, vm.cpus)) for o, c, _n in sides["forward"])
+    for opt, cpu, n in checks:
+        if cpu is not None and not 0 <= cpu < n:
+            raise ConfigError(f"{opt} {cpu}: that half has CPUs 0..{n - 1} (host {host_cpus}, guest {vm.cpus})")
 
 
 def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, quiet: bool = False) -> tuple:

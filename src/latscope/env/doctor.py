@@ -103,6 +103,16 @@ def vm_checks(kv: dict[str, Any]) -> list[Check]:
     return out
 
 
+def leftovers_check(removed: tuple[str, ...], kept: tuple[str, ...]) -> Check:
+    """What killed latscope processes had left behind (latscope.leftovers), removed now or kept."""
+    if kept:
+        return Check("leftovers", WARN, "; ".join(kept) + (f"; removed: {', '.join(removed)}" if removed else ""),
+                     "left by killed latscope runs; `latscope doctor` as root removes them")
+    if removed:
+        return Check("leftovers", INFO, f"removed {', '.join(removed)}", "left by killed latscope runs")
+    return Check("leftovers", OK, "none (no namespace, tracefs instance or staging directory of a killed run)")
+
+
 def verdict(found: list[Check]) -> dict[str, list[str]]:
     """What this host can and cannot measure, in a few plain sentences."""
     by = {c.name: c for c in found}

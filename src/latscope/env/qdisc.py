@@ -11,6 +11,9 @@ import errno
 import os
 from typing import Any
 
+from latscope.stopping import deferred
+from latscope.testhooks import hold
+
 KINDS = ("etf", "taprio")
 
 
@@ -25,22 +28,26 @@ def probe_kinds(kinds: tuple[str, ...] = KINDS) -> dict[str, bool | None]:
 
     name = ns.name(ns.owner_token(), "probe")
     result: dict[str, bool | None] = {}
-    ns.create(name)
-    try:
-        with NetNS(name) as net:
-            lo = net.link_lookup(ifname="lo")[0]
-            for kind in kinds:
-                try:
-                    net.tc("add", kind, index=lo, handle=0)
-                    result[kind] = True
-                except NetlinkError as exc:
-                    result[kind] = exc.code != errno.ENOENT
-                except (ValueError, KeyError, TypeError):
-                    result[kind] = None
-    except OSError:
-        return {k: None for k in kinds}
-    finally:
-        ns.remove(name)
+    # A stop signal waits until the namespace is gone again (it used to land between create and
+    # remove and leave it behind); the probe takes a few milliseconds.
+    with deferred():
+        ns.create(name)
+        try:
+            hold("probe")
+            with NetNS(name) as net:
+                lo = net.link_lookup(ifname="lo")[0]
+                for kind in kinds:
+                    try:
+                        net.tc("add", kind, index=lo, handle=0)
+                        result[kind] = True
+                    except NetlinkError as exc:
+                        result[kind] = exc.code != errno.ENOENT
+                    except (ValueError, KeyError, TypeError):
+                        result[kind] = None
+        except OSError:
+            result = {k: None for k in kinds}
+        finally:
+            ns.remove(name)
     return result
 
 

@@ -19,11 +19,53 @@ import numpy as np
 
 from latscope.errors import CaptureError
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
-from latscope.probe.worker import PROGRESS_SLOTS, READY, open_progress
+from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progress
+# StopRequest lives with the rest of the signal policy; callers know it as controller.StopRequest.
+from latscope.stopping import StopRequest, signal_name  # noqa: F401
+
+
+class WorkerControl:
+    """What ending a worker means, wherever it runs: subclasses say how to signal and wait."""
+
+    role: str
+    stderr_path: Path
+    #: How long a SIGKILLed worker may take to be gone (a guest's answers travel further).
+    KILL_WAIT_S = 5.0
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def signal(self, sig: int) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when the worker ended within ``timeout_s``."""
+        raise NotImplementedError
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Ask the worker to stop (SIGUSR1 keeps its data), then kill it if it does not."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGUSR1)
+        if not self.wait(grace_s):
+            self.kill()
+
+    def kill(self) -> None:
+        """End the worker now (cleanup after an error); its results are lost."""
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.wait(self.KILL_WAIT_S)
+
+    def stderr_tail(self) -> str:
+        try:
+            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
 
 
 @dataclass
-class Worker:
+class Worker(WorkerControl):
     """A running sender or receiver process and where it leaves its results."""
 
     role: str
@@ -47,20 +89,6 @@ class Worker:
         except subprocess.TimeoutExpired:
             return False
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """Ask the worker to stop (SIGUSR1 keeps its data), then kill it if it does not."""
-        if not self.alive():
-            return
-        self.signal(signal.SIGUSR1)
-        if not self.wait(grace_s):
-            self.kill()
-
-    def kill(self) -> None:
-        """End the worker now (cleanup after an error); its results are lost."""
-        if self.alive():
-            self.signal(signal.SIGKILL)
-            self.wait(5.0)
-
     def collect(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
         """The worker's columns (None if it wrote none) and its info document."""
         return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())
@@ -68,13 +96,6 @@ class Worker:
     def wait_ready(self, timeout_s: float) -> int:
         """Block until the receiver says it listens; its port."""
         return wait_ready(self, timeout_s)
-
-    def stderr_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
-        return lines[-1].strip() if lines else ""
 
 
 def read_results(role: str, result: Path, returncode: int | None,
@@ -91,6 +112,42 @@ def read_results(role: str, result: Path, returncode: int | None,
         with np.load(result) as npz:
             arrays = {k: npz[k] for k in npz.files}
     return arrays, info
+
+
+def ended_how(worker: Worker) -> str:
+    """How a worker that ended without results went: "killed by SIGKILL", "exited with status 1: ..."."""
+    died = getattr(worker, "error", None)  # a guest's worker whose guest went away
+    if died:
+        return died
+    code = worker.proc.returncode
+    if code is not None and code < 0:
+        return f"killed by {signal_name(-code)}"
+    tail = worker.stderr_tail()
+    return f"exited with status {code}" + (f": {tail}" if tail else "")
+
+
+def collect_half(worker: Worker) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+    """``worker.collect()``; for a worker that ended without results (killed, crashed), no columns and
+    ``{"died": how}``, so that the other half's packets are kept (latscope.probe.ending says what is true)."""
+    try:
+        return worker.collect()
+    except CaptureError:
+        if worker.alive():
+            raise
+        return None, {"died": ended_how(worker)}
+
+
+def ended_early(worker: Worker) -> bool:
+    """True when ``worker`` has ended other than by finishing its work: killed, crashed, failed or signalled."""
+    if worker.alive():
+        return False
+    if worker.proc.returncode != 0:
+        return True
+    try:
+        info = json.loads(Path(str(worker.result) + ".json").read_text())
+    except (OSError, ValueError):
+        return True
+    return bool(info.get("interrupted") or info.get("error"))
 
 
 def progress_file(workdir: Path, name: str = "progress") -> Path:
@@ -116,6 +173,10 @@ def spawn(role: str, spec: SenderSpec | ReceiverSpec, workdir: Path, progress: P
             # Own process group: a Ctrl-C reaches the controller, which stops
             # the workers in order (sender first) so the receiver sees the end.
             start_new_session=True,
+            # The worker ends when we do (PR_SET_PDEATHSIG, see worker.die_with_parent); it checks
+            # that we are still its parent, in case we died before it could ask. The signal
+            # fires when the *thread* that forked it ends: spawn from a thread that outlives the run.
+            env={**os.environ, PARENT_ENV: str(os.getpid())},
         )
     return Worker(role, proc, result, stderr_path)
 
@@ -141,34 +202,12 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
             break
     worker.wait(2.0)
     if not worker.alive():
-        _arrays, info = worker.collect()
+        _arrays, info = collect_half(worker)
+        if info.get("died"):
+            raise CaptureError(f"the {worker.role} ended before it was ready ({info['died']}); nothing was stored")
         raise CaptureError(info.get("error") or f"the {worker.role} stopped before it was ready")
     worker.stop()
     raise CaptureError(f"the {worker.role} did not become ready within {timeout_s:.0f} s")
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the controller polls, for the duration of a ``with``."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
 
 @contextlib.contextmanager
@@ -182,15 +221,23 @@ def progress_view(path: Path) -> Iterator[memoryview]:
         mm.close()
 
 
-def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2) -> None:
-    """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display."""
+def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
+          partners: tuple[Worker, ...] = ()) -> None:
+    """Wait for ``worker`` to end, passing a stop request on to it once, ticking the progress display.
+
+    A partner (the receiver, when ``worker`` is the sender) that ends early
+    (killed, crashed, stopped by a signal) stops ``worker`` too: nobody is
+    left to observe what it would go on doing.
+    """
     if on_tick is None:
         # Nothing to display: wake rarely, the measured CPUs may be ours too;
         # a stop request is still passed on within a second.
         tick_s = 1.0
     signalled = False
     while worker.alive():
-        if stop.requested and not signalled:
+        if not signalled and (stop.requested or any(ended_early(p) for p in partners)):
+            if stop.requested:
+                stop.act()
             worker.signal(signal.SIGTERM)
             signalled = True
         if on_tick is not None:
@@ -200,16 +247,35 @@ def watch(worker: Worker, stop: StopRequest, on_tick: Callable[[], None] | None,
         on_tick()
 
 
-def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2) -> None:
-    """``watch`` for several workers (local or in a guest): until all have ended."""
+def finish_receiver(receiver: Worker, sender: Worker, stop: StopRequest, grace_s: float) -> None:
+    """Give the receiver ``grace_s`` to end by itself after its sender's end packet (0.5 s when the run
+    was stopped or the sender ended early, e.g. killed: no end packet is coming), then stop it."""
+    quick = stop.requested or ended_early(sender)
+    if not receiver.wait(0.5 if quick else grace_s):
+        if stop.requested:
+            stop.act()
+        receiver.stop()
+
+
+def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None] | None, tick_s: float = 0.2,
+              partners: list[Any] | None = None) -> None:
+    """``watch`` for several workers (local or in a guest): until all have ended.
+
+    ``partners[i]``, when given, is the receiver of ``workers[i]``'s stream: if it ends early
+    (killed, crashed, stopped by a signal) ``workers[i]`` is stopped, as in ``watch``.
+    """
     if on_tick is None:
         tick_s = 1.0
-    signalled = False
+    pairs = list(zip(workers, partners or [None] * len(workers)))
+    signalled: set[int] = set()
     while any(w.alive() for w in workers):
-        if stop.requested and not signalled:
-            for w in workers:
+        for i, (w, partner) in enumerate(pairs):
+            if i not in signalled and w.alive() and (stop.requested or
+                                                     (partner is not None and ended_early(partner))):
+                if stop.requested:
+                    stop.act()
                 w.signal(signal.SIGTERM)
-            signalled = True
+                signalled.add(i)
         if on_tick is not None:
             on_tick()
         next(w for w in workers if w.alive()).wait(tick_s)

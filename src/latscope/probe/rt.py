@@ -63,6 +63,7 @@ def unlock_memory() -> None:
     _libc.munlockall()
 
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_TIMERSLACK = 29
 PR_GET_TIMERSLACK = 30
@@ -81,6 +82,11 @@ def minimal_timer_slack() -> None:
 def set_thread_name(name: str) -> None:
     """Name the process as the kernel shows it (comm: ps, sched_switch in traces); 15 bytes at most."""
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def parent_death_signal(sig: int) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
+    return _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
 
 
 def scheduling_in_force() -> dict[str, Any]:

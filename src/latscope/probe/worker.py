@@ -5,6 +5,9 @@ each worker opens its trace marker (if any) first, enters its namespace with
 setns, applies its real-time knobs, runs its loop and writes its columns to
 RESULT (.npz) and what happened to RESULT.json, after the loop has ended.
 SIGINT and SIGTERM end the loop early; what was measured is still written.
+A worker ends with the process that started it (``die_with_parent``): a
+controller killed with SIGKILL leaves no worker sending for the rest of the
+count.
 """
 
 from __future__ import annotations
@@ -30,9 +33,24 @@ from latscope.probe.receiver import ReceiverResult, run_receiver
 from latscope.probe.sender import Interrupted, SenderResult, run_sender
 from latscope.probe.sockets import open_receiver, open_sender
 from latscope.probe.spec import ReceiverSpec, SenderSpec, receiver_from_json, sender_from_json
+from latscope.testhooks import hold
 
 READY = "ready"
 PROGRESS_SLOTS = 4  # received, sent, reserved, reserved
+#: The pid of the controller that started this worker (set by latscope.probe.controller.spawn).
+PARENT_ENV = "LATSCOPE_CONTROLLER_PID"
+
+
+def die_with_parent(expected: str | None) -> bool:
+    """SIGTERM when the parent ends (the loop stops as on a stop request); False if it is gone already.
+
+    SIGTERM rather than SIGKILL: the worker still restores what it changed
+    (the NIC's timestamping setting) on the way out. PR_SET_PDEATHSIG
+    only covers deaths after the call, so the parent is checked too: if it
+    died in between, this process has been reparented already.
+    """
+    rt.parent_death_signal(signal.SIGTERM)
+    return not (expected and expected.isdigit() and os.getppid() != int(expected))
 
 
 def open_progress(path: str | None) -> tuple[memoryview, Any]:
@@ -53,6 +71,7 @@ class _Stopper:
 
     def __init__(self, progress: memoryview, spec: ReceiverSpec | None) -> None:
         self.armed = True
+        self.signum: int | None = None
         self.progress = progress
         self.spec = spec
         self.started = time.monotonic_ns()
@@ -74,6 +93,7 @@ class _Stopper:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.armed:
             self.armed = False
+            self.signum = signum
             raise Interrupted("stopped" if signum == signal.SIGUSR1 else "interrupted")
 
     def _on_alarm(self, _signum: int, _frame: Any) -> None:
@@ -143,6 +163,7 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
                     res = run_sender(spec, out, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
                                      tai_offset_ns=tai_offset_ns())
         stopper.disarm()
+        info["ended_ns"] = time.clock_gettime_ns(time.CLOCK_REALTIME)
     except Interrupted as exc:
         stopper.disarm()
         info["interrupted_before_start"] = str(exc)
@@ -155,6 +176,10 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
         info["error"] = f"{role}: {exc.strerror or exc}"
         info["error_type"] = "CaptureError"
     rt.unlock_memory()
+    if stopper.signum is not None:
+        # Which signal ended the loop tells a stop request (the controller's SIGTERM/SIGUSR1) from a
+        # signal someone sent to this worker directly.
+        info["signal"] = signal.Signals(stopper.signum).name
     if res is not None:
         _write_columns(result, res)
         info.update(_describe(res))
@@ -206,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m latscope.probe.worker sender|receiver SPEC.json RESULT.npz [PROGRESS]",
               file=sys.stderr)
         return 2
+    if not die_with_parent(os.environ.get(PARENT_ENV)):
+        print(f"latscope worker: the controller (pid {os.environ.get(PARENT_ENV)}) is gone; not starting",
+              file=sys.stderr)
+        return 1
     role, spec_path, result = args[0], Path(args[1]), Path(args[2])
+    hold(f"{role}-start")
     progress = args[3] if len(args) == 4 else None
     return run_role(role, json.loads(spec_path.read_text()), result, progress)
 

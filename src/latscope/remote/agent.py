@@ -1,23 +1,27 @@
 """The guest side of a VM run: ``python -m latscope.remote.agent``, PID 1 of the guest after /init.
 
 It prepares the guest (mounts, network), then serves the host's requests on
-the virtio-serial port ``org.latscope.ctl``: clock exchanges, starting the
-same sender and receiver workers `latscope run` starts on the host, relaying
-their readiness and progress, sending their result files back when they end,
-the guest's environment, and power-off. It imports only the standard
-library until the host asks for the environment: under an emulated CPU every
-imported module costs real seconds before the first packet.
+the virtio-serial port ``org.latscope.ctl``: clock exchanges, running the
+same sender and receiver code `latscope run` runs on the host
+(latscope.probe.worker.run_role, in a fork of the agent), relaying their
+readiness and progress, sending their result files back when they end, the
+guest's environment, and power-off. It imports only the standard library
+until the host's clock set-up is done; then ("warm") a thread imports the
+probe, so that each worker is a fork that is listening at once: under an
+emulated CPU those imports cost many seconds.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import mmap
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -115,10 +119,42 @@ def setup_cwd(req: dict[str, Any]) -> dict[str, Any]:
     return {"path": str(CWD), "mount": mounts[-1] if mounts else ""}
 
 
-class GuestWorker:
-    """A worker process in the guest and what the host has been told about it."""
+class Warmup:
+    """The worker's modules (numpy, latscope.probe), imported in a thread while the host does other things.
 
-    def __init__(self, wid: str, role: str, spec: dict[str, Any]) -> None:
+    Under TCG these imports take seconds; done once in the agent, every
+    worker is then a fork of it and is listening within a fraction of a
+    second instead of re-importing everything.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="latscope-warmup", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            importlib.import_module("latscope.probe.worker")
+        except Exception as exc:  # noqa: BLE001 - reported when a worker is asked for
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait(self) -> None:
+        """Block until the imports are done (forking while a thread imports is not safe)."""
+        self.start()
+        assert self.thread is not None
+        self.thread.join()
+        if self.error:
+            raise RuntimeError(f"cannot load latscope's probe in the guest: {self.error}")
+
+
+class GuestWorker:
+    """A worker in the guest: a fork of the agent running latscope.probe.worker.run_role."""
+
+    def __init__(self, wid: str, role: str, spec: dict[str, Any], chan_fd: int) -> None:
         self.wid, self.role = wid, role
         self.result = CWD / f"{role}.npz"
         self.progress_path = SCRATCH / f"{role}.progress"
@@ -127,15 +163,38 @@ class GuestWorker:
         if spec.get("stream_log"):
             spec = {**spec, "stream_log": str(CWD / f"stream-{role}.log")}
         self.stream_log = spec.get("stream_log")
-        spec_path = SCRATCH / f"{role}-spec.json"
-        spec_path.write_text(json.dumps(spec))
         for stale in (self.result, Path(f"{self.result}.json")):
             stale.unlink(missing_ok=True)
-        with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "latscope.probe.worker", role, str(spec_path), str(self.result),
-                 str(self.progress_path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=CWD)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 70
+            try:
+                os.close(rfd)
+                os.close(chan_fd)
+                os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+                os.dup2(wfd, 1)
+                os.dup2(os.open(self.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+                os.chdir(CWD)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                from latscope.probe.worker import run_role
+
+                code = run_role(role, spec, self.result, str(self.progress_path))
+            except BaseException:  # noqa: BLE001 - the child must never return into the agent
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        os.close(wfd)
+        self.pid = pid
+        self.out_fd = rfd
+        os.set_blocking(rfd, False)
+        self.code: int | None = None
         fd = os.open(self.progress_path, os.O_RDONLY)
         try:
             self.mm = mmap.mmap(fd, 8 * PROGRESS_SLOTS, prot=mmap.PROT_READ)
@@ -143,6 +202,32 @@ class GuestWorker:
             os.close(fd)
         self.view = memoryview(self.mm).cast("q")
         self.out = b""
+
+    def poll(self) -> int | None:
+        if self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def read_lines(self) -> list[str]:
+        lines = []
+        while True:
+            try:
+                chunk = os.read(self.out_fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.out += chunk
+        while b"\n" in self.out:
+            line, self.out = self.out.split(b"\n", 1)
+            lines.append(line.decode(errors="replace"))
+        return lines
 
     def progress(self) -> list[int]:
         return list(self.view)
@@ -154,6 +239,11 @@ class GuestWorker:
             out.append((f"stream-{self.role}.log", Path(self.stream_log)))
         return out
 
+    def close(self) -> None:
+        self.view.release()
+        self.mm.close()
+        os.close(self.out_fd)
+
 
 class Agent:
     """The request loop."""
@@ -161,6 +251,7 @@ class Agent:
     def __init__(self, chan: Channel) -> None:
         self.chan = chan
         self.workers: dict[str, GuestWorker] = {}
+        self.warm = Warmup()
 
     def reply(self, req: Frame, **fields: Any) -> None:
         self.chan.send({"re": req.header.get("id"), "ok": True, **fields})
@@ -184,14 +275,19 @@ class Agent:
                 self.reply(req, **setup_network(req.header))
             elif op == "cwd":
                 self.reply(req, **setup_cwd(req.header))
+            elif op == "warm":
+                self.warm.start()
+                self.reply(req)
             elif op == "spawn":
-                w = GuestWorker(str(req.header["wid"]), str(req.header["role"]), dict(req.header["spec"]))
+                self.warm.wait()
+                w = GuestWorker(str(req.header["wid"]), str(req.header["role"]), dict(req.header["spec"]),
+                                self.chan.fd)
                 self.workers[w.wid] = w
-                self.reply(req, pid=w.proc.pid)
+                self.reply(req, pid=w.pid)
             elif op == "signal":
                 w = self.workers.get(str(req.header["wid"]))
-                if w is not None and w.proc.poll() is None:
-                    w.proc.send_signal(int(req.header["sig"]))
+                if w is not None:
+                    w.send_signal(int(req.header["sig"]))
                 self.reply(req)
             elif op == "environment":
                 from latscope.env import collect_environment
@@ -211,18 +307,9 @@ class Agent:
     def poll_workers(self) -> None:
         """Relay readiness lines, progress, and the results of workers that ended."""
         for w in list(self.workers.values()):
-            if w.proc.stdout is not None:
-                import select as _select
-
-                while _select.select([w.proc.stdout], [], [], 0)[0]:
-                    chunk = os.read(w.proc.stdout.fileno(), 4096)
-                    if not chunk:
-                        break
-                    w.out += chunk
-                    while b"\n" in w.out:
-                        line, w.out = w.out.split(b"\n", 1)
-                        self.chan.send({"ev": "line", "wid": w.wid, "line": line.decode(errors="replace")})
-            code = w.proc.poll()
+            code = w.poll()
+            for line in w.read_lines():
+                self.chan.send({"ev": "line", "wid": w.wid, "line": line})
             self.chan.send({"ev": "progress", "wid": w.wid, "values": w.progress()})
             if code is not None:
                 for name, path in w.files():
@@ -232,8 +319,7 @@ class Agent:
                         continue
                     self.chan.send({"ev": "file", "wid": w.wid, "name": name}, data or b"")
                 self.chan.send({"ev": "exit", "wid": w.wid, "code": code})
-                w.view.release()
-                w.mm.close()
+                w.close()
                 del self.workers[w.wid]
 
     def serve(self) -> None:

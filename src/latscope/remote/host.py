@@ -12,7 +12,6 @@ import itertools
 import mmap
 import os
 import queue
-import signal
 import socket
 import threading
 import time
@@ -20,10 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import CaptureError, TopologyError
+from latscope.probe.controller import WorkerControl, read_results
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
+from latscope.stopping import StopRequest, Stopped
 
 PROGRESS_SLOT = {"receiver": 0, "sender": 1}
+
+
+def check_stop() -> None:
+    """A stop signal recorded while we wait for the guest (boot, set-up, a worker's start) ends the wait.
+
+    Those waits can last minutes under TCG; nothing has been measured yet, so
+    the signal means "give up now", as it does during a host run's set-up.
+    """
+    req = StopRequest.current()
+    if req is not None and req.requested:
+        raise Stopped(req.signum or 0, before_start=True)
 
 
 class GuestLink:
@@ -66,7 +78,12 @@ class GuestLink:
 
     def send(self, header: dict[str, Any]) -> int:
         with self.lock:
-            return self.chan.send(header)
+            try:
+                return self.chan.send(header)
+            except (ChannelClosed, OSError) as exc:
+                self.closed = self.closed or str(exc) or type(exc).__name__
+                raise CaptureError(f"the guest went away (QEMU exited or the channel broke: {self.closed})") \
+                    from None
 
     def request(self, op: str, timeout_s: float = 30.0, **fields: Any) -> Frame:
         """Send a request and wait for its answer; a CaptureError when it fails or times out."""
@@ -93,6 +110,7 @@ class GuestLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
+            check_stop()
             try:
                 frame = self.events.get(timeout=min(left, 0.2))
             except queue.Empty:
@@ -104,6 +122,7 @@ class GuestLink:
         """``n`` clock exchanges over the channel and the offset they bound (remote.clock)."""
         t1, t2, t3, t4 = [], [], [], []
         for _ in range(n):
+            check_stop()
             rid = next(self.ids)
             q: queue.Queue[Frame] = queue.Queue()
             self.waiting[rid] = q
@@ -143,8 +162,10 @@ class _Exit:
     returncode: int | None = None
 
 
-class RemoteWorker:
+class RemoteWorker(WorkerControl):
     """A sender or receiver running in the guest, seen through the channel."""
+
+    KILL_WAIT_S = 10.0
 
     def __init__(self, link: GuestLink, wid: str, role: str, stage: Path, progress: Path | None) -> None:
         self.link, self.wid, self.role = link, wid, role
@@ -189,7 +210,7 @@ class RemoteWorker:
 
     def on_closed(self, why: str) -> None:
         if not self.ended.is_set():
-            self.error = f"the guest went away ({why})"
+            self.error = f"lost with its guest (QEMU exited or the channel broke: {why})"
             self.proc.returncode = -1
             self.ended.set()
 
@@ -206,17 +227,8 @@ class RemoteWorker:
     def wait(self, timeout_s: float) -> bool:
         return self.ended.wait(timeout_s)
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGUSR1)
-        if not self.wait(grace_s):
-            self.kill()
-
     def kill(self) -> None:
-        if self.alive():
-            self.signal(signal.SIGKILL)
-            self.wait(10.0)
+        super().kill()
         self._release()
 
     def _release(self) -> None:
@@ -231,6 +243,7 @@ class RemoteWorker:
         """Block until the guest's receiver says it listens; its port."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            check_stop()
             try:
                 line = self.lines.get(timeout=0.2)
             except queue.Empty:
@@ -259,17 +272,8 @@ class RemoteWorker:
         return f"the guest's {self.role} exited with status {self.proc.returncode} before it was ready: " \
                f"{self.stderr_tail()}"
 
-    def stderr_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
-        return lines[-1].strip() if lines else ""
-
     def collect(self):
         """The worker's columns and info, as the local Worker gives them."""
-        from latscope.probe.controller import read_results
-
         if self.error and not Path(str(self.result) + ".json").exists():
             raise CaptureError(self.error)
         return read_results(self.role, self.result, self.proc.returncode, self.stderr_tail())

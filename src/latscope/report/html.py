@@ -27,6 +27,7 @@ from latscope.report import figures
 from latscope.report.tables import group_anomalies
 from latscope.store.atomic import write_atomic
 from latscope.store.layout import StoredRun
+from latscope.report.text import context_lines
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -226,7 +227,10 @@ def write_pngs(data: ReportData, directory: Path) -> list[Path]:
 def _facts(view: RunView) -> list[tuple[str, str]]:
     rec = view.run.record
     flat = flatten({"config": rec.config, "environment": rec.environment, "source": rec.source})
-    return [(label, str(flat[key])) for label, key in FACTS if flat.get(key) not in (None, "")]
+    facts = [(label, str(flat[key])) for label, key in FACTS if flat.get(key) not in (None, "")]
+    # A VM run's numbers come with caveats a reader of the report must see next to them.
+    facts += [(line.split(":", 1)[0].strip(), line.split(":", 1)[1].strip()) for line in context_lines(rec)]
+    return facts
 
 
 def _keys(rows: list[dict[str, Any]], first: tuple[str, ...]) -> list[str]:

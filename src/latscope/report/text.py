@@ -67,8 +67,10 @@ def context_lines(record: Any) -> list[str]:
            f"guest cwd {((vm.get('cwd') or {}).get('kind'))}"]
     clock = (record.summary or {}).get("clock") or {}
     if clock:
-        out.append(f"  clock: guest offset {clock['offset_ns'] / 1000:.1f} us corrected, uncertainty "
-                   f"+-{clock['uncertainty_ns'] / 1000:.1f} us ({clock.get('method')})")
+        after = clock.get("offset_after_ns")
+        drift = "" if after is None else f", {after / 1000:.1f} us after the run"
+        out.append(f"  clock: guest minus host {clock['offset_ns'] / 1000:.1f} us before{drift}, corrected; "
+                   f"uncertainty +-{clock['uncertainty_ns'] / 1000:.1f} us ({clock.get('method')})")
     if clock.get("warning"):
         out.append(f"  clock: {clock['warning']}")
     return out

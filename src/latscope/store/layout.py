@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latscope.errors import ConfigError, FormatError, NotFoundError, StoreError
+from latscope.process import pid_alive
 from latscope.store.runfile import RunRecord, load_run_json, write_json_atomic
 from latscope.store.samples import read_samples, Samples
 
@@ -21,6 +23,7 @@ ENV_ROOT = "LATSCOPE_RESULTS"
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.parquet"
 _STAGING_PREFIX = ".staging-"
+_WRITE_TEST_PREFIX = ".write-test-"
 
 
 def resolve_results_root(option: str | os.PathLike[str] | None = None) -> Path:
@@ -75,7 +78,7 @@ class ResultsStore:
             raise StoreError(f"results root {self.root} cannot be created: {exc.strerror}") from None
         if not self.root.is_dir():
             raise StoreError(f"results root {self.root} is not a directory")
-        probe = self.root / f".write-test-{os.getpid()}"
+        probe = self.root / f"{_WRITE_TEST_PREFIX}{os.getpid()}"
         try:
             with open(probe, "wb") as fh:
                 fh.write(b"\0" * 4096)
@@ -103,13 +106,51 @@ class ResultsStore:
         path = self.root / f"{_STAGING_PREFIX}{run_id}-{os.getpid()}"
         try:
             path.mkdir()
+            # Held until the run is committed or dropped: how reap_staging tells a live run's
+            # directory from one whose process was killed (also across pid namespaces).
+            lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreError(f"cannot create a run directory in {self.root}: {exc.strerror}") from None
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             yield path
         finally:
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True)
+            try:
+                if path.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(lock)
+
+    def reap_staging(self) -> list[str]:
+        """Remove what killed runs left in the root (staging directories, write probes); their names.
+
+        A staging directory is left over when its owner (the pid at the end of
+        its name) is gone *and* nobody holds its lock; either alone keeps it.
+        """
+        reaped: list[str] = []
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
+            return reaped
+        for p in entries:
+            if p.name.startswith(_STAGING_PREFIX):
+                owner = p.name.rsplit("-", 1)[-1]
+                if not owner.isdigit() or int(owner) == os.getpid() or pid_alive(int(owner)):
+                    continue
+                if p.is_symlink() or not p.is_dir() or _locked(p):
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(_WRITE_TEST_PREFIX):
+                owner = p.name[len(_WRITE_TEST_PREFIX):]
+                if not owner.isdigit() or int(owner) == os.getpid() or pid_alive(int(owner)) or not p.is_file():
+                    continue
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            else:
+                continue
+            if not os.path.lexists(p):
+                reaped.append(p.name)
+        return sorted(reaped)
 
     def commit(self, staging: Path, record: RunRecord) -> StoredRun:
         """Write run.json into ``staging`` and rename it to its final name in one step."""
@@ -207,6 +248,21 @@ class ResultsStore:
 
     def _load(self, path: Path) -> StoredRun:
         return StoredRun(path, load_run_json(path / RUN_FILE))
+
+
+def _locked(path: Path) -> bool:
+    """True while some process holds the staging lock of ``path`` (see ResultsStore.staging)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return True  # cannot tell: keep it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _fsync_dir(path: Path) -> None:

@@ -57,15 +57,23 @@ def owned() -> list[str]:
         return []
 
 
-def reap_stale() -> list[str]:
-    """Remove latscope namespaces whose owning process no longer exists; return their names."""
-    reaped = []
+def stale() -> list[str]:
+    """latscope namespaces whose owning process no longer exists."""
+    out = []
     for nsname in owned():
         m = _NAME.match(nsname)
         assert m is not None
         pid = int(m.group(1))
         if pid != os.getpid() and not pid_alive(pid):
-            remove(nsname)
-            reaped.append(nsname)
+            out.append(nsname)
+    return out
+
+
+def reap_stale() -> list[str]:
+    """Remove latscope namespaces whose owning process no longer exists; return their names."""
+    reaped = []
+    for nsname in stale():
+        remove(nsname)
+        reaped.append(nsname)
     return reaped
 

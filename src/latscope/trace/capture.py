@@ -21,6 +21,7 @@ with an offset sampled at the start (accurate to a few microseconds).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import ConfigError, LatscopeError, TraceError
+from latscope.stopping import Stopped, interruptible
+from latscope.testhooks import hold
 from latscope.trace import events as ev
 from latscope.trace import tracefs
 from latscope.trace.parse_text import parse_kernel_text
@@ -202,9 +205,15 @@ class TraceCapture:
             if self.notify is not None:
                 entries = sum(s.entries for s in stats)
                 self.notify(f"reading {entries} kernel trace events (about {max(1, entries // 200_000)} s)")
-            info.update(store_trace(inst, workdir / TRACE_DIR, info))
+            # Reading a long run's trace takes a while: a stop signal cuts it short; the packets are kept.
+            with interruptible():
+                hold("trace-read")
+                info.update(store_trace(inst, workdir / TRACE_DIR, info))
         except (LatscopeError, OSError) as exc:
             info["error"] = str(exc)
+        except Stopped as exc:
+            info["error"] = f"stopped by {exc.name} while the trace was read: the run is stored without it"
+            shutil.rmtree(workdir / TRACE_DIR, ignore_errors=True)
         return {"record": {"trace": info}, "completeness": {"trace_overruns": overruns}}
 
     def close(self) -> None:

@@ -138,15 +138,22 @@ def owned(root: Path) -> list[str]:
         return []
 
 
-def reap_stale(root: Path) -> list[str]:
-    """Remove latscope instances whose owning process is gone; return their names."""
-    reaped = []
+def stale(root: Path) -> list[str]:
+    """latscope instances under ``root`` whose owning process is gone (each holds its buffer until removed)."""
+    out = []
     for name in owned(root):
         m = _NAME.match(name)
         assert m is not None
         pid = int(m.group(1))
-        if pid == os.getpid() or pid_alive(pid):
-            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            out.append(name)
+    return out
+
+
+def reap_stale(root: Path) -> list[str]:
+    """Remove latscope instances whose owning process is gone; return their names."""
+    reaped = []
+    for name in stale(root):
         try:
             Instance(root, name).remove(wait_s=0.5)
             reaped.append(name)

@@ -9,9 +9,17 @@ import pytest
 from latscope.probe.config import MeasureConfig
 from latscope.session import measure_all
 from latscope.store.layout import ResultsStore
+from latscope.store.samples import FLAG_LOST
 from latscope.topo.vm.topology import vm_path
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
+
+
+def _lost(out) -> str:
+    """Where packets were lost, for a failure message: seq ranges and how the receiver stopped."""
+    cols = out.run.samples()
+    seqs = cols["seq"][(cols["flags"] & FLAG_LOST) != 0]
+    return f"lost seqs {list(seqs[:10])}...{list(seqs[-5:])}, capture {out.run.record.extra.get('capture')}"
 
 
 def _measure(vm_guest, tmp_path, **cfg):
@@ -23,7 +31,7 @@ def test_forward_carries_every_packet_and_records_the_vm(vm_guest, tmp_path) -> 
     """Host -> guest over tap+bridge: all packets arrive; run.json names QEMU, its threads, the clock bound."""
     (out,) = _measure(vm_guest, tmp_path, count=1500, name="fwd")
     pk = out.summary["packets"]
-    assert (pk["sent"], pk["received"], pk["lost"], pk["foreign"]) == (1500, 1500, 0, 0)
+    assert (pk["sent"], pk["received"], pk["lost"], pk["foreign"]) == (1500, 1500, 0, 0), _lost(out)
     vm = out.run.record.extra["vm"]
     assert vm["accel"] == "tcg" and vm["emulated_cpu"] is True
     assert vm["direction"] == "forward"
@@ -43,7 +51,7 @@ def test_reverse_is_sent_by_the_guest_and_reports_missed_periods(vm_guest, tmp_p
     """Guest -> host: all packets arrive; the guest sender's schedule is accounted for, missed periods counted."""
     (out,) = _measure(vm_guest, tmp_path, count=800, direction="reverse")
     pk = out.summary["packets"]
-    assert (pk["sent"], pk["received"], pk["lost"]) == (800, 800, 0)
+    assert (pk["sent"], pk["received"], pk["lost"]) == (800, 800, 0), _lost(out)
     assert out.summary["clock"]["corrected_side"] == "sender"
     sched = out.summary["schedule"]
     assert sched["scheduled"] == 800 and 0 <= sched["missed_periods"] <= 800
@@ -60,7 +68,7 @@ def test_both_directions_at_once_store_two_linked_runs(vm_guest, tmp_path) -> No
     streams = {o.run.record.config["stream"] for o in outs}
     assert len(streams) == 2
     for o in outs:
-        assert o.summary["packets"]["received"] == 800
+        assert o.summary["packets"]["received"] == 800, _lost(o)
         assert o.run.record.extra["vm"]["siblings"] == [x.run.run_id for x in outs if x is not o]
     # The two streams overlapped in time (they ran at once, not one after the other).
     spans = [(int(o.run.samples()["sched_ns"].min()), int(o.run.samples()["sched_ns"].max())) for o in outs]
@@ -92,5 +100,7 @@ def test_cli_json_of_a_vm_run_keeps_the_vm_facts(vm_guest, tmp_path, latscope) -
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["packets"]["received"] == 300
+    assert doc["clock"]["uncertainty_ns"] == out.summary["clock"]["uncertainty_ns"]
+    assert doc["vm"]["accel"] == "tcg" and doc["config"]["vm"]["accel"] == "tcg"
     text = latscope("show", str(out.run.path), use_results=False).stdout
-    assert "vm: host -> guest over bridge, tcg" in text and "clock: guest offset" in text
+    assert "vm: host -> guest over bridge, tcg" in text and "clock: guest minus host" in text

@@ -117,15 +117,21 @@ def reap_stale(tmp: Path | None = None, cache: Path | None = None) -> list[str]:
     from latscope.process import pid_alive
 
     reaped = []
-    places = [(Path(tmp or tempfile.gettempdir()), WORK_PREFIX), (cache or img.cache_dir(), "disk-")]
+    places = [(Path(tmp or tempfile.gettempdir()), WORK_PREFIX), (cache or img.cache_dir(), "disk-"),
+              (cache or img.cache_dir(), ".")]
     for where, prefix in places:
         try:
             entries = list(where.iterdir())
         except OSError:
             continue
         for p in entries:
-            rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
-            pid = rest.split("-")[0].split(".")[0]
+            if prefix == ".":
+                # A half-written image (".vmlinux-REL-KEY.PID.tmp") of a build that was killed.
+                parts = p.name.split(".")
+                pid = parts[-2] if p.name.startswith(".") and p.name.endswith(".tmp") and len(parts) > 3 else ""
+            else:
+                rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+                pid = rest.split("-")[0].split(".")[0]
             if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
@@ -244,16 +250,20 @@ def running_guest(opts: VmOptions, token: str | None = None,
                     if ev is None or ev.header.get("ev") != "boot":
                         what = f"did not boot within {opts.boot_timeout_s:.0f} s" if ev is None \
                             else "stopped during boot"
-                        raise connect_error(
-                            f"the guest {what}"
-                            + ("" if qemu.alive() else f" (QEMU exited with status {qemu.proc.returncode})"),
-                            qemu.console_tail())
+                        status = qemu.wait_status(0 if ev is None else 2.0)
+                        dead = "" if status is None else \
+                            f" (QEMU exited with status {status}: {q.qemu_log_tail(qemu) or 'no message'})"
+                        hint = "; --vm-accel tcg works where KVM guests do not (see latscope doctor)" \
+                            if accel == "kvm" else ""
+                        raise connect_error(f"the guest {what}{dead}{hint}", qemu.console_tail())
                     boot_s = time.monotonic() - started
                     hello = link.request("hello").header
                     netinfo = link.request("net", mac=hostnet.guest_mac, address4=f"{vmnet.GUEST_ADDR4}/{vmnet.PREFIX4}",
                                  address6=f"{vmnet.GUEST_ADDR6}/{vmnet.PREFIX6}").header
                     cwd = link.request("cwd", kind=opts.cwd, timeout_s=60).header
                     clock = sync_clock(link, opts)
+                    # Now that the clock is set, the agent may import the probe in the background.
+                    link.request("warm")
                     threads = qemu.threads()
                     guest = Guest(link, qemu, hostnet, opts, accel, image, boot_s,
                                   {**hello, "ifname": netinfo.get("ifname")}, clock,

@@ -47,10 +47,14 @@ class VmOptions:
             raise ConfigError(f"--vm-root {self.root}: choose from {', '.join(ROOT_KINDS)}")
         if not 5 <= self.boot_timeout_s <= 3600:
             raise ConfigError("--vm-boot-timeout must be between 5 s and 1 h")
-        if len(self.append) > 1024 or any(not c.isprintable() for c in self.append):
-            raise ConfigError("--vm-append: at most 1024 printable characters")
+        if len(self.append) > 1024:
+            raise ConfigError("--vm-append: at most 1024 characters")
+        if any(not c.isprintable() for c in self.append):
+            raise ConfigError("--vm-append: only printable characters (no newlines or control characters)")
         if "latscope." in self.append:
             raise ConfigError("--vm-append may not set latscope's own latscope.* parameters")
+        if self.affinity and "io=" in self.affinity and not self.iothread:
+            raise ConfigError("--vm-cpu-affinity io=...: there is no IO thread to pin without --vm-iothread")
         if not 8 <= self.clock_samples <= 10_000:
             raise ConfigError("clock samples must be between 8 and 10000")
 

@@ -71,6 +71,13 @@ class Qemu:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_status(self, timeout_s: float = 2.0) -> int | None:
+        """QEMU's exit status, once it has exited (it may still be flushing when the channel closes)."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def threads(self) -> dict[int, str]:
         """{tid: name} of QEMU's threads now."""
         return thread_map(self.proc.pid)
@@ -248,6 +255,8 @@ def parse_affinity(text: str | None) -> dict[str, set[int]]:
         if not sep or key not in ("vcpu", "io", "main", "worker"):
             raise ConfigError(f"--vm-cpu-affinity {text!r}: expected ROLE=CPUS with ROLE vcpu, io, main or "
                               "worker, e.g. vcpu=1,io=1")
+        if key in out:
+            raise ConfigError(f"--vm-cpu-affinity {text!r}: {key} is given twice")
         try:
             cpu_set: set[int] = set()
             for item in cpus.split("+"):
@@ -256,7 +265,9 @@ def parse_affinity(text: str | None) -> dict[str, set[int]]:
         except ValueError:
             raise ConfigError(f"--vm-cpu-affinity {text!r}: {cpus!r} is not a CPU list") from None
         allowed = os.sched_getaffinity(0)
-        if not cpu_set or not cpu_set <= allowed:
+        if not cpu_set:
+            raise ConfigError(f"--vm-cpu-affinity {text!r}: {cpus!r} is an empty CPU range")
+        if not cpu_set <= allowed:
             raise ConfigError(f"--vm-cpu-affinity: CPUs {sorted(cpu_set)} are not all available "
                               f"(allowed: {sorted(allowed)})")
         out[key] = cpu_set
