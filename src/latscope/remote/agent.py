@@ -60,7 +60,7 @@ def _run(*argv: str) -> str:
 
 
 def prepare_system() -> None:
-    """What an init would do: scratch space and tracefs (the root is the host's under a tmpfs overlay, or the initramfs)."""
+    """What an init would do: scratch space, tracefs (the root: the host's under a tmpfs overlay, or the initramfs)."""
     for path, fstype in (("/tmp", "tmpfs"), ("/run", "tmpfs"), ("/sys/kernel/tracing", "tracefs")):
         try:
             os.makedirs(path, exist_ok=True)

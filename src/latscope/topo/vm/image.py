@@ -157,7 +157,8 @@ fail() {{ echo "latscope-init: $*"; /bin/busybox poweroff -f; }}
 """
     if root == "initramfs":
         # The kernel starts /init with no PATH; the agent finds busybox's mount and ip through it.
-        return head.replace("/lower /upper /newroot", "/tmp") + """[ -n "$cmd" ] || fail "no latscope.exec= on the kernel command line"
+        return head.replace("/lower /upper /newroot", "/tmp") + """\
+[ -n "$cmd" ] || fail "no latscope.exec= on the kernel command line"
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 echo "latscope-init: starting ${cmd} from the initramfs"
 exec $(echo "$cmd" | /bin/busybox tr , ' ')

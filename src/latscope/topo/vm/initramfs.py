@@ -23,6 +23,7 @@ import marshal
 import os
 import posixpath
 import shutil
+import site as sitemod
 import subprocess
 import sys
 import sysconfig
@@ -181,7 +182,7 @@ def key(kernel: img.GuestKernel) -> str:
     exe = os.path.realpath(sys.executable)
     st = os.stat(exe)
     h.update(f"{sys.executable}>{exe}:{st.st_size}:{st.st_mtime_ns};{sys.version};".encode())
-    for site in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
+    for site in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib"), *sitemod.getsitepackages()}):
         with_versions = sorted(os.listdir(site)) if os.path.isdir(site) else []  # dist-info names carry versions
         h.update(f"{site}:{','.join(with_versions)};".encode())
     root = latscope_dir()
@@ -208,9 +209,10 @@ def build(kernel: img.GuestKernel, out: Path, compress: bool = False) -> dict:
         tree.file(f"/modules/{Path(m).name}", img._module_bytes(kernel.modules / m), 0o644)
     busybox = str(img.busybox_path())
     tree.file("/bin/busybox", busybox, 0o755)
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, timeout=30,
-                             check=False).stdout.split()
-    for a in applets:
+    listed = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, timeout=30, check=False)
+    if listed.returncode != 0 or not listed.stdout.split():
+        raise TopologyError(f"{busybox} --list-full names no applets: the guest would have no mount or ip")
+    for a in listed.stdout.split():
         tree.link("/" + a, "/bin/busybox")
     # The interpreter as the guest starts it (the venv's link), the venv's pyvenv.cfg, then the files.
     tree.host(p.executable)
