@@ -6,7 +6,7 @@ Builds each image once into a fresh cache (timed), then boots the guests in
 interleaved order (9p, initramfs, initramfs+gzip, 9p, ...) under TCG, and for
 each boot measures: QEMU start to the agent's boot event, QEMU start to the
 guest receiver's ready line (its imports: numpy and latscope's probe), and the
-receiver's own start (spawn to ready). The guests boot with ``loglevel=6`` so
+receiver's own start (spawn to ready). The guests boot with ``loglevel=7`` so
 that their console tells, in guest uptime, how long the kernel took to unpack
 the initramfs and when it started /init (the same for every variant). Prints
 a Markdown table (medians and ranges) for BENCHMARKS.md, with the machine's
@@ -87,7 +87,8 @@ def main() -> int:
         for _ in range(args.repeats):
             for name, root, gz in VARIANTS:
                 img.guest_image = functools.partial(orig_image, compress=gz)
-                with running_guest(VmOptions(accel="tcg", root=root, clock_samples=50, append="loglevel=6")) as guest:
+                opts = VmOptions(accel="tcg", root=root, clock_samples=50, append="loglevel=7")
+                with running_guest(opts) as guest:
                     _ready_at.clear()
                     measure_all(MeasureConfig(topology="vm", count=args.count, tags=("vm-root-bench", name)),
                                 store, path=vm_path(guest))
