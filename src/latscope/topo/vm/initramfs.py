@@ -237,7 +237,11 @@ def build(kernel: img.GuestKernel, out: Path, compress: bool = False) -> dict:
         tree.host(lib)
     out_tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with tempfile.TemporaryDirectory(prefix="latscope-initrd-") as tmp:
+        # Named like a VM work directory, so that the next VM run removes it if this process is SIGKILLed
+        # (as it does the half-written image: guest.reap_stale).
+        from latscope.topo.vm.guest import WORK_PREFIX
+
+        with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-initrd-") as tmp:
             stripped = _strip_debug(tree, p.base_prefix, Path(tmp))
             with open(out_tmp, "wb") as raw:
                 sink = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if compress else raw
