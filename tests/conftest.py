@@ -12,14 +12,62 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+# Capability bits (linux/capability.h) the tests marked root need.
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_NICE = 12, 13, 21, 23
+ROOT_CAPS = {"CAP_NET_ADMIN": CAP_NET_ADMIN, "CAP_NET_RAW": CAP_NET_RAW, "CAP_SYS_ADMIN": CAP_SYS_ADMIN,
+             "CAP_SYS_NICE": CAP_SYS_NICE}
+TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def effective_caps() -> int:
+    """CapEff of this process: what it may do, whatever its uid (a container can be uid 0 without them)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def missing_caps(caps: int) -> list[str]:
+    return [name for name, bit in ROOT_CAPS.items() if not caps >> bit & 1]
+
+
+def tracefs_problem(caps: int) -> str | None:
+    """Why kernel tracing cannot work here (None when a writable tracefs is mounted or can be mounted)."""
+    mounts = {}
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "tracefs":
+            mounts[parts[1]] = parts[3].split(",")
+    for path in TRACEFS_MOUNTS:
+        if path in mounts:
+            if "ro" in mounts[path]:
+                return f"tracefs at {path} is mounted read-only"
+            if not os.access(os.path.join(path, "instances"), os.W_OK):
+                return f"{path}/instances is not writable"
+            return None
+    if not caps >> CAP_SYS_ADMIN & 1:
+        return "tracefs is not mounted and mounting it needs CAP_SYS_ADMIN"
+    if not any(os.path.isdir(p) for p in TRACEFS_MOUNTS):
+        return "the kernel has no tracefs mount point"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked root when not running as root (CI runs as root, so they run there)."""
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(reason="needs root")
+    """Skip tests marked root or tracefs where the capabilities or the tracefs they need are missing.
+
+    What counts is the effective capability set, not the uid: CI runs as root with every capability,
+    so these tests run there.
+    """
+    caps = effective_caps()
+    missing = missing_caps(caps)
+    skip_root = pytest.mark.skip(reason=f"needs {', '.join(missing)}") if missing else None
+    trace_problem = tracefs_problem(caps)
+    skip_trace = pytest.mark.skip(reason=f"needs kernel tracing: {trace_problem}") if trace_problem else None
     for item in items:
-        if "root" in item.keywords:
-            item.add_marker(skip)
+        if skip_root is not None and "root" in item.keywords:
+            item.add_marker(skip_root)
+        elif skip_trace is not None and "tracefs" in item.keywords:
+            item.add_marker(skip_trace)
 
 
 @pytest.fixture

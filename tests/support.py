@@ -45,7 +45,7 @@ def synthetic_run(root: Path, latency_ns: np.ndarray, *, name: str = "", tags: t
     """Store a run whose latencies are exactly ``latency_ns`` and return it.
 
     ``config`` entries are added to the run's config (e.g. a topology),
-    ``extra`` becomes extra run.json keys (e.g. a stored trace breakdown).
+    ``extra`` becomes extra run.json keys.
     """
     cols = synthetic_columns(latency_ns, period_ns, lost=lost, wakeup_ns=wakeup_ns)
     samples = Samples(cols)

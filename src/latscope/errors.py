@@ -55,3 +55,17 @@ class TraceError(LatscopeError):
 
 class CheckFailed(LatscopeError):
     """A check or gate was evaluated and failed (not a usage problem)."""
+
+
+def error_from(type_name: object, message: str) -> LatscopeError:
+    """The error a worker process reported by class name (its JSON info), rebuilt with the same exit code.
+
+    A worker that refused a bad option (ConfigError, PrivilegeError) must make
+    the command exit 2 like the same check in the controller would; anything
+    unknown is a failed capture.
+    """
+    for cls in (ConfigError, FormatError, NotFoundError, PrivilegeError, StoreError, TopologyError, CaptureError,
+                TraceError, CheckFailed):
+        if cls.__name__ == type_name:
+            return cls(message)
+    return CaptureError(message)

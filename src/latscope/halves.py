@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latscope import privileges
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError
 from latscope.leftovers import SEND_SCRATCH_PREFIX, reap
 from latscope.probe import controller
+from latscope.probe import hello as hello_fields
+from latscope.probe import wire
 from latscope.probe.config import MeasureConfig
 from latscope.probe.merge import merge
 from latscope.probe.spec import Endpoint, ReceiverSpec
@@ -23,7 +26,7 @@ from latscope.session import (
 )
 from latscope.store.layout import ResultsStore, new_run_id
 from latscope.store.runfile import RunRecord
-from latscope.store.samples import Samples, write_samples
+from latscope.store.samples import Samples
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Sent:
     """What `latscope send` did (the receiver on the other host stores the run)."""
 
     sent: int
+    stream: int
     send_failed: int
     tx_timestamps: int
     base_time_ns: int
@@ -42,6 +46,7 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
                 on_progress: ProgressFn | None = None) -> Sent:
     """Run only the sender towards ``dest`` (another host, or a namespace with `latscope recv`)."""
     check_txtime(cfg)
+    privileges.require_raw_sockets(cfg.family)
     # The pid in the name lets the next run remove it if this process is killed (latscope.leftovers).
     scratch = tempfile.TemporaryDirectory(prefix=f"{SEND_SCRATCH_PREFIX}{os.getpid()}-")
     with controller.StopRequest() as stop, scratch as tmp:
@@ -60,6 +65,7 @@ def send_stream(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None = None,
     raise_worker_error(info)
     return Sent(
         sent=int(info.get("done", 0)) - int(info.get("send_failed", 0)),
+        stream=cfg.stream,
         send_failed=int(info.get("send_failed", 0)),
         tx_timestamps=int(info.get("tx_timestamps", 0)),
         base_time_ns=int(info.get("base_time_ns", 0)),
@@ -84,11 +90,13 @@ class ReceiveConfig:
     stream_log: bool = False
     name: str = ""
     tags: tuple[str, ...] = ()
+    key_file: str | None = None
 
 
 def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: ProgressFn | None = None,
                    on_ready: Callable[[], None] | None = None) -> Outcome:
     """Run only the receiver until the sender's end packet, a timeout or a signal; store the run."""
+    privileges.require_raw_sockets(rcfg.listen.family)
     store.preflight(1 << 20)
     reaped = reap(store.root)
     env_before = collect_environment()
@@ -99,7 +107,7 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
             listen=rcfg.listen, stream=rcfg.stream, cpu=rcfg.cpu, prio=rcfg.prio, mlock=rcfg.mlock,
             netns=rcfg.netns, first_timeout_ns=rcfg.first_timeout_ns, idle_timeout_ns=rcfg.idle_timeout_ns,
             stream_log=str(stage / "stream-receiver.log") if rcfg.stream_log else None,
-            hw_timestamps=rcfg.hw_timestamps,
+            hw_timestamps=rcfg.hw_timestamps, key_file=rcfg.key_file,
         )
         progress = controller.progress_file(stage)
         receiver = controller.spawn("receiver", spec, stage, progress)
@@ -114,9 +122,13 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
         finally:
             receiver.kill()
         raise_worker_error(info)
-        hello = info.get("hello") or {}
+        # The worker checked the hello already; checking again keeps a bad one from reaching run.json.
+        hello = hello_fields.checked(info.get("hello")) or {}
         if not info.get("received") and not hello:
-            raise CaptureError(f"no packets arrived ({info.get('stop_reason') or 'stopped'}); nothing saved")
+            foreign = {k: v for k, v in (info.get("foreign") or {}).items() if v}
+            ignored = (f"; {sum(foreign.values())} datagrams that were not a stream's were ignored ("
+                       + ", ".join(f"{k} {v}" for k, v in sorted(foreign.items())) + ")") if foreign else ""
+            raise CaptureError(f"no packets arrived ({info.get('stop_reason') or 'stopped'}){ignored}; nothing saved")
         cols, counts = merge(None, arrays, info, int(info.get("stream") or 0),
                              base_time_ns=hello.get("base_time_ns"), period_ns=hello.get("period_ns"))
         summary = summarise(Samples(cols), counts)
@@ -139,10 +151,29 @@ def receive_stream(rcfg: ReceiveConfig, store: ResultsStore, *, on_progress: Pro
                     "sender_host": hello.get("host")},
             extra={"capture": capture_facts({}, info)},
         )
-        write_samples(stage / "samples.parquet", cols)
         tidy_stage(stage)
-        stored = store.commit(stage, record)
-    warnings = [*reaped.notes(), *warnings_for(counts)]
+        stored = store.store_run(stage, record, cols)  # a full disk: NotStored says where the run was kept
+    warnings = [*reaped.notes(), *warnings_for(counts),
+                *foreign_warnings(info.get("foreign") or {}, rcfg.key_file is not None)]
+    if counts.get("refused"):
+        warnings.append(f"{counts['refused']} packets were not stored: the receiver had memory for "
+                        f"{info.get('capacity')} (a quarter of the memory available when it started)")
     if status == "incomplete":
         warnings.append("the sender's end packet never arrived: packets lost at the very end are not counted")
     return Outcome(stored, summary, interrupted, str(info.get("stop_reason") or ""), tuple(warnings))
+
+
+def foreign_warnings(foreign: dict[str, int], keyed: bool) -> list[str]:
+    """What the foreign packets at `recv` suggest doing: forgeries, another sender, a missing key."""
+    out = []
+    if foreign.get(wire.FOREIGN_OTHER_HELLO):
+        out.append(f"{foreign[wire.FOREIGN_OTHER_HELLO]} hello packets of another sender were ignored (the run "
+                   "took the first valid one); if that was not your sender, pin it with --stream on both sides "
+                   "or authenticate with --key-file")
+    if foreign.get(wire.FOREIGN_AUTH):
+        out.append(f"{foreign[wire.FOREIGN_AUTH]} packets failed authentication"
+                   + ("" if keyed else " (they carried a MAC: give recv the sender's --key-file)"))
+    if foreign.get(wire.FOREIGN_NONCE):
+        out.append(f"{foreign[wire.FOREIGN_NONCE]} packets carried the run's stream id without its nonce "
+                   "(forged, or left over from an earlier run)")
+    return out

@@ -10,6 +10,8 @@ a name whose process no longer exists is a leftover:
   live run also holds a lock on, and write probes ``.write-test-<pid>``
   (store.layout);
 - the scratch directory of `latscope send`, ``latscope-send-<pid>-*`` in the temporary directory;
+- the directory the workers of a run write their results to, ``latscope-work-<pid>-*`` in /dev/shm
+  (session.worker_dir);
 - a VM run's work directory and disk image (topo.vm.guest; QEMU itself dies with its controller).
 
 Worker processes are not in the list: they end with their controller
@@ -30,6 +32,8 @@ from latscope.process import pid_alive
 
 SEND_SCRATCH_PREFIX = "latscope-send-"
 _SEND_SCRATCH = re.compile(rf"^{SEND_SCRATCH_PREFIX}(\d+)-")
+_WORK = re.compile(r"^latscope-work-(\d+)-")
+SHM = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class Reaped:
         return tuple(out)
 
 
-def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_root: Path | None = None) -> Reaped:
+def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_root: Path | None = None,
+         shm_root: Path | None = None) -> Reaped:
     """Remove the leftovers of dead latscope processes (namespaces and tracefs need root; else they are kept)."""
     removed: list[str] = []
     kept: list[str] = []
@@ -64,6 +69,7 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
         removed += [f"staging {results_root / n}" for n in ResultsStore(results_root).reap_staging()]
     tmp = Path(tmp_root or tempfile.gettempdir())
     removed += [f"scratch {p}" for p in _send_scratch(tmp)]
+    removed += [f"worker results {p}" for p in _send_scratch(shm_root or SHM, _WORK)]
     from latscope.topo.vm.guest import reap_stale as reap_vm_work
 
     removed += [f"VM work {p}" for p in reap_vm_work(tmp)]
@@ -99,14 +105,14 @@ def _instances(root: Path | None, removed: list[str], kept: list[str]) -> None:
     kept += [f"tracefs instance {n} (busy or not removable)" for n in stale if n not in gone]
 
 
-def _send_scratch(tmp: Path) -> list[str]:
+def _send_scratch(tmp: Path, pattern: re.Pattern[str] = _SEND_SCRATCH) -> list[str]:
     out = []
     try:
         entries = list(tmp.iterdir())
     except OSError:
         return out
     for p in entries:
-        if p.is_dir() and not p.is_symlink() and _dead_owner(p.name, _SEND_SCRATCH):
+        if p.is_dir() and not p.is_symlink() and _dead_owner(p.name, pattern):
             shutil.rmtree(p, ignore_errors=True)
             if not p.exists():
                 out.append(str(p))

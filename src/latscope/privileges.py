@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from latscope.errors import PrivilegeError
+
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
@@ -35,3 +37,14 @@ def can_use_raw_sockets(caps: int | None = None) -> bool:
     """CAP_NET_RAW: AF_PACKET sockets for --l2."""
     c = effective_caps() if caps is None else caps
     return bool(c & (1 << CAP_NET_RAW))
+
+
+def require_raw_sockets(family: str, caps: int | None = None) -> None:
+    """Refuse raw Ethernet (``family`` "packet", --l2) without CAP_NET_RAW, before anything is built.
+
+    Otherwise the lack shows only when a worker opens its socket, after the
+    namespaces and the other worker exist.
+    """
+    if family == "packet" and not can_use_raw_sockets(caps):
+        raise PrivilegeError("--l2 needs CAP_NET_RAW to open raw Ethernet sockets: run as root, or give latscope "
+                             "the capability; UDP (without --l2) needs no privileges on loopback")

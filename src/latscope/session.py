@@ -9,27 +9,32 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from latscope import testhooks
+from latscope import privileges, testhooks
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
-from latscope.errors import CaptureError, ConfigError
+from latscope.errors import CaptureError, ConfigError, error_from
 from latscope.leftovers import reap
 from latscope.probe import controller, ending, rt
 from latscope.probe.config import MeasureConfig, parse_hostport
 from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec, to_json
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
-from latscope.store.samples import Samples, write_samples
+from latscope.store.samples import Samples
 from latscope.topo import Side, TopologyPath, open_topology
 
 ProgressFn = Callable[[int, int, int], None]
 BYTES_PER_PACKET = 400
+#: The workers' result files per packet: the sender's 6 and the receiver's 9 int64 columns.
+WORKER_BYTES_PER_PACKET = 120
+SHM = Path("/dev/shm")
 RECEIVER_GRACE_S = 5.0
 #: An emulated guest's receiver may still be working through a backlog when the sender is done.
 RECEIVER_GRACE_GUEST_S = 30.0
@@ -138,6 +143,14 @@ class _LegRun:
     tx_ep: Endpoint
     rx_ep: Endpoint
     results: Any = None
+    #: Where its host-side workers write their results (see worker_dir); None: the staging directory.
+    work: Path | None = None
+
+    @property
+    def workdir(self) -> Path:
+        # Halves in a guest keep using the staging directory, as their agent expects.
+        local = self.leg.sender.agent is None and self.leg.receiver.agent is None
+        return self.work if self.work is not None and local else self.stage
 
 
 def measure_all(
@@ -156,6 +169,7 @@ def measure_all(
     store.preflight(legs_n * cfg.count * BYTES_PER_PACKET + (1 << 20))
     reaped = reap(store.root)
     check_txtime(cfg)
+    privileges.require_raw_sockets(cfg.family)
     env_before = collect_environment()
     created = now_iso()
     topo_cm = contextlib.nullcontext(path) if path is not None else \
@@ -175,6 +189,7 @@ def measure_all(
                     for cap in captures:
                         extra.update(cap.start(stage, topo))
                 runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
+                runs[-1].work = stages.enter_context(worker_dir(stage, cfg.count))
             stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
@@ -192,18 +207,43 @@ def measure_all(
     return outcomes
 
 
+@contextlib.contextmanager
+def worker_dir(stage: Path, count: int, shm: Path = SHM) -> Iterator[Path]:
+    """Where the workers leave their results and scratch files: memory (/dev/shm) when it has room.
+
+    The workers write what they measured when the run ends; on the results
+    disk, a disk that filled up meanwhile would lose all of it. In memory it
+    survives, and storing can fail cleanly (and keep the run elsewhere).
+    Without room in /dev/shm the staging directory is used, as before.
+    """
+    need = count * WORKER_BYTES_PER_PACKET + (1 << 20)
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize < 2 * need:
+            raise OSError("no room")
+        path = Path(tempfile.mkdtemp(prefix=f"latscope-work-{os.getpid()}-", dir=shm))
+    except OSError:
+        yield stage
+        return
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, stage: Path,
               extra: dict[str, Any]) -> _LegRun:
     tx_ep, rx_ep = endpoints(cfg, topo, leg)
-    # A trace marker is a file of the host's tracefs: a half in the guest cannot write it.
-    recv_marker = extra.get("trace_marker") if leg.receiver.agent is None else None
-    send_marker = extra.get("trace_marker") if leg.sender.agent is None else None
+    # A half in the guest writes the marker of the guest's own trace instance (trace.guestcapture).
+    recv_marker = extra.get("trace_marker" if leg.receiver.agent is None else "guest_trace_marker")
+    send_marker = extra.get("trace_marker" if leg.sender.agent is None else "guest_trace_marker")
     recv_spec = ReceiverSpec(
         listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
         mlock=cfg.mlock, netns=leg.receiver.netns,
         stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
         trace_marker=recv_marker,
         idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
+        key_file=cfg.key_file,
     )
     hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
     send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
@@ -224,9 +264,9 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
     receivers: list[Any] = []
     senders: list[Any] = []
     try:
-        progress = [controller.progress_file(lr.stage) for lr in runs]
+        progress = [controller.progress_file(lr.workdir) for lr in runs]
         for lr, prog in zip(runs, progress):
-            receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.stage, prog))
+            receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.workdir, prog))
         asked = time.monotonic()
         for lr, rx in zip(runs, receivers):
             port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
@@ -239,7 +279,7 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
         if len(runs) > 1:
             _common_start(runs, time.monotonic() - asked, guest)
         for lr, prog in zip(runs, progress):
-            senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.stage, prog))
+            senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.workdir, prog))
         with controller.progress_view(progress[0]) as view:
             controller.watch_all(senders, stop, None if on_progress is None else
                                  lambda: on_progress(view[1], view[0], total), partners=receivers)
@@ -344,9 +384,9 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         extra=record_extra,
     )
     testhooks.hold("storing")
-    write_samples(lr.stage / "samples.parquet", cols)
     tidy_stage(lr.stage)
-    stored = store.commit(lr.stage, record)
+    # A results disk that filled up during the run: NotStored says where the run was kept instead.
+    stored = store.store_run(lr.stage, record, cols)
     warnings = [*end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted)]
     return Outcome(stored, summary, interrupted, end.reason, tuple(warnings))
 
@@ -390,19 +430,20 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
     """How the halves ended and what they saw, beyond the counts (run.json "capture")."""
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
-                                                "hw_timestamping", "signal", "died")},
+                                                "hw_timestamping", "signal", "died", "authenticated", "capacity",
+                                                "refused")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
                                                      "txtime_errors", "tx_timestamps", "hw_timestamping",
-                                                     "signal", "died")}
+                                                     "signal", "died", "authenticated")}
     return facts
 
 
 def raise_worker_error(*infos: dict[str, Any]) -> None:
     for info in infos:
         if info.get("error"):
-            raise CaptureError(str(info["error"]))
+            raise error_from(info.get("error_type"), str(info["error"]))
 
 
 def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id: str,
@@ -414,7 +455,7 @@ def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id
         base_time_ns=cfg.base_time_ns, spin_ns=cfg.spin_ns, tos=cfg.tos, so_priority=cfg.so_priority,
         txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
         netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
-        hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps,
+        hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps, key_file=cfg.key_file,
     )
 
 

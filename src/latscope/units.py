@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from latscope.errors import ConfigError
+from latscope.safetext import quote
 
 _NS_PER = {
     "ns": 1,
@@ -18,26 +19,34 @@ _NS_PER = {
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]*)\s*$")
+#: The longest duration any option takes: a year. Every duration then fits int64 nanoseconds with room
+#: to add it to a wall-clock time, and a typo such as 99999999999999999999999h is an error, not a wait.
+MAX_DURATION_NS = 366 * 86_400 * 1_000_000_000
+_MAX_TEXT = 40
 
 
 def parse_duration_ns(text: str, *, default_unit: str = "s") -> int:
     """Return the duration in ``text`` ("1ms", "250us", "60s", "5m", "1.5s") in nanoseconds.
 
-    A bare number takes ``default_unit``. Negative values are rejected.
+    A bare number takes ``default_unit``. Negative values and durations longer than
+    MAX_DURATION_NS are rejected.
     """
-    match = _DURATION.match(str(text).lower())
+    text = str(text)
+    match = _DURATION.match(text.lower()) if len(text) <= _MAX_TEXT else None
     if not match:
-        raise ConfigError(f"invalid duration {text!r}: expected a number with a unit such as 250us, 1ms, 60s, 5m")
+        raise ConfigError(f"invalid duration {quote(text)}: expected a number with a unit such as 250us, 1ms, 60s, 5m")
     number, unit = match.groups()
     unit = unit or default_unit
     if unit not in _NS_PER:
-        raise ConfigError(f"invalid duration {text!r}: unknown unit {unit!r} (use ns, us, ms, s, m, h)")
+        raise ConfigError(f"invalid duration {quote(text)}: unknown unit {quote(unit)} (use ns, us, ms, s, m, h)")
     # Decimal arithmetic through integers keeps "0.1ms" exact.
     whole, _, frac = number.partition(".")
     scale = _NS_PER[unit]
     value = int(whole or "0") * scale
     if frac:
         value += int(frac) * scale // 10 ** len(frac)
+    if value > MAX_DURATION_NS:
+        raise ConfigError(f"invalid duration {quote(text)}: longer than 366 days")
     return value
 
 

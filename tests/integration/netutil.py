@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
+
+from latscope.probe import wire
 
 NETNS_DIR = "/run/netns"
 
@@ -27,16 +28,21 @@ def wait_for_namespace(name: str, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"namespace {name} never appeared")
 
 
-def nft_drop_seq_range(netns: str, port: int, first: int, last: int) -> None:
+def nft_drop_seq_range(netns: str, port: int, first: int, last: int, spare_sport: int | None = None) -> None:
     """Drop UDP packets to ``port`` whose probe seq lies in [first, last], inside ``netns``.
 
-    The seq is a 64-bit field 12 bytes into the payload: bit 64 (after the UDP
-    header) + 96 of the transport header.
+    ``spare_sport``: datagrams from this source port pass (a test's forger).
+
+    The seq is a 64-bit field wire.SEQ_OFFSET bytes into the payload, which
+    starts after the 8-byte UDP header: bit (8 + SEQ_OFFSET) * 8 of the
+    transport header.
     """
+    bit = (8 + wire.SEQ_OFFSET) * 8
     rules = (
         "table inet latscope_test {\n"
         "  chain input { type filter hook input priority 0; policy accept;\n"
-        f"    udp dport {port} @th,160,64 {first}-{last} counter drop\n"
+        f"    udp dport {port} {f'udp sport != {spare_sport} ' if spare_sport else ''}"
+        f"@th,{bit},64 {first}-{last} counter drop\n"
         "  }\n"
         "}\n"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN
+from tests.integration.netutil import namespaces_of
 
 
 def _one_line_error(r: subprocess.CompletedProcess[str]) -> str:
@@ -61,6 +62,7 @@ def test_txtime_without_etf_is_a_clear_error(latscope) -> None:
     assert "ETF" in _one_line_error(r)
 
 
+@pytest.mark.slow
 @pytest.mark.root
 def test_not_root_veth_names_loopback(tmp_path: Path) -> None:
     """Without root's privileges, --topology veth names --topology loopback; loopback still works."""
@@ -79,6 +81,30 @@ def test_not_root_veth_names_loopback(tmp_path: Path) -> None:
     doc = json.loads(ok.stdout)
     assert doc["config"]["topology"] == "loopback" and doc["packets"]["received"] == 200
     assert doc["environment"]["workers"]["sender"]["mlock"] is False
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("verb", [["run", "--topology", "loopback", "--count", "10"], ["run", "--count", "10"],
+                                  ["send", "--iface", "lo", "--dest", "02:00:00:00:00:01", "--count", "10"],
+                                  ["recv", "--iface", "lo"]])
+def test_l2_without_cap_net_raw_is_refused_up_front(tmp_path: Path, verb: list[str]) -> None:
+    """--l2 without CAP_NET_RAW: exit 2 and one line naming the capability, before any namespace or worker."""
+    env = {**os.environ, "LATSCOPE_RESULTS": str(tmp_path / "r")}
+    # setpriv execs latscope: the pid is latscope's, which its namespace names carry
+    proc = subprocess.Popen(["setpriv", "--bounding-set=-net_raw", "--", str(BIN / "latscope"), *verb, "--l2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert r.returncode == 2, r.stderr
+    assert "CAP_NET_RAW" in _one_line_error(r)
+    # refused before the store, the namespaces or a worker: nothing was made, not even a staging directory
+    assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []
+    assert namespaces_of(proc.pid) == []
 
 
 @pytest.fixture

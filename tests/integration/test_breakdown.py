@@ -2,7 +2,9 @@
 
 The load generators are small Python loops started here, bounded in time,
 pinned to the receiver's CPU and killed by pid in a finally block. The tests
-check names and structure, never absolute latencies.
+check names and structure against ground truth the load generators record
+themselves (when they held the CPU), never absolute latencies or a ranking
+that the host's own stalls could upset.
 """
 
 from __future__ import annotations
@@ -20,67 +22,121 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latscope.store.layout import ResultsStore
+from latscope.store.samples import MISSING
 from latscope.trace import tracefs
 from latscope.trace.breakdown import load_run_table
 from tests.conftest import BIN
+from tests.integration.runwatch import wait_for_packets
 
-pytestmark = [pytest.mark.root,
+pytestmark = [pytest.mark.root, pytest.mark.tracefs, pytest.mark.slow,
               pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs (sender and receiver apart)")]
 
 RECV_CPU = 1
 SEND_CPU = 0
+HOG_COMM = "ls-interferer"
+#: How far outside its recorded busy interval the hog may still hold the CPU: the sleep call's entry and
+#: return, which its own clock readings cannot bracket.
+HOG_EDGE_NS = 200_000
+#: A packet the hog kept from the receiver for at least this long must be attributed to it.
+HOG_HELD_NS = 100_000
 
-# A SCHED_FIFO busy loop: every PERIOD ms it spins for BUSY ms, for at most SECONDS.
+# A SCHED_FIFO busy loop: every PERIOD ms it spins for BUSY ms, for at most SECONDS or until SIGTERM.
+# It records, in CLOCK_REALTIME (the clock the trace is mapped onto), every stretch in which it may hold
+# the CPU: from its return from sleep to its next sleep call. The last stretch (exit, writing the file)
+# has no end: "until it exits". "ready" comes once it runs FIFO on its CPU.
 HOG = r"""
-import ctypes, os, sys, time
-period, busy, seconds, cpu = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+import ctypes, json, os, signal, sys, time
+period, busy, seconds, cpu, out = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctypes.CDLL("libc.so.6").prctl(15, b"ls-interferer", 0, 0, 0)
 os.sched_setaffinity(0, {cpu})
 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+rt = time.CLOCK_REALTIME
+held = []
+print("ready", flush=True)
 end = time.monotonic() + seconds
 nxt = time.monotonic()
-while time.monotonic() < end:
+woke = time.clock_gettime_ns(rt)
+while not stop and time.monotonic() < end:
     nxt += period / 1000
-    stop = time.monotonic() + busy / 1000
-    while time.monotonic() < stop:
+    spin_end = time.monotonic() + busy / 1000
+    while time.monotonic() < spin_end:
         pass
+    held.append((woke, time.clock_gettime_ns(rt)))
     time.sleep(max(0.0, nxt - time.monotonic()))
+    woke = time.clock_gettime_ns(rt)
+held.append((woke, 2**62))
+with open(out + ".tmp", "w") as fh:
+    json.dump(held, fh)
+os.rename(out + ".tmp", out)
 """
 
-# Write 64 KiB and fsync, over and over, for at most SECONDS (ext4: block requests, jbd2 commits, kworkers).
+# Every PERIOD ms, at SCHED_FIFO 50 on CPU, write 64 KiB and fsync it (ext4: block requests, journal
+# commits, kworkers, the block device's interrupt), for at most SECONDS or until SIGTERM; the stretches in
+# which it may hold the CPU are recorded as the hog's are (they include the waits inside fsync).
 WRITER = r"""
-import ctypes, os, sys, time
-path, seconds, cpu = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+import ctypes, json, os, signal, sys, time
+path, period, seconds, cpu, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctypes.CDLL("libc.so.6").prctl(15, b"ls-fsync-writer", 0, 0, 0)
 os.sched_setaffinity(0, {cpu})
-end = time.monotonic() + seconds
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+rt = time.CLOCK_REALTIME
 buf = os.urandom(65536)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-try:
-    n = 0
-    while time.monotonic() < end:
-        os.write(fd, buf)
-        os.fsync(fd)
-        n += 1
-        if n % 64 == 0:
-            os.lseek(fd, 0, 0)
-finally:
-    os.close(fd)
+held = []
+print("ready", flush=True)
+end = time.monotonic() + seconds
+nxt = time.monotonic()
+woke = time.clock_gettime_ns(rt)
+n = 0
+while not stop and time.monotonic() < end:
+    nxt += period / 1000
+    os.write(fd, buf)
+    os.fsync(fd)
+    n += 1
+    if n % 64 == 0:
+        os.lseek(fd, 0, 0)
+    held.append((woke, time.clock_gettime_ns(rt)))
+    time.sleep(max(0.0, nxt - time.monotonic()))
+    woke = time.clock_gettime_ns(rt)
+held.append((woke, 2**62))
+os.close(fd)
+with open(out + ".tmp", "w") as fh:
+    json.dump(held, fh)
+os.rename(out + ".tmp", out)
 """
 
 
 @contextlib.contextmanager
-def background(code: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a load generator for the duration of the block; always ended by its pid."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def background(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run a load generator for the duration of the block, from its "ready" line on; ended by its pid."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(0.3)  # running before the probe starts
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", f"load generator failed to start (status {proc.poll()})"
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def held_intervals(proc: subprocess.Popen[str], path: Path) -> np.ndarray:
+    """End a recording load generator (SIGTERM) and return its (n, 2) CLOCK_REALTIME intervals."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    return np.array(json.loads(path.read_text()), dtype=np.int64)
+
+
+def widened(held: np.ndarray) -> np.ndarray:
+    """The intervals grown by HOG_EDGE_NS on each side: all the time the task may have held its CPU."""
+    return np.stack([held[:, 0] - HOG_EDGE_NS, held[:, 1] + HOG_EDGE_NS], axis=1)
 
 
 def traced_run(latscope, *extra: str, count: int = 2000) -> dict:
@@ -91,60 +147,129 @@ def traced_run(latscope, *extra: str, count: int = 2000) -> dict:
 
 
 def breakdown(latscope, run_id: str, *extra: str) -> dict:
-    r = latscope("breakdown", run_id, "--json", *extra, timeout=120)
+    r = latscope("breakdown", run_id, "--json", *extra, timeout=180)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
-def test_interferer_on_receiver_cpu_is_the_top_culprit(latscope) -> None:
-    """A SCHED_FIFO busy loop on the receiver's CPU is named (comm and pid) as the top culprit of late packets."""
-    # The probe runs SCHED_FIFO below the hog, so ordinary tasks of a busy machine cannot delay it
-    # as much as the hog does: the hog is the one interference this test is about.
-    with background(HOG, "4", "1", "20", str(RECV_CPU)) as hog:
+def overlap_ns(held: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per window [a[i], b[i]]: how long the intervals ``held`` (n, 2) overlap it, in ns."""
+    lo = np.maximum(held[None, :, 0], a[:, None])
+    hi = np.minimum(held[None, :, 1], b[:, None])
+    return np.clip(hi - lo, 0, None).sum(axis=1)
+
+
+def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(latscope, results: Path,
+                                                                             tmp_path: Path) -> None:
+    """A SCHED_FIFO busy loop on the receiver's CPU, checked against the intervals it recorded itself.
+
+    Recall: every late packet that the hog kept from the receiver (between the kernel's receive timestamp
+    and the receiver's user-space timestamp, for HOG_HELD_NS and a quarter of the packet's delay at
+    least) names the hog (comm, pid, CPU).
+    Precision: no packet blames the hog for more time than the hog could have held the CPU within the
+    packet's life (from its scheduled send to the receiver's timestamp), so a packet the hog never
+    touched does not name it at all.
+    """
+    held_file = tmp_path / "hog.json"
+    # The probe runs SCHED_FIFO below the hog, so while the hog spins the receiver cannot run.
+    with background(HOG, "10", "1", "60", str(RECV_CPU), str(held_file)) as hog:
         run = traced_run(latscope, "--prio-send", "20", "--prio-recv", "10")
+        held = held_intervals(hog, held_file)
     assert run["completeness"]["trace_overruns"] == 0
-    doc = breakdown(latscope, run["run_id"])
+    assert len(held) > 100, "the hog hardly ran"
+
+    s = ResultsStore(results).resolve(run["run_id"]).samples(["seq", "sched_ns", "rx_sw_ns", "rx_user_ns"])
+    ok = (s["rx_sw_ns"] != MISSING) & (s["rx_user_ns"] != MISSING)
+    e2e = (s["rx_user_ns"] - s["sched_ns"])[ok]
+    # Break down the slowest quarter: that takes in most packets the hog delayed, and many it did not.
+    threshold_us = float(np.percentile(e2e, 75)) / 1000
+    doc = breakdown(latscope, run["run_id"], "--threshold", f"{threshold_us:.3f}us")
     assert doc["format"] == "latscope-breakdown" and doc["metric"] == "e2e"
-    assert doc["late_packets"], "no late packet was broken down"
-    top = doc["culprits"][0]
-    assert top["comm"] == "ls-interferer" and top["kind"] == "task", doc["culprits"][:3]
-    assert hog.pid in top["pids"] and top["cpus"] == [RECV_CPU]
-    assert top["count"] >= len(doc["late_packets"]) // 2
-    # The hog takes the receiver's CPU wherever the receiver happens to be: waiting to run
-    # after its wakeup, or between recvmsg returning and its user-space timestamp.
-    on_receiver_cpu = sum(doc["dominant_stages"].get(s, 0) for s in ("runqueue_wait", "recv_return", "user_space"))
-    assert on_receiver_cpu >= len(doc["late_packets"]) // 2, doc["dominant_stages"]
-    for p in doc["late_packets"]:
+    late = doc["late_packets"]
+    assert len(late) > 100, doc["late_count"]
+
+    row = {int(q): i for i, q in enumerate(s["seq"])}
+    idx = np.array([row[p["seq"]] for p in late])
+    sched, rx_sw, rx_user = s["sched_ns"][idx], s["rx_sw_ns"][idx], s["rx_user_ns"][idx]
+    # Ground truth per late packet: how long the hog held the receiver's CPU while the packet waited for
+    # the receiver (its busy spin only), and the most it could have held that CPU in the packet's life.
+    spin_held = overlap_ns(held, rx_sw, rx_user)
+    could_hold = overlap_ns(widened(held), sched, rx_user)
+    blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == hog.pid) * 1000 for p in late])
+    on_cpus = {c["cpu"] for p in late for c in p["culprits"] if c["pid"] == hog.pid}
+    assert on_cpus <= {RECV_CPU}, on_cpus
+
+    # The breakdown explains the stages that carry a real part of a packet's delay (docs/breakdown.md):
+    # a packet that something else delayed for milliseconds need not name a hog that held it briefly.
+    excess = (rx_user - sched) - np.median(e2e)
+    must = spin_held >= np.maximum(HOG_HELD_NS, 0.25 * excess)
+    assert must.sum() >= 20, f"only {must.sum()} late packets were held by the hog: the test proves nothing"
+    named = blamed > 0
+    missed = [late[i]["seq"] for i in np.flatnonzero(must & ~named)]
+    # A few may legitimately lose their link to the hog (a packet the trace could not follow through
+    # every stage); a broken attribution misses most.
+    assert len(missed) <= 0.05 * must.sum(), (len(missed), int(must.sum()), missed[:10])
+    # The hog delayed them on the receiver's side of the path.
+    receiver_side = {"receiver_wakeup", "runqueue_wait", "recv_return", "user_space"}
+    dominant_elsewhere = [late[i]["seq"] for i in np.flatnonzero(must)
+                          if late[i]["dominant_stage"] not in receiver_side]
+    assert len(dominant_elsewhere) <= 0.05 * must.sum(), dominant_elsewhere[:10]
+
+    # Precision: blame never exceeds what the hog could have held (1 us of rounding per culprit entry).
+    over = np.flatnonzero(blamed > could_hold + 1_000)
+    assert len(over) == 0, [(late[i]["seq"], blamed[i], could_hold[i]) for i in over[:10]]
+    untouched = could_hold == 0
+    assert untouched.sum() >= 10, "too few late packets away from the hog to check precision"
+
+    for p in late:
         assert {"seq", "latency_us", "dominant_stage", "stages", "culprits"} <= set(p)
-        assert all({"name", "us"} <= set(s) for s in p["stages"])
+        assert all({"name", "us"} <= set(st) for st in p["stages"])
         assert all({"comm", "pid", "cpu", "us"} <= set(c) for c in p["culprits"])
         # the stages add up to the packet's latency (e2e: every checkpoint from schedule to user space)
-        assert abs(sum(s["us"] for s in p["stages"]) - p["latency_us"]) < 0.01 * len(p["stages"]) + 0.001
-    hog_packets = [p for p in doc["late_packets"] if any(c["comm"] == "ls-interferer" for c in p["culprits"])]
-    assert all(c["cpu"] == RECV_CPU for p in hog_packets for c in p["culprits"] if c["comm"] == "ls-interferer")
-    text = latscope("breakdown", run["run_id"], "--top", "2")
+        assert abs(sum(st["us"] for st in p["stages"]) - p["latency_us"]) < 0.01 * len(p["stages"]) + 0.001
+    mine = [c for c in doc["culprits"] if c["comm"] == HOG_COMM and hog.pid in c["pids"]]
+    assert mine and mine[0]["kind"] == "task" and mine[0]["count"] >= int(must.sum()) - len(missed)
+    text = latscope("breakdown", run["run_id"], "--threshold", f"{threshold_us:.3f}us", "--top", "2000")
     assert text.returncode == 0, text.stderr
-    first_culprit = text.stdout.split("by total delay")[1].splitlines()[2]
-    assert "ls-interferer" in first_culprit
+    assert f"{HOG_COMM} (pid {hog.pid})" in text.stdout
 
 
-def test_fsync_writer_io_is_attributed_where_it_ran(latscope, tmp_path: Path) -> None:
-    """An fsync loop on the receiver's CPU: its block/jbd2/kworker work is named, on the CPU where it ran."""
-    with background(WRITER, str(tmp_path / "fsync.dat"), "20", str(RECV_CPU)) as writer:
-        run = traced_run(latscope)
+def test_fsync_writer_io_is_attributed_where_it_ran(latscope, results: Path, tmp_path: Path) -> None:
+    """An fsync loop on the receiver's CPU: its I/O work is named on the CPU where it ran, never beyond its time.
+
+    Writer and probe run SCHED_FIFO (writer above the receiver) so that the writer, not the other tasks
+    of a busy machine, is what the receiver waits for. Checked against the writer's own record: some late
+    packet names the writer or its block I/O; the writer is never blamed for more than it could have
+    held its CPU within a packet's life; every I/O task named has events on the CPU it is named on.
+    """
+    held_file = tmp_path / "writer.json"
+    with background(WRITER, str(tmp_path / "fsync.dat"), "5", "60", str(RECV_CPU), str(held_file)) as writer:
+        run = traced_run(latscope, "--prio-send", "20", "--prio-recv", "10")
+        held = held_intervals(writer, held_file)
     assert run["completeness"]["trace_overruns"] == 0
+    assert len(held) > 100, "the writer hardly ran"
     table = load_run_table(Path(run["path"]))
     counts = table.counts()
     assert counts.get("block_rq_issue", 0) > 0 and counts.get("block_rq_complete", 0) > 0
     assert writer.pid in set(table.pid.tolist())
-    # Judge "late" at the run's p90, not p99: a tenth of the packets are broken down, so the writer's
-    # work is met even when other tasks of a busy machine cause the very worst delays.
-    doc = breakdown(latscope, run["run_id"], "--threshold", f"{run['e2e_us']['p90']}us")
-    assert doc["late_packets"]
+    # Break down the slower half: the writer holds the CPU for tens of microseconds a burst, and such
+    # packets are late against the median, whatever else a busy machine does to the slowest ones.
+    doc = breakdown(latscope, run["run_id"], "--threshold", f"{run['e2e_us']['p50']}us")
+    late = doc["late_packets"]
+    assert late
     io = [c for c in doc["culprits"] if is_io(c)]
     assert io, f"no I/O culprit among {[c['comm'] for c in doc['culprits']]}"
-    # "where it occurs": every task culprit ran on the CPU it is blamed on (it has events there)
-    per_packet = [c for p in doc["late_packets"] for c in p["culprits"] if is_io(c) and c["pid"] is not None]
+    s = ResultsStore(results).resolve(run["run_id"]).samples(["seq", "sched_ns", "rx_user_ns"])
+    row = {int(q): i for i, q in enumerate(s["seq"])}
+    idx = np.array([row[p["seq"]] for p in late])
+    could_hold = overlap_ns(widened(held), s["sched_ns"][idx], s["rx_user_ns"][idx])
+    blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == writer.pid) * 1000 for p in late])
+    assert (blamed > 0).any(), "the writer itself is named for no late packet"
+    over = np.flatnonzero(blamed > could_hold + 1_000)
+    assert len(over) == 0, [(late[i]["seq"], blamed[i], could_hold[i]) for i in over[:10]]
+    assert {c["cpu"] for p in late for c in p["culprits"] if c["pid"] == writer.pid} <= {RECV_CPU}
+    # "where it occurs": every I/O task culprit ran on the CPU it is blamed on (it has events there)
+    per_packet = [c for p in late for c in p["culprits"] if is_io(c) and c["pid"] is not None]
     for c in per_packet:
         on_cpu = (table.pid == c["pid"]) & (table.cpu == c["cpu"])
         assert bool(np.any(on_cpu)), c
@@ -154,14 +279,6 @@ def is_io(c: dict) -> bool:
     name = c["comm"]
     return (name in ("ls-fsync-writer", "softirq BLOCK") or name.startswith(("jbd2/", "kworker/"))
             or (c["kind"] == "irq" and ("blk" in name or "virtio" in name or "nvme" in name)))
-
-
-def _received(results: Path, pid: int) -> int:
-    """The receiver's progress counter of run process ``pid`` (0 before it exists)."""
-    for stage in results.glob(f".staging-*-{pid}"):
-        data = (stage / "progress").read_bytes() if (stage / "progress").exists() else b""
-        return int.from_bytes(data[:8], "little", signed=True) if len(data) >= 8 else 0
-    return 0
 
 
 def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
@@ -176,9 +293,7 @@ def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
             mine = [n for n in tracefs.owned(tracefs.find_tracefs()) if n.startswith(f"latscope-{proc.pid}-")]
             time.sleep(0.05)
         assert mine, "the traced run never created its instance"
-        # Mid-run, not during the set-up (a signal then stores nothing): the receiver's counter moves.
-        while time.monotonic() < deadline and not _received(results, proc.pid):
-            time.sleep(0.05)
+        wait_for_packets(results, proc, 200)  # mid-run, not during the set-up (a signal then stores nothing)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -17,6 +19,7 @@ def _lat(seed: int, shift_ns: int = 0) -> np.ndarray:
     return (ar1_lognormal(np.random.default_rng(seed), 20_000, 0.8, 60_000, 0.1) + shift_ns).astype(np.int64)
 
 
+@pytest.mark.slow
 def test_same_configuration_no_difference(latscope, results: Path) -> None:
     """Two runs from one distribution: every tested metric says 'no significant difference', exit 0."""
     a = synthetic_run(results, _lat(1), name="a").run_id
@@ -32,6 +35,7 @@ def test_same_configuration_no_difference(latscope, results: Path) -> None:
     assert doc["environment_differences"] == []
 
 
+@pytest.mark.slow
 def test_a_few_microseconds_shift_is_significant(latscope, results: Path) -> None:
     """B 4 µs slower: p50 and avg 'higher' with an interval around +4; the text table says so."""
     a = synthetic_run(results, _lat(1), name="a", environment=ENV_A).run_id
@@ -49,6 +53,7 @@ def test_a_few_microseconds_shift_is_significant(latscope, results: Path) -> Non
     assert "note: one run per side" in text
 
 
+@pytest.mark.slow
 def test_groups_and_three_runs(latscope, results: Path) -> None:
     """Comma groups are compared as repeated runs; a third argument is compared with the first too."""
     ids = [synthetic_run(results, _lat(10 + i)).run_id for i in range(4)]
@@ -67,6 +72,7 @@ def test_needs_two_runs(latscope, results: Path) -> None:
     assert out.returncode == 2 and "at least two" in out.stderr
 
 
+@pytest.mark.slow
 def test_real_loopback_runs(latscope) -> None:
     """Two real runs of one configuration compare end to end; the environment of one host does not differ.
 

@@ -42,6 +42,7 @@ def test_import_prints_summary_and_run_id(latscope, results: Path) -> None:
     assert "latency min/avg/max/stddev (usec):" in r.stdout and "packets: sent 2000, received 2000" in r.stdout
 
 
+@pytest.mark.slow
 def test_csv_import_and_every_reading_verb(latscope, tmp_path: Path) -> None:
     """A CSV import is shown, listed, filtered and queried like a measured run."""
     p = tmp_path / "lat.csv"

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(not (shutil.which("irtt") and shutil.which("sockperf")),
-                                reason="irtt and sockperf (Debian packages) are needed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (shutil.which("irtt") and shutil.which("sockperf")),
+                                 reason="irtt and sockperf (Debian packages) are needed")]
 
 
 def free_udp_port() -> int:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ import pytest
 from latscope.probe import wire
 from latscope.store.layout import ResultsStore
 from tests.conftest import BIN
-from tests.integration.netutil import namespaces_of, nft_drop_seq_range, wait_for_namespace
+from tests.integration.netutil import namespaces_of, nft_drop_seq_range
+from tests.integration.runwatch import RECEIVED, SENT, counters, wait_for_packets, wait_for_progress
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 STAT_KEYS = {"min", "avg", "max", "stddev", "p50", "p90", "p99", "p999", "p9999"}
 
@@ -104,10 +106,11 @@ def test_exact_loss_under_nftables_drop(results: Path) -> None:
                              str(port), "--base-time", str(base), "--json"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        rx_ns = f"latscope-{proc.pid}-rx"
-        wait_for_namespace(rx_ns)
-        time.sleep(0.3)  # the veth and addresses come right after the namespace
-        nft_drop_seq_range(rx_ns, port, 100, 149)
+        # The progress counters appear once the topology is up, before the receiver starts.
+        progress = wait_for_progress(results, proc)
+        nft_drop_seq_range(f"latscope-{proc.pid}-rx", port, 100, 149)
+        # The rule must be in place before seq 100 leaves (the base time leaves seconds for it).
+        assert counters(progress)[SENT] < 100, "the sender got to seq 100 before the drop rule was in place"
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -121,11 +124,11 @@ def test_exact_loss_under_nftables_drop(results: Path) -> None:
     assert lost == list(range(100, 150))
 
 
-def _inject_garbage(port: int, n_rounds: int, stop_at: float) -> dict[str, int]:
-    """Send every kind of foreign packet to the receiver's port, mid-run."""
+def _inject_garbage(port: int, n_rounds: int, mid_run: Callable[[], bool]) -> dict[str, int]:
+    """Send every kind of foreign packet to the receiver's port while ``mid_run()`` says the run goes on."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     good = bytearray(64)
-    wire.pack_into(good, kind=wire.KIND_DATA, length=64, stream=12345, seq=3)
+    wire.pack_into(good, kind=wire.KIND_DATA, length=64, stream=12345, nonce=1, seq=3)
     wrong_version = bytearray(good)
     wrong_version[4] = 7
     kinds = {
@@ -137,7 +140,7 @@ def _inject_garbage(port: int, n_rounds: int, stop_at: float) -> dict[str, int]:
     }
     sent = dict.fromkeys(kinds, 0)
     for _ in range(n_rounds):
-        if time.monotonic() > stop_at:
+        if not mid_run():
             break
         for k, make in kinds.items():
             s.sendto(make(), ("127.0.0.1", port))
@@ -155,8 +158,11 @@ def test_garbage_mid_run_is_counted_and_ignored(results: Path) -> None:
                              "--period", "1ms", "--port", str(port), "--json"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)
-        sent = _inject_garbage(port, 40, time.monotonic() + 1.0)
+        # Once the first packet is in, the receiver listens; loopback queues a datagram on the socket
+        # before sendto returns, so garbage sent while fewer than 1500 packets are in is read mid-run.
+        progress = wait_for_progress(results, proc)
+        wait_for_packets(results, proc, 1)
+        sent = _inject_garbage(port, 40, lambda: counters(progress)[RECEIVED] < 1500)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -174,8 +180,7 @@ def test_signal_mid_run_saves_what_was_measured(results: Path, sig: int) -> None
     proc = subprocess.Popen([str(BIN / "latscope"), "run", "--count", "20000", "--period", "1ms"], env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for_namespace(f"latscope-{proc.pid}-rx")
-        time.sleep(3.0)
+        wait_for_packets(results, proc, 500)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -187,7 +192,7 @@ def test_signal_mid_run_saves_what_was_measured(results: Path, sig: int) -> None
     runs, _ = ResultsStore(results).runs()
     assert len(runs) == 1 and runs[0].record.status == "interrupted"
     pk = runs[0].record.summary["packets"]
-    assert 0 < pk["received"] < 20000 and pk["lost"] <= 2
+    assert 500 <= pk["received"] < 20000 and pk["lost"] <= 2
     assert namespaces_of(proc.pid) == []
 
 

@@ -14,7 +14,7 @@ from latscope.topo.veth import RECEIVER_ADDR4, veth_pair
 from tests.conftest import BIN
 from tests.integration.netutil import nft_drop_seq_range, nft_dropped
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def _start_recv(results: Path, netns: str, port: int, *extra: str) -> subprocess.Popen[str]:

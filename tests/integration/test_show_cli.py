@@ -37,6 +37,7 @@ def test_classic_lines_then_extras(latscope, run_id: str) -> None:
     assert "--skip-warmup" in out.stdout
 
 
+@pytest.mark.slow
 def test_range_selects_by_send_time(latscope, run_id: str) -> None:
     """--from 10s --to 15s sees only the slow stretch: 5000 packets around 120 µs."""
     doc = json.loads(latscope("show", run_id, "--from", "10s", "--to", "15s", "--json").stdout)
@@ -46,6 +47,7 @@ def test_range_selects_by_send_time(latscope, run_id: str) -> None:
     assert "range: 10.000 s to 15.000 s of a 19.999 s run (5000 packets)" in text
 
 
+@pytest.mark.slow
 def test_skip_warmup_drops_the_first_packet(latscope, run_id: str) -> None:
     """--skip-warmup 1s leaves the 900 µs first packet out of max and anomalies."""
     full = json.loads(latscope("show", run_id, "--json").stdout)
@@ -98,6 +100,7 @@ def test_bad_input_is_exit_2(latscope, results: Path, run_id: str) -> None:
     assert out.returncode == 2 and out.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_real_loopback_run(latscope) -> None:
     """A real loopback run shows with every option; counts line up with what was sent."""
     made = latscope("run", "--topology", "loopback", "--count", "2000", "--period", "200us", "-q", "--json")

@@ -4,7 +4,7 @@ to each worker mid-run; each case checks the exit code, what was stored, and tha
 Workers exist only while the measurement runs, so they are signalled mid-run (and, held there, at
 their very start, before their handlers are installed); the controller is signalled at boot, during the environment probe, mid-run, while the trace of a ``--trace`` run is read
 and while the run is stored. A phase is reached by waiting for a real sign of it: the receiver's
-progress counter in the staging directory (mid-run), or, for phases too short to hit from outside,
+progress counter in the workers' directory (mid-run), or, for phases too short to hit from outside,
 the test-only hold of latscope.testhooks (``LATSCOPE_TEST_HOLD``), which makes the process wait there
 until the test lets it go. After a SIGKILL of the controller the next run must remove what it left.
 """
@@ -27,6 +27,7 @@ from tests.integration.netutil import namespaces_of
 pytestmark = pytest.mark.root
 
 INSTANCES = Path("/sys/kernel/tracing/instances")
+SHM = Path("/dev/shm")
 COUNT = 3000
 SHORT = ["--count", "200", "--period", "1ms"]
 MID = 200  # packets received before a mid-run signal
@@ -66,12 +67,12 @@ class Run:
         (self.holds / f"{phase}.go").touch()
 
     def received(self) -> int:
-        """The receiver's progress counter, read from the staging directory."""
-        for stage in self.results.glob(f".staging-*-{self.pid}"):
+        """The receiver's progress counter, read from the workers' directory (in /dev/shm, or the staging one)."""
+        for work in [*SHM.glob(f"latscope-work-{self.pid}-*"), *self.results.glob(f".staging-*-{self.pid}")]:
             try:
-                return struct.unpack_from("q", (stage / "progress").read_bytes())[0]
+                return struct.unpack_from("q", (work / "progress").read_bytes())[0]
             except (OSError, struct.error):
-                return 0
+                continue
         return 0
 
     def find_workers(self) -> dict[str, int]:
@@ -119,6 +120,7 @@ def leftovers(run: Run) -> list[str]:
     out = list(namespaces_of(run.pid))
     out += [p.name for p in INSTANCES.glob(f"latscope-{run.pid}-*")] if INSTANCES.is_dir() else []
     out += [p.name for p in run.results.glob(".staging-*")] + [p.name for p in run.results.glob(".write-test-*")]
+    out += [p.name for p in SHM.glob(f"latscope-work-{run.pid}-*")]
     out += [f"worker {role} {pid}" for role, pid in run.workers.items() if _alive(pid)]
     return out
 

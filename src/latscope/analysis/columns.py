@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from latscope.errors import FormatError
-from latscope.store.samples import MISSING, SAMPLE_COLUMNS, TIME_COLUMNS, read_samples
+from latscope.store.samples import MISSING, SAMPLE_COLUMNS, SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
+from latscope.store.versioned import open_parquet
 
 #: Rows to read: every row (None), a contiguous range, or explicit row indices.
 Rows = slice | np.ndarray | None
@@ -33,11 +33,8 @@ class ColumnReader:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        read_samples(self.path, columns=[])  # magic, version, readability: the store decides
-        try:
-            self._file = pq.ParquetFile(self.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise FormatError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        # Regular file, magic, version, readability: the store decides.
+        self._file = open_parquet(self.path, str(self.path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
         meta = self._file.metadata
         self.num_rows = int(meta.num_rows)
         self._present = set(self._file.schema_arrow.names)
@@ -175,10 +172,6 @@ class LazyColumns:
             col = self.reader.read(name, self.rows)
             self._cache[name] = col
         return col
-
-    def has(self, name: str) -> bool:
-        """True when the column holds at least one value (same meaning as Samples.has)."""
-        return bool(np.any(self[name] != MISSING))
 
     def read(self, name: str) -> np.ndarray:
         """Column ``name`` for the selected rows, without keeping it in the cache."""

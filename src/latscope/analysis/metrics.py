@@ -109,13 +109,3 @@ METRICS: dict[str, tuple[Callable[[Samples], np.ndarray], tuple[str, ...]]] = {
     "arrival_latency": (arrival_latency, ("rx_user_ns", "rx_hw_ns", "rx_sw_ns")),
     "e2e": (e2e, ("rx_user_ns", "sched_ns")),
 }
-
-
-def columns_for(names: list[str] | tuple[str, ...]) -> list[str]:
-    """The sample columns needed to compute the metrics ``names`` (plus seq and flags)."""
-    cols = ["seq", "flags", "sched_ns"]
-    for name in names:
-        for col in METRICS[name][1]:
-            if col not in cols:
-                cols.append(col)
-    return cols

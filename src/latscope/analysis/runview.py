@@ -20,6 +20,7 @@ from latscope.analysis.columns import ColumnReader, LazyColumns
 from latscope.analysis.summary import packet_counts, summarise_columns
 from latscope.analysis.window import TIME_COLUMNS, Range, Selection, offsets, select
 from latscope.errors import ConfigError
+from latscope.safetext import printable
 from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 
@@ -58,7 +59,8 @@ class RunView:
     @property
     def label(self) -> str:
         rec = self.run.record
-        return rec.name or rec.run_id
+        # Shown in text and figures: a stored name may hold anything, so control characters are escaped.
+        return printable(rec.name) or rec.run_id
 
     @property
     def period_ns(self) -> int | None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Percentiles of the standard summary: key -> percentile.
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9, "p9999": 99.99, "p99999": 99.999}
+from latscope.contract import PERCENTILES
+
+__all__ = ["PERCENTILES", "Stats", "describe"]
 
 
 @dataclass(frozen=True)

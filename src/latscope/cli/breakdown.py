@@ -15,6 +15,7 @@ from latscope.cli.common import (
     warn,
 )
 from latscope.errors import ConfigError
+from latscope.safetext import terminal_safe
 
 
 @click.command()
@@ -56,13 +57,20 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     if run_ref is None and trace_file is None:
         raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
     run = store_from(results).resolve(run_ref) if run_ref is not None else None
-    table = load_trace_file(trace_file) if trace_file is not None else \
-        load_run_table(run.path, run.record.extra.get("trace"))
-    samples = run.samples() if run is not None else None
-    overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
     options = Options(metric=metric, threshold_ns=threshold, sender_pid=packet_pid, receiver_pid=receiver_pid,
                       top=top)
-    bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns)
+    overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
+    if run is not None and trace_file is None and run.record.extra.get("vm"):
+        # through a QEMU guest: the host's trace and the guest's, on one path
+        from latscope.trace.vmbreakdown import analyse_vm_run
+
+        bd = analyse_vm_run(run.path, run.record.extra, run.samples(), options, run_id=run.run_id,
+                            overruns=overruns)
+    else:
+        table = load_trace_file(trace_file) if trace_file is not None else \
+            load_run_table(run.path, run.record.extra.get("trace"))
+        samples = run.samples() if run is not None else None
+        bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns)
     if perfetto_file is not None:
         from latscope.trace.perfetto import write
 
@@ -75,4 +83,5 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
             doc["perfetto_file"] = str(perfetto_file)
         emit_json(doc)
     else:
-        click.echo(to_text(bd, top=top), nl=False)
+        # Task names come from the trace, and any process can name itself with escape sequences.
+        click.echo(terminal_safe(to_text(bd, top=top)), nl=False)

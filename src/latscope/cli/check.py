@@ -10,6 +10,7 @@ from latscope.cli.common import emit_json, json_option, results_option, store_fr
 from latscope.cli.ranges import make_range, range_options
 from latscope.errors import CheckFailed, ConfigError
 from latscope.report.tables import check_text
+from latscope.safetext import printable
 
 
 @click.command()
@@ -37,7 +38,7 @@ def check(run_ref: str, maxima: tuple[str, ...], minima: tuple[str, ...], range_
         emit_json({"run_id": run.run_id, "name": run.record.name, "passed": not broken,
                    "selection": view.selection.as_json(), "limits": [v.as_json() for v in verdicts]})
     else:
-        click.echo("\n".join(check_text(run.record.name or run.run_id, run.run_id, verdicts)))
+        click.echo("\n".join(check_text(printable(run.record.name) or run.run_id, run.run_id, verdicts)))
     if broken:
         raise CheckFailed(f"{len(broken)} of {len(verdicts)} limits broken: "
                           + ", ".join(v.limit.text for v in broken))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from latscope.errors import ConfigError
+from latscope.safetext import check_name, check_tags, printable
 from latscope.store.layout import ResultsStore, resolve_results_root
 from latscope.units import parse_duration_ns
 
@@ -44,8 +46,48 @@ class IntOrHex(click.ParamType):
             self.fail(f"{value!r} is not an integer", param, ctx)
 
 
+class Label(click.ParamType):
+    """A run name or tag: printable text of bounded length (latscope.safetext)."""
+
+    name = "text"
+
+    def __init__(self, check: Callable[[str, str], Any], what: str) -> None:
+        self.check = check
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            self.check(value, self.what)
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(f"{self.what}: "), param, ctx)
+        return value
+
+
 DURATION = Duration()
 INT_OR_HEX = IntOrHex()
+NAME = Label(check_name, "--name")
+TAG = Label(lambda v, what: check_tags((v,), what), "--tag")
+
+
+def tag_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Callback of --tag: at most MAX_TAGS of them (each one is checked by TAG)."""
+    try:
+        return check_tags(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def check_memory(count: int, bytes_per_packet: int, meminfo: str = "/proc/meminfo") -> None:
+    """ConfigError when ``count`` packets at ``bytes_per_packet`` do not fit the memory available now."""
+    need = count * bytes_per_packet
+    try:
+        with open(meminfo) as fh:
+            avail = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return  # no /proc: nothing to check against
+    if need > avail:
+        raise ConfigError(f"--count {count} needs about {need / 2**30:.1f} GiB of memory; "
+                          f"{avail / 2**30:.1f} GiB are available (use a smaller --count or --duration)")
 
 results_option = click.option(
     "--results", "results", type=click.Path(file_okay=False), default=None,
@@ -72,7 +114,7 @@ def _default(value: Any) -> Any:
 
 def warn(message: str) -> None:
     """A warning line on stderr."""
-    click.echo(f"latscope: warning: {message}", err=True)
+    click.echo(f"latscope: warning: {printable(message)}", err=True)
 
 
 def stderr_is_tty() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import emit_json, json_option, results_option, store_from
+from latscope.cli.common import NAME, TAG, emit_json, json_option, results_option, store_from, tag_list
 from latscope.report.document import run_document
 from latscope.report.text import summary_text
 
@@ -14,8 +14,9 @@ _KINDS = ("csv", "isochron", "irtt", "sockperf")
 @click.command(name="import")
 @click.argument("kind", type=click.Choice(_KINDS))
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=False))
-@click.option("--name", required=True, help="Name of the new run.")
-@click.option("--tag", "tags", multiple=True, help="Tag of the new run (repeatable), e.g. --tag bridge.")
+@click.option("--name", type=NAME, required=True, help="Name of the new run.")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="Tag of the new run (repeatable), e.g. --tag bridge.")
 @click.option("--metric", default=None,
               help="What to store as latency for round-trip tools. irtt: one-way (client->server, default when "
                    "the file has server timestamps), one-way-down, half-rtt, rtt. sockperf: half-rtt (default), rtt.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from latscope.cli.common import emit_json, json_option, results_option, selected_runs
+from latscope.safetext import printable
 
 
 def _row(run) -> dict:
@@ -48,7 +49,7 @@ def ls(where: tuple[str, ...], sort_key: str | None, limit: int | None, ids_only
         runs = runs[:limit]
     if ids_only:
         for run in runs:
-            click.echo(run.path.name)
+            click.echo(run.path.name)  # a run id: checked against a strict pattern when the run was read
         return
     rows = [_row(r) for r in runs]
     if as_json:
@@ -59,6 +60,7 @@ def ls(where: tuple[str, ...], sort_key: str | None, limit: int | None, ids_only
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False)
     for col, justify in (("run", "left"), ("name", "left"), ("created (UTC)", "left"), ("source", "left"),
@@ -67,14 +69,18 @@ def ls(where: tuple[str, ...], sort_key: str | None, limit: int | None, ids_only
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
 
     def f(v) -> str:
-        return "-" if v is None else f"{v:.3f}"
+        return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+    def cell(v) -> Text:
+        # Text, not str: rich would read "[...]" in a name as markup. Control characters are escaped.
+        return Text(printable(str(v)))
 
     for r in rows:
-        source = r["tool"] or r["source"] or "-"
+        source = str(r["tool"] or r["source"] or "-")
         if r["metric"] == "round-trip":
             source += " (rtt)"
-        table.add_row(r["run_id"], r["name"] + (f" [{','.join(r['tags'])}]" if r["tags"] else ""),
-                      r["created"][:19].replace("T", " "), source, str(r["packets"]), str(r["lost"]),
+        table.add_row(cell(r["run_id"]), cell(r["name"] + (f" [{','.join(r['tags'])}]" if r["tags"] else "")),
+                      cell(r["created"][:19].replace("T", " ")), cell(source), cell(r["packets"]), cell(r["lost"]),
                       f(r["latency_avg_us"]), f(r["latency_p99_us"]), f(r["latency_max_us"]),
                       style=None if r["status"] == "complete" else "yellow")
     Console(width=200).print(table)

@@ -8,21 +8,34 @@ import click
 
 from latscope import __version__
 from latscope.errors import LatscopeError
+from latscope.safetext import printable
 from latscope.stopping import Stopped, raise_on_signals
 
+#: verb -> (where its command lives, its one-line summary). The summary is what `latscope --help` lists,
+#: so that listing the verbs imports none of them; tests/unit/test_cli_lazy.py keeps it equal to the first
+#: sentence of each command's own help.
 VERBS = {
-    "run": "latscope.cli.run:run",
-    "send": "latscope.cli.send:send",
-    "recv": "latscope.cli.recv:recv",
-    "ls": "latscope.cli.ls:ls",
-    "show": "latscope.cli.show:show",
-    "doctor": "latscope.cli.doctor:doctor",
-    "import": "latscope.cli.importcmd:import_",
-    "sql": "latscope.cli.sql:sql",
-    "compare": "latscope.cli.compare:compare",
-    "check": "latscope.cli.check:check",
-    "report": "latscope.cli.report:report",
-    "breakdown": "latscope.cli.breakdown:breakdown",
+    "run": ("latscope.cli.run:run",
+            "Measure one-way latency: a periodic packet stream across a topology, saved as a run."),
+    "send": ("latscope.cli.send:send",
+             "Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."),
+    "recv": ("latscope.cli.recv:recv", "Receive a stream from `latscope send`, then save and summarise the run."),
+    "ls": ("latscope.cli.ls:ls", "List stored runs: id, name, time, packets and latency avg/p99/max."),
+    "show": ("latscope.cli.show:show",
+             "Summarise a stored run (id, unique id prefix, name, 'latest' or a run directory)."),
+    "doctor": ("latscope.cli.doctor:doctor",
+               "Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs."),
+    "import": ("latscope.cli.importcmd:import_",
+               "Import FILE written by another tool (csv, isochron .dat, irtt JSON, sockperf --full-log) as a run."),
+    "sql": ("latscope.cli.sql:sql",
+            "Run SQL (DuckDB) over the views `runs` (one row per run) and `samples` (one row per packet, all runs)."),
+    "compare": ("latscope.cli.compare:compare",
+                "Compare runs with the first (A): table, differences, intervals, verdicts, environment differences."),
+    "check": ("latscope.cli.check:check", "Check a stored run against limits; exit 1 when one is broken (for CI gates)."),
+    "report": ("latscope.cli.report:report",
+               "Write an HTML report of runs (the first is the baseline of the comparison)."),
+    "breakdown": ("latscope.cli.breakdown:breakdown",
+                  "Split each late packet's latency into stages and name what held it back."),
 }
 
 
@@ -31,7 +44,8 @@ MEASURING = ("run", "send", "recv")
 
 
 class LazyGroup(click.Group):
-    """Imports a verb's module only when it runs, so `latscope ls` does not load the probe."""
+    """Imports a verb's module only when it runs, so `latscope ls` does not load the probe
+    and `latscope --help` loads no verb at all."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(VERBS)
@@ -44,8 +58,15 @@ class LazyGroup(click.Group):
             # Before the verb's (slow) import: a stop signal from here on ends it with a message
             # instead of silently, and the phases after it each have one outcome (docs/run.md).
             raise_on_signals()
-        module, _, attr = target.partition(":")
+        module, _, attr = target[0].partition(":")
         return getattr(__import__(module, fromlist=[attr]), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The verbs and their summaries, as click lists them, from VERBS instead of the commands."""
+        width = formatter.width - 6 - max(len(name) for name in VERBS)
+        rows = [(name, click.utils.make_default_short_help(summary, width)) for name, (_, summary) in VERBS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -59,23 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=argv, prog_name="latscope", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("latscope: aborted", err=True)
+        # click turns a KeyboardInterrupt raised inside a verb (Ctrl-C, or a signal a verb catches) into Abort.
+        click.echo("latscope: interrupted", err=True)
         return 1
     except click.ClickException as exc:
         message = exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
         ctx_hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             ctx_hint = f" (see `{exc.ctx.command_path} --help`)"
-        click.echo(f"latscope: error: {message}{ctx_hint}", err=True)
+        click.echo(f"latscope: error: {printable(message)}{ctx_hint}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except LatscopeError as exc:
-        click.echo(f"latscope: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        # One line whatever the message holds: a newline in a quoted path or name is shown as \n.
+        click.echo(f"latscope: error: {printable(str(exc)) if str(exc) else type(exc).__name__}", err=True)
         detail = getattr(exc, "detail", "")
         if detail:
             # Evidence the one line cannot hold (a guest's console), indented below it.
-            click.echo("\n".join(f"  | {ln}" for ln in detail.splitlines()), err=True)
+            click.echo("\n".join(f"  | {printable(ln)}" for ln in detail.splitlines()), err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("latscope: interrupted", err=True)

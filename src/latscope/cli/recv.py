@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import DURATION, INT_OR_HEX, emit_json, json_option, results_option, store_from, warn
+from latscope.cli.common import (
+    DURATION,
+    INT_OR_HEX,
+    NAME,
+    TAG,
+    emit_json,
+    json_option,
+    results_option,
+    store_from,
+    tag_list,
+    warn,
+)
 from latscope.cli.progress import packet_progress
+from latscope.cli.run import key_path
 from latscope.errors import ConfigError
+from latscope.probe.auth import load_key
+from latscope.probe.config import MAX_STREAM
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT, Endpoint
 from latscope.report.document import run_document
 from latscope.report.text import summary_text
@@ -29,21 +43,28 @@ from latscope.report.text import summary_text
 @click.option("--timeout", type=DURATION, default="0", help="Give up if no packet arrives this long (0: wait).")
 @click.option("--idle-timeout", "idle_timeout", type=DURATION, default="5s", show_default=True,
               help="End the run when packets stop this long without the sender's end packet.")
-@click.option("--stream", type=int, default=None, help="Accept only this stream id (default: the first seen).")
+@click.option("--stream", type=click.IntRange(0, MAX_STREAM), default=None,
+              help="Take only the hello of this stream id (`send --stream`; default: the first valid hello).")
+@click.option("--key-file", "key_file", default=None, metavar="FILE",
+              help="Accept only packets authenticated with the secret in FILE (the sender's --key-file).")
 @click.option("--stream-log", "stream_log", is_flag=True, help="Write a line per packet during the run.")
-@click.option("--name", default="", help="Run name (default: the sender's).")
-@click.option("--tag", "tags", multiple=True, help="Tag (repeatable; default: the sender's).")
+@click.option("--name", type=NAME, default="", help="Run name (default: the sender's).")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="Tag (repeatable; default: the sender's).")
 @results_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
 def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, cpu, prio, no_mlock, no_hw, netns, timeout,
-         idle_timeout, stream, stream_log, name, tags, results, as_json, quiet) -> None:
+         idle_timeout, stream, key_file, stream_log, name, tags, results, as_json, quiet) -> None:
     """Receive a stream from `latscope send`, then save and summarise the run."""
     from latscope.halves import ReceiveConfig, receive_stream
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1..65535, got {port}")
+    key_file = key_path(key_file)
+    if key_file is not None:
+        load_key(key_file)  # a bad key file is a usage error before anything starts
     if l2:
         if ipv6:
             raise ConfigError("--ipv6 and --l2 exclude each other")
@@ -56,7 +77,7 @@ def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, c
         listen = Endpoint("inet6" if ipv6 else "inet", bind_addr or ("::" if ipv6 else "0.0.0.0"), port, iface)
     rcfg = ReceiveConfig(listen=listen, cpu=cpu, prio=prio, mlock=not no_mlock, hw_timestamps=not no_hw, netns=netns,
                          first_timeout_ns=timeout, idle_timeout_ns=idle_timeout, stream=stream,
-                         stream_log=stream_log, name=name, tags=tuple(tags))
+                         stream_log=stream_log, name=name, tags=tuple(tags), key_file=key_file)
     store = store_from(results)
 
     def ready() -> None:

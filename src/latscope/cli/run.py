@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -9,16 +11,23 @@ from typing import Any
 import click
 
 from latscope.cli.common import (
-    DURATION, INT_OR_HEX, emit_json, json_option, results_option, stderr_is_tty, store_from, warn,
+    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
+    tag_list, warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
-from latscope.privileges import can_build_namespaces
-from latscope.probe.config import MeasureConfig
+from latscope.privileges import CAP_SYS_ADMIN, can_build_namespaces, effective_caps
+from latscope.probe import wire
+from latscope.probe.config import MAX_CPU_DMA_LATENCY_US, MeasureConfig
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
 from latscope.report.text import context_lines, summary_text
+from latscope.safetext import quote
 from latscope.topo.base import TOPOLOGIES
+
+#: Memory a run holds per packet at its peak: both halves' columns, the merged columns and the summary's copies.
+RUN_BYTES_PER_PACKET = 600
+CAP_DAC_OVERRIDE = 1
 
 
 def probe_options(f):
@@ -27,8 +36,9 @@ def probe_options(f):
         click.option("--period", type=DURATION, default="1ms", show_default=True, help="Interval between packets."),
         click.option("--count", type=click.IntRange(1), default=None, help="Packets to send [default: 60000]."),
         click.option("--duration", type=DURATION, default=None, help="Run length instead of --count (60s, 5m)."),
-        click.option("--size", type=click.IntRange(1), default=64, show_default=True,
-                     help="Payload bytes (UDP payload or Ethernet payload; at least 64)."),
+        click.option("--size", type=click.IntRange(1), default=None,
+                     help="Payload bytes (UDP payload or Ethernet payload) [default and least: 64; 80 with "
+                          "--key-file]."),
         click.option("--spin", type=DURATION, default="0", help="Busy-wait this long before each deadline (50us)."),
         click.option("--base-time", "base_time", default=None,
                      help="Absolute start (CLOCK_REALTIME seconds, e.g. 1795605691.5); default: next whole period."),
@@ -49,6 +59,9 @@ def probe_options(f):
                      help="Leave NICs' hardware timestamping alone (default: switch it on where a device has it)."),
         click.option("--stream-log", "stream_log", is_flag=True,
                      help="Write a line per packet during the run (costs latency; for comparison only)."),
+        click.option("--key-file", "key_file", default=None, metavar="FILE",
+                     help="Authenticate every packet with the secret in FILE (HMAC-SHA256; the receiver needs "
+                          "the same file; not readable by other users)."),
     ]):
         f = opt(f)
     return f
@@ -65,17 +78,40 @@ def resolve_count(count: int | None, duration: int | None, period: int) -> int:
     return count if count is not None else 60_000
 
 
-def parse_base_time(text: str | None) -> int | None:
-    """--base-time in seconds since the epoch (decimals allowed) or nanoseconds; must be in the future."""
+def key_path(key_file: str | None) -> str | None:
+    """--key-file as an absolute path: the workers read it, and run.json records where it was."""
+    return os.path.abspath(key_file) if key_file else None
+
+
+def resolve_size(size: int | None, key_file: str | None) -> int:
+    """--size, or the smallest packet: the header, and the MAC with --key-file."""
+    if size is not None:
+        return size
+    return wire.MIN_SIZE_MAC if key_file is not None else wire.HEADER_SIZE
+
+
+#: How far ahead --base-time may be: a start tomorrow is plausible, one in 3 million years a typo.
+MAX_BASE_AHEAD_NS = 86_400 * 1_000_000_000
+
+
+def parse_base_time(text: str | None, now_ns: int | None = None) -> int | None:
+    """--base-time in seconds since the epoch (decimals allowed) or nanoseconds; in the next 24 hours."""
     if text is None:
         return None
-    try:
-        value = int(text) if text.isdigit() and len(text) > 12 else round(float(text) * 1e9)
-    except ValueError:
-        raise ConfigError(f"--base-time {text!r}: expected seconds since the epoch, e.g. 1795605691.5") from None
-    if value <= time.clock_gettime_ns(time.CLOCK_REALTIME):
+    value = None
+    if len(text) <= 40:
+        try:
+            value = int(text) if text.isdigit() and len(text) > 12 else float(text) * 1e9
+        except ValueError:
+            pass
+    if value is None or not math.isfinite(value):
+        raise ConfigError(f"--base-time {quote(text)}: expected seconds since the epoch, e.g. 1795605691.5")
+    now = time.clock_gettime_ns(time.CLOCK_REALTIME) if now_ns is None else now_ns
+    if value <= now:
         raise ConfigError("--base-time is in the past")
-    return value
+    if value > now + MAX_BASE_AHEAD_NS:
+        raise ConfigError(f"--base-time {quote(text)} is more than 24 hours ahead")
+    return round(value)
 
 
 def family_of(ipv6: bool, l2: bool) -> str:
@@ -108,6 +144,9 @@ def vm_options(f):
                      help="Give up when the guest's agent has not answered by then."),
         click.option("--vm-append", "vm_append", default="", metavar="ARGS",
                      help="More guest kernel command line, e.g. isolcpus=0."),
+        click.option("--vm-disk-load", "vm_disk_load", default="0", metavar="RATE",
+                     help="During the run, write to the guest's --vm-cwd at RATE bytes/s (1M, 512K) with an fsync "
+                          "every 32 KiB, as a logging application would (the seed's guest block I/O)."),
     ]):
         f = opt(f)
     return f
@@ -122,7 +161,7 @@ class RunArgs:
     period: int
     count: int | None
     duration: int | None
-    size: int
+    size: int | None
     spin: int
     base_time: str | None
     ipv6: bool
@@ -137,6 +176,7 @@ class RunArgs:
     no_mlock: bool
     no_hw: bool
     stream_log: bool
+    key_file: str | None
     direction: str
     vm_accel: str
     vm_cpus: int
@@ -147,6 +187,7 @@ class RunArgs:
     vm_root: str
     vm_boot_timeout: int
     vm_append: str
+    vm_disk_load: str
     cpu_send: int | None
     cpu_recv: int | None
     prio_send: int | None
@@ -161,15 +202,17 @@ class RunArgs:
     quiet: bool
 
     def config(self, topology: str) -> MeasureConfig:
+        key_file = key_path(self.key_file)
         return MeasureConfig(
             topology=topology, family=family_of(self.ipv6, self.l2), period_ns=self.period,
-            count=resolve_count(self.count, self.duration, self.period), size=self.size, spin_ns=self.spin,
+            count=resolve_count(self.count, self.duration, self.period), size=resolve_size(self.size, key_file),
+            spin_ns=self.spin,
             base_time_ns=parse_base_time(self.base_time), port=self.port, dest=self.dest,
             ethertype=self.ethertype, vid=self.vid, pcp=self.pcp, tos=self.tos, so_priority=self.so_priority,
             txtime_offset_ns=self.txtime, cpu_send=self.cpu_send, cpu_recv=self.cpu_recv,
             prio_send=self.prio_send, prio_recv=self.prio_recv, mlock=not self.no_mlock,
             hw_timestamps=not self.no_hw, cpu_dma_latency_us=self.cpu_dma_latency, stream_log=self.stream_log,
-            name=self.name, tags=tuple(self.tags), direction=self.direction,
+            name=self.name, tags=tuple(self.tags), direction=self.direction, key_file=key_file,
         )
 
     def vm(self, topology: str) -> Any:
@@ -193,10 +236,12 @@ class RunArgs:
 @click.option("--cpu-recv", "cpu_recv", type=int, default=None, help="Pin the receiver to this CPU.")
 @click.option("--prio-send", "prio_send", type=int, default=None, help="SCHED_FIFO priority of the sender.")
 @click.option("--prio-recv", "prio_recv", type=int, default=None, help="SCHED_FIFO priority of the receiver.")
-@click.option("--cpu-dma-latency", "cpu_dma_latency", type=click.IntRange(0), default=None, metavar="US",
+@click.option("--cpu-dma-latency", "cpu_dma_latency", type=click.IntRange(0, MAX_CPU_DMA_LATENCY_US), default=None,
+              metavar="US",
               help="Hold /dev/cpu_dma_latency at US microseconds during the run (0: no deep C-states).")
-@click.option("--name", default="", help="A name for the run (show and compare accept it).")
-@click.option("--tag", "tags", multiple=True, help="A tag (repeatable), e.g. --tag bridge --tag stress.")
+@click.option("--name", type=NAME, default="", help="A name for the run (show and compare accept it).")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="A tag (repeatable), e.g. --tag bridge --tag stress.")
 @click.option("--trace", "trace", is_flag=True,
               help="Record kernel events during the run (for `latscope breakdown`; needs root).")
 @click.option("--trace-events", "trace_events", default=None, metavar="CHANGES",
@@ -219,13 +264,14 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
                              "run as root or use --topology loopback")
     is_vm = topology.startswith("vm")
     cfg = args.config(topology)
+    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
     vm = args.vm(topology) if is_vm else None
     check_vm_args(args, cfg, vm)
     store = store_from(args.results)
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
+    captures = trace_captures(args.trace, args.trace_events, cfg, args.quiet) + disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
-        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify,
-                               captures=trace_captures(args.trace, args.trace_events, cfg, args.quiet))
+        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
     for outcome in outcomes:
         for w in outcome.warnings:
             warn(w)
@@ -246,7 +292,8 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
 
 #: --vm-* options and their defaults: given without a VM topology they would be silently ignored.
 VM_DEFAULTS = {"vm_accel": "auto", "vm_cpus": 1, "vm_mem": 1024, "vm_iothread": False, "vm_affinity": None,
-               "vm_cwd": "tmpfs", "vm_root": "9p", "vm_boot_timeout": 180_000_000_000, "vm_append": ""}
+               "vm_cwd": "tmpfs", "vm_root": "9p", "vm_boot_timeout": 180_000_000_000, "vm_append": "",
+               "vm_disk_load": "0"}
 
 
 def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
@@ -269,10 +316,38 @@ def check_vm_args(args: RunArgs, cfg: MeasureConfig, vm: Any) -> None:
             raise ConfigError(f"{opt} {cpu}: that half has CPUs 0..{n - 1} (host {host_cpus}, guest {vm.cpus})")
 
 
+#: How long a traced VM run records before its stream starts (boot is before the trace starts; the guest's
+#: receiver, a fork of the warmed-up agent, is listening within seconds).
+VM_TRACE_LEAD_NS = 15_000_000_000
+
+
+def disk_load(rate_text: str, cfg: MeasureConfig) -> tuple:
+    """--vm-disk-load: a paced, bounded writer in the guest for the run's duration (and a minute more)."""
+    text = rate_text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        rate = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise ConfigError(f"--vm-disk-load {rate_text!r}: expected bytes per second such as 1M or 512K") from None
+    if rate == 0:
+        return ()
+    if not 4096 <= rate <= 1 << 30:
+        raise ConfigError("--vm-disk-load must be between 4K and 1G bytes per second (0: off)")
+    from latscope.remote.guestload import GuestDiskLoad
+
+    return (GuestDiskLoad(max_bytes=1 << 30, max_s=min(600.0, cfg.duration_ns / 1e9 + 60), block=16 << 10,
+                          sync_every=2, rate=rate),)
+
+
 def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, quiet: bool = False) -> tuple:
     """The kernel-trace capture when --trace (or --trace-events) was given."""
     if not trace and trace_events is None:
         return ()
+    # Writing tracefs takes root's file access and CAP_SYS_ADMIN (to mount it where it is absent).
+    caps = effective_caps()
+    if not caps & (1 << CAP_SYS_ADMIN) or not (caps & (1 << CAP_DAC_OVERRIDE) or os.geteuid() == 0):
+        raise PrivilegeError("--trace needs root (it records into a tracefs instance); run as root, or without "
+                             "--trace")
     from latscope.cli.common import stderr_is_tty
     from latscope.trace.capture import TraceCapture
     from latscope.trace.events import resolve
@@ -281,5 +356,13 @@ def trace_captures(trace: bool, trace_events: str | None, cfg: MeasureConfig, qu
     pinned = (cfg.cpu_send, cfg.cpu_recv)
     probe_cpus = tuple(c for c in pinned if c is not None) if all(c is not None for c in pinned) else None
     notify = None if quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
-    return (TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
-                         probe_cpus=probe_cpus, notify=notify),)
+    vm = cfg.topology.startswith("vm")
+    # On a VM the host records from before the guest's receiver starts (tens of seconds under TCG) to the end.
+    host = TraceCapture(count=cfg.count, duration_ns=cfg.duration_ns + (VM_TRACE_LEAD_NS if vm else 0),
+                        event_changes=trace_events, probe_cpus=probe_cpus, notify=notify)
+    if not vm:
+        return (host,)
+    from latscope.trace.guestcapture import GuestTraceCapture
+
+    return (host, GuestTraceCapture(count=cfg.count, duration_ns=cfg.duration_ns, event_changes=trace_events,
+                                    notify=notify))

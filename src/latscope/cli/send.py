@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import click
 
-from latscope.cli.common import emit_json, json_option, warn
+from latscope.cli.common import NAME, TAG, check_memory, emit_json, json_option, tag_list, warn
 from latscope.cli.progress import packet_progress
-from latscope.cli.run import family_of, parse_base_time, probe_options, resolve_count
+from latscope.cli.run import family_of, key_path, parse_base_time, probe_options, resolve_count, resolve_size
 from latscope.errors import ConfigError
-from latscope.probe.config import MeasureConfig, parse_hostport
+from latscope.probe.config import MAX_STREAM, MeasureConfig, parse_hostport
 from latscope.probe.spec import DEFAULT_PORT, Endpoint
 from latscope.units import format_us
+
+#: Memory the sender holds per packet: its six preallocated columns, and their copies when it writes them.
+SEND_BYTES_PER_PACKET = 100
 
 
 @click.command()
@@ -20,18 +23,24 @@ from latscope.units import format_us
 @click.option("--cpu", type=int, default=None, help="Pin the sender to this CPU.")
 @click.option("--prio", type=int, default=None, help="SCHED_FIFO priority.")
 @click.option("--netns", default=None, help="Send from this named network namespace (entered with setns).")
-@click.option("--name", default="", help="Run name, passed to the receiver.")
-@click.option("--tag", "tags", multiple=True, help="Tag (repeatable), passed to the receiver.")
+@click.option("--stream", type=click.IntRange(0, MAX_STREAM), default=None,
+              help="Stream id (default: random); `recv --stream` then takes only this sender's hello.")
+@click.option("--name", type=NAME, default="", help="Run name, passed to the receiver.")
+@click.option("--tag", "tags", type=TAG, multiple=True, callback=tag_list,
+              help="Tag (repeatable), passed to the receiver.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, base_time, ipv6, l2, ethertype, vid,
-         pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, cpu, prio, netns, name, tags, as_json,
-         quiet) -> None:
+         pcp, port, tos, so_priority, txtime, no_mlock, no_hw, stream_log, key_file, cpu, prio, netns, stream, name,
+         tags, as_json, quiet) -> None:
     """Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."""
     from latscope.halves import send_stream
 
     family = family_of(ipv6, l2)
+    key_file = key_path(key_file)
+    size = resolve_size(size, key_file)
+    extra = {"key_file": key_file} | ({"stream": stream} if stream is not None else {})
     if family == "packet":
         if not iface:
             raise ConfigError("--l2 needs --iface (the interface to send from)")
@@ -45,14 +54,16 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
         base_time_ns=parse_base_time(base_time), port=endpoint.port, ethertype=ethertype,
         vid=vid if family == "packet" else None, pcp=pcp if family == "packet" else None, tos=tos,
         so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio, mlock=not no_mlock,
-        hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags),
+        hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags), **extra,
     ) if family != "packet" else _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp,
                                              tos, so_priority, txtime, cpu, prio, no_mlock, no_hw, stream_log,
-                                             name, tags)
+                                             name, tags, extra)
+    check_memory(cfg.count, SEND_BYTES_PER_PACKET)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet, "sending") as on_progress:
         result = send_stream(cfg, endpoint, netns=netns, on_progress=on_progress)
     doc = {
-        "sent": result.sent, "send_failed": result.send_failed, "tx_timestamps": result.tx_timestamps,
+        "sent": result.sent, "stream": result.stream, "send_failed": result.send_failed,
+        "tx_timestamps": result.tx_timestamps,
         "base_time_ns": result.base_time_ns, "interrupted": result.interrupted, "scheduling": result.scheduling,
         "dest": dest, "period_ns": cfg.period_ns, "count": cfg.count,
     }
@@ -67,12 +78,12 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
 
 
 def _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp, tos, so_priority, txtime, cpu,
-               prio, no_mlock, no_hw, stream_log, name, tags) -> MeasureConfig:
+               prio, no_mlock, no_hw, stream_log, name, tags, extra) -> MeasureConfig:
     # The loopback topology is only a placeholder that passes validation: the
     # endpoint given to send_stream decides where frames go.
     return MeasureConfig(
         topology="loopback", family="packet", period_ns=period, count=resolve_count(count, duration, period),
         size=size, spin_ns=spin, base_time_ns=parse_base_time(base_time), ethertype=ethertype, vid=vid, pcp=pcp,
         tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio,
-        mlock=not no_mlock, hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags),
+        mlock=not no_mlock, hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags), **extra,
     )

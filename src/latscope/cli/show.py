@@ -15,6 +15,7 @@ from latscope.cli.ranges import make_range, range_options
 from latscope.report.document import run_document
 from latscope.report.tables import anomalies_text, windows_text, worst_text
 from latscope.report.text import context_lines, summary_text
+from latscope.safetext import printable
 
 #: What the text summary prints; --json adds the other metrics of the summary.
 TEXT_METRICS = ("latency", "delta", "wakeup_latency", "arrival_latency")
@@ -78,10 +79,12 @@ def show(run_ref: str, range_from: int | None, range_to: int | None, skip_warmup
             doc["windows"] = {"metric": metric, **series.as_json()}
         emit_json(doc)
         return
-    header = run.record.name and f"{run.record.name} ({run.run_id})"
+    header = run.record.name and f"{printable(run.record.name)} ({run.run_id})"
     if header:
         click.echo(header)
-    lines = summary_text(summary, run.run_id, run.record.status, context_lines(run.record)).split("\n")
+    # Stored text (status, the VM's description) is escaped: the store may hold anything.
+    lines = summary_text(summary, run.run_id, printable(run.record.status),
+                         [printable(c) for c in context_lines(run.record)]).split("\n")
     p99999 = summary["latency_us"].get("p99999")
     lines.insert(4, f"  latency p99.999 (usec): {'-' if p99999 is None else f'{p99999:.3f}'}")
     if not rng.is_everything:

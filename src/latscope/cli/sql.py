@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import decimal
 import json
 import math
+import os
+import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from latscope.cli.common import json_option, results_option, selected_runs, warn
+from latscope.errors import LatscopeError
+from latscope.safetext import printable
 
 DEFAULT_MAX_ROWS = 200
 
@@ -45,21 +54,112 @@ def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, ski
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
     _store, runs, _filters = selected_runs(results, where)
-    # A private spill directory for sorts bigger than memory, removed afterwards.
-    with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp:
+    # A private spill directory for sorts bigger than memory, removed afterwards -- also when a signal ends the
+    # query: INT, TERM and HUP interrupt DuckDB and unwind through the cleanup instead of killing the process.
+    with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp, Interrupter(tmp) as stop:
         con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
+        stop.watch(con)
         try:
             for s in skipped:
                 warn(f"left out of samples: {s.reason}")
             result = catalog.query(con, statement)
+            rows = stop.guard(result.rows)
+            result = catalog.QueryResult(result.columns, result.types, rows)
             if as_json:
                 _emit_json(result)
             elif as_csv:
                 _emit_csv(result)
             else:
                 _emit_table(result, max_rows)
+        except LatscopeError:
+            stop.check()  # an interrupted query is an interruption, not a SQL error
+            raise
         finally:
             con.close()
+        stop.check()
+
+
+class Interrupter:
+    """Turns INT, TERM and HUP into an interrupted query and a normal unwind (so temporary files go).
+
+    Python's handlers only note the signal (the default actions would kill
+    the process on the spot); the C-level handler also writes its number to a
+    wakeup pipe at once, whichever thread the kernel picked, and a watcher
+    thread reading that pipe interrupts DuckDB, whose execute() does not
+    return to Python until it is done. If the main thread has not unwound
+    ``GRACE_S`` later, the watcher removes the temporary directory itself
+    and ends the process.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    GRACE_S = 10.0
+
+    def __init__(self, temp_dir: str) -> None:
+        self.temp_dir = temp_dir
+        self.signum: int | None = None
+        self.con: Any = None
+        self._done = threading.Event()
+
+    def __enter__(self) -> Interrupter:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        self._old = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+        self._thread = threading.Thread(target=self._watch, name="latscope-sql-signals", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        signal.set_wakeup_fd(self._old_fd)
+        with contextlib.suppress(OSError):
+            os.write(self._w, b"\0")  # 0 is no signal: it ends the watcher
+        self._thread.join(1.0)
+        os.close(self._r)
+        os.close(self._w)
+
+    def watch(self, con: Any) -> None:
+        self.con = con
+        if self.signum is not None:
+            con.interrupt()
+
+    def guard(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """``rows``, ending early (KeyboardInterrupt) once a signal came."""
+        for row in rows:
+            self.check()
+            yield row
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._r, 1)
+            except OSError:
+                return
+            if not data or data[0] == 0 or self._done.is_set():
+                return
+            if data[0] in self.SIGNALS:
+                break
+        self.signum = self.signum or data[0]
+        # interrupt() only stops a query that is running: repeat it until the main thread has unwound,
+        # so a query that was about to start when the signal came is stopped too.
+        deadline = time.monotonic() + self.GRACE_S
+        while time.monotonic() < deadline:
+            if self.con is not None:
+                with contextlib.suppress(Exception):  # closed meanwhile: the main thread is unwinding
+                    self.con.interrupt()
+            if self._done.wait(0.1):
+                return
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        os._exit(128 + data[0])
 
 
 def _emit_json(result: Any) -> None:
@@ -90,17 +190,19 @@ def _emit_table(result: Any, max_rows: int) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name, typ in zip(result.columns, result.types):
         numeric = any(t in typ for t in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL"))
-        table.add_column(name, justify="right" if numeric else "left")
+        table.add_column(Text(printable(name)), justify="right" if numeric else "left")
     shown = more = 0
     for row in result.rows:
         if max_rows and shown >= max_rows:
             more += 1
             continue
-        table.add_row(*("NULL" if v is None else _cell(v) for v in row))
+        # Text, not str: values (names, run.json) are data, never rich markup; control characters escaped.
+        table.add_row(*(Text("NULL" if v is None else printable(_cell(v))) for v in row))
         shown += 1
     # Wide enough never to cut a value: a table is only as wide as its content.
     Console(width=100_000).print(table)

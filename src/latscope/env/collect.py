@@ -10,7 +10,7 @@ from typing import Any
 
 from latscope.env import cpu, kernel, kvm, net, ptp, qdisc, tracing, version
 from latscope.env.roots import DEFAULT, Roots
-from latscope.probe.clock import tai_offset_ns
+from latscope.timebase import tai_offset_ns
 
 
 def _time() -> dict[str, Any]:

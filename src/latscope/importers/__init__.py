@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from latscope.analysis.summary import summarise
-from latscope.errors import ConfigError
+from latscope.errors import ConfigError, FormatError
 from latscope.importers import csvfile, irtt, isochron, sockperf
 from latscope.importers.common import Imported, read_file
+from latscope.safetext import check_name, check_tags, printable
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
@@ -28,6 +29,10 @@ KINDS: dict[str, tuple[Callable[..., Imported], tuple[str, ...]]] = {
     "irtt": (irtt.parse, irtt.METRICS),
     "sockperf": (sockperf.parse, sockperf.METRICS),
 }
+#: kind -> what recognises it from the file's first bytes, before the file is read whole.
+SNIFFERS = {"csv": csvfile.sniff, "isochron": isochron.sniff, "irtt": irtt.sniff, "sockperf": sockperf.sniff}
+#: Longest error message an import gives: parsers quote the file, and the file may be anything.
+MAX_MESSAGE = 400
 
 __all__ = ["KINDS", "Imported", "parse_file", "import_run"]
 
@@ -41,8 +46,14 @@ def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[
         raise ConfigError(f"--metric does not apply to {kind} imports (they are one-way already)")
     if metric is not None and metric not in metrics:
         raise ConfigError(f"--metric for {kind} must be one of {', '.join(metrics)}, got {metric!r}")
-    raw = read_file(path)
-    imported = parser(raw, metric) if metrics else parser(raw)
+    try:
+        raw = read_file(path, SNIFFERS[kind])
+        imported = parser(raw, metric) if metrics else parser(raw)
+    except FormatError as exc:
+        text = printable(str(exc))
+        if len(text) > MAX_MESSAGE:
+            raise FormatError(text[:MAX_MESSAGE] + f"... ({len(text)} characters)") from None
+        raise
     # Only the provenance outlives parsing: the file's bytes are released here.
     return imported, raw.provenance()
 
@@ -50,6 +61,8 @@ def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[
 def import_run(store: ResultsStore, kind: str, path: str | Path, *, name: str, tags: tuple[str, ...] = (),
                metric: str | None = None, now: _dt.datetime | None = None) -> StoredRun:
     """Parse ``path`` and store it as a new run; all of it or nothing."""
+    check_name(name)
+    check_tags(tags)
     imported, provenance = parse_file(kind, path, metric)
     now = now or _dt.datetime.now(_dt.timezone.utc)
     record = build_record(imported, provenance, kind=kind, name=name, tags=tags, now=now)

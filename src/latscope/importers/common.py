@@ -8,59 +8,159 @@ derived here the same way for every tool, so an imported run answers
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from latscope.errors import FormatError, NotFoundError
+from latscope.files import open_regular, reason
 from latscope.store.runfile import COMPLETENESS_KEYS
 from latscope.store.samples import FLAG_LOST, FLAG_REORDERED, MISSING, TIME_COLUMNS
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: How much of a file is read to recognise its format before anything else is done with it.
+SNIFF_BYTES = 64 << 10
+_CHUNK = 1 << 20
+#: Formats parsed from memory (irtt's JSON, sockperf's text, isochron's log) may take this share of the
+#: memory available: Python's JSON objects take about ten times the text.
+MEMORY_SHARE = 8
+
+Sniffer = Callable[[bytes, bool, Path], None]
 
 
 @dataclass(frozen=True)
 class RawFile:
-    """An import file's bytes (gunzipped when it was gzip) and where they came from."""
+    """An import file: what identifies it, its first bytes, and its content (gunzipped when it was gzip).
+
+    The content is read when a parser asks for it (`open` streams it, `data`
+    holds it whole), after the format was recognised from ``head`` and the
+    file was hashed in one bounded pass.
+    """
 
     path: Path
-    data: bytes
     sha256: str
     size: int
     gzipped: bool
+    #: The first SNIFF_BYTES of the content.
+    head: bytes
+    #: Bytes and newlines of the whole content.
+    content_size: int
+    lines: int
+    #: The content, for a RawFile made from bytes in memory (`of_bytes`).
+    memory: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_bytes(cls, path: Path, data: bytes, *, size: int | None = None, gzipped: bool = False) -> RawFile:
+        """A RawFile of ``data`` already in memory (tests, and contents that never were a file)."""
+        return cls(Path(path), hashlib.sha256(data).hexdigest(), len(data) if size is None else size, gzipped,
+                   data[:SNIFF_BYTES], len(data), data.count(b"\n"), data)
 
     def provenance(self) -> dict[str, Any]:
         """The part of run.json ``source`` that identifies the original file."""
         return {"file": str(self.path), "file_size": self.size, "file_sha256": self.sha256,
                 **({"gzipped": True} if self.gzipped else {})}
 
+    def open(self) -> BinaryIO:
+        """The content as a stream from its start (gunzipped on the fly)."""
+        if self.memory is not None:
+            return io.BytesIO(self.memory)
+        fh = _open(self.path)
+        return gzip.GzipFile(fileobj=fh, mode="rb") if self.gzipped else fh  # type: ignore[return-value]
 
-def read_file(path: str | Path) -> RawFile:
-    """Read ``path`` whole; gzip is undone transparently (irtt writes .json.gz by default)."""
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The whole content; FormatError when it is too large to hold in the memory available."""
+        if self.memory is not None:
+            return self.memory
+        limit = _available_memory() // MEMORY_SHARE
+        if limit and self.content_size > limit:
+            raise FormatError(f"{self.path}: {self.content_size} bytes of content is more than this machine can "
+                              f"parse in memory now (about {limit} bytes)")
+        with self.open() as fh:
+            return fh.read()
+
+
+def read_file(path: str | Path, sniff: Sniffer | None = None) -> RawFile:
+    """Recognise ``path`` from its first bytes with ``sniff``, then hash it and count its lines in one pass.
+
+    Only a regular file is read (a FIFO or a device would never end), gzip is
+    undone transparently (irtt writes .json.gz by default), and a file of the
+    wrong kind is refused after SNIFF_BYTES, not after reading it whole.
+    ``sniff(head, complete, path)`` raises FormatError; ``complete`` says
+    whether ``head`` is the whole content.
+    """
     p = Path(path)
+    fh = _open(p)
+    with fh:
+        first = fh.read(2)
+        fh.seek(0)
+        gz = first == _GZIP_MAGIC
+        stream: BinaryIO = gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh  # type: ignore[assignment]
+        try:
+            head = stream.read(SNIFF_BYTES)
+            if not head or (head.isspace() and len(head) < SNIFF_BYTES):
+                raise FormatError(f"{p}: file is empty")
+            if sniff is not None:
+                sniff(head, len(head) < SNIFF_BYTES, p)
+            # The sniffed file is read once more for its checksum and line count, a chunk at a time.
+            fh.seek(0)
+            digest = hashlib.sha256()
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+            size = fh.tell()
+            fh.seek(0)
+            content = gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh
+            lines = total = 0
+            while chunk := content.read(_CHUNK):
+                lines += chunk.count(b"\n")
+                total += len(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise FormatError(f"{p}: corrupt or truncated gzip data ({exc})") from None
+        except OSError as exc:
+            raise FormatError(f"{p}: cannot read ({reason(exc)})") from None
+    return RawFile(p, digest.hexdigest(), size, gz, head, total, lines)
+
+
+def _open(p: Path) -> BinaryIO:
     try:
-        raw = p.read_bytes()
+        fh, _size = open_regular(p)
     except FileNotFoundError:
         raise NotFoundError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise FormatError(f"{p}: is a directory, not a file") from None
     except OSError as exc:
-        raise FormatError(f"{p}: cannot read ({exc.strerror})") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    data, gz = raw, False
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            data, gz = gzip.decompress(raw), True
-        except (OSError, EOFError, zlib.error) as exc:
-            raise FormatError(f"{p}: corrupt or truncated gzip data ({exc})") from None
-    if not data or data.isspace():  # isspace, unlike strip, copies nothing
-        raise FormatError(f"{p}: file is empty")
-    return RawFile(p, data, digest, len(raw), gz)
+        raise FormatError(f"{p}: cannot read ({reason(exc)})") from None
+    return fh
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0
+
+
+def text_head(head: bytes, complete: bool, where: Path, what: str) -> str:
+    """``head`` as text for a sniffer: FormatError for binary data (NUL bytes, invalid UTF-8)."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise FormatError(f"{where}: not {what} (binary data: byte {nul} is NUL)")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A character cut by the end of the head is not an error.
+        if complete or exc.start < len(head) - 3:
+            raise FormatError(f"{where}: not {what} (byte {exc.start} is not UTF-8)") from None
+        return head[:exc.start].decode("utf-8")
 
 
 def text_of(raw: RawFile) -> str:

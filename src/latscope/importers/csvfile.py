@@ -11,7 +11,7 @@ silently.
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from latscope.errors import FormatError
-from latscope.importers.common import Imported, RawFile, build
+from latscope.importers.common import Imported, RawFile, build, text_head
+from latscope.safetext import printable, quote
+from latscope.store.runfile import MAX_STORED_PERIOD_NS
 from latscope.store.samples import MISSING, TIME_COLUMNS
 
 #: Column names accepted in the header, and where each lands.
@@ -29,13 +31,27 @@ REQUIRED = ("seq", "send_ns")
 RECEIVE = ("rx_ns", "rx_sw_ns", "rx_hw_ns")
 
 
+def sniff(head: bytes, complete: bool, where: Path) -> None:
+    """FormatError unless ``head`` (the file's first bytes) starts with a valid header line of text."""
+    _header_names(head, complete, where)
+
+
+def _header_names(head: bytes, complete: bool, where: Path) -> list[str]:
+    text = text_head(head, complete, where, "a CSV file")
+    end = text.find("\n")
+    if end < 0 and not complete:
+        raise FormatError(f"{where}: not a latscope CSV (no header line in the first {len(head)} bytes)")
+    first = (text if end < 0 else text[:end]).lstrip("\ufeff").strip("\r")
+    names = [h.strip() for h in first.split(",")]
+    _check_header(names, where)
+    return names
+
+
 def parse(raw: RawFile) -> Imported:
     """Parse a CSV with a header line of column names."""
     where = raw.path
-    # Only the header is needed as text; the rows go to Arrow's parser as bytes.
-    first = _header_line(raw)
-    names = [h.strip() for h in first.split(",")]
-    _check_header(names, where)
+    # Only the header is needed as text; the rows go to Arrow's parser as a byte stream.
+    names = _header_names(raw.head, len(raw.head) == raw.content_size, where)
     cols = _read_columns(raw, names)
     seq = cols["seq"]
     stream = cols.get("stream", np.zeros(len(seq), dtype=np.int64))
@@ -73,40 +89,37 @@ def _read_columns(raw: RawFile, names: list[str]) -> dict[str, np.ndarray]:
     columns themselves stay.
     """
     where = raw.path
-    # Counting lines is a memchr pass; it bounds the rows so that every column
-    # is allocated once and filled in place (no concatenation at the end).
-    capacity = raw.data.count(b"\n") + 1
+    # The line count (taken while the file was hashed) bounds the rows, so that
+    # every column is allocated once and filled in place (no concatenation).
+    capacity = raw.lines + 1
     out = {n: np.empty(capacity, dtype=np.int64) for n in names}
     rows = 0
     try:
-        reader = pacsv.open_csv(
-            io.BytesIO(raw.data),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=8 << 20),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.int64() for n in names}),
-        )
-        for batch in reader:
-            k = batch.num_rows
-            for i, n in enumerate(names):
-                col = batch.column(i)
-                if col.null_count and n in ("seq", "stream"):
-                    row = rows + int(pc.index(pc.is_null(col), True).as_py())
-                    raise FormatError(f"{where}: line {row + 2}: {n} is empty")
-                out[n][rows:rows + k] = pc.fill_null(col, MISSING).to_numpy(zero_copy_only=False)
-            rows += k
+        with raw.open() as stream:
+            # block_size also caps a row: a line longer than 8 MiB is an error, not a buffer that grows.
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=8 << 20),
+                convert_options=pacsv.ConvertOptions(column_types={n: pa.int64() for n in names}),
+            )
+            for batch in reader:
+                k = batch.num_rows
+                if rows + k > capacity:
+                    raise FormatError(f"{where}: the file changed while it was read")
+                for i, n in enumerate(names):
+                    col = batch.column(i)
+                    if col.null_count and n in ("seq", "stream"):
+                        row = rows + int(pc.index(pc.is_null(col), True).as_py())
+                        raise FormatError(f"{where}: line {row + 2}: {n} is empty")
+                    out[n][rows:rows + k] = pc.fill_null(col, MISSING).to_numpy(zero_copy_only=False)
+                rows += k
     except pa.ArrowInvalid as exc:
         raise FormatError(f"{where}: malformed CSV: {_explain(str(exc), names)}") from None
+    except OSError as exc:
+        raise FormatError(f"{where}: cannot read ({exc})") from None
     if rows == 0:
         raise FormatError(f"{where}: the CSV has a header but no rows")
     return {n: a[:rows] for n, a in out.items()}
-
-
-def _header_line(raw: RawFile) -> str:
-    end = raw.data.find(b"\n")
-    head = raw.data if end < 0 else raw.data[:end]
-    try:
-        return head.decode("utf-8").lstrip("\ufeff").strip("\r")
-    except UnicodeDecodeError:
-        raise FormatError(f"{raw.path}: not a text file (the header line is not UTF-8)") from None
 
 
 def _check_header(names: list[str], where: object) -> None:
@@ -114,10 +127,10 @@ def _check_header(names: list[str], where: object) -> None:
         raise FormatError(f"{where}: the first line must name the columns (seq,send_ns,rx_ns)")
     unknown = [n for n in names if n not in ACCEPTED]
     if unknown:
-        raise FormatError(f"{where}: unknown column {unknown[0]!r} in the header; accepted: {', '.join(ACCEPTED)}")
+        raise FormatError(f"{where}: unknown column {quote(unknown[0])} in the header; accepted: {', '.join(ACCEPTED)}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise FormatError(f"{where}: column {repeated[0]!r} appears twice in the header")
+        raise FormatError(f"{where}: column {quote(repeated[0])} appears twice in the header")
     absent = [n for n in REQUIRED if n not in names]
     if absent:
         raise FormatError(f"{where}: the header lacks the required column {absent[0]!r} (need seq,send_ns,rx_ns)")
@@ -129,13 +142,14 @@ def _check_header(names: list[str], where: object) -> None:
 
 def _explain(message: str, names: list[str]) -> str:
     # Arrow says "In CSV column #1: ..."; users think in column names.
-    line = message.splitlines()[0]
+    # Arrow quotes the offending row or cell, which may be megabytes long: only its start is shown.
+    line = message.splitlines()[0] if message.strip() else "unreadable"
     prefix = "In CSV column #"
     if line.startswith(prefix):
         num, _, rest = line[len(prefix):].partition(":")
         if num.isdigit() and int(num) < len(names):
-            return f"column {names[int(num)]}:{rest.replace('CSV conversion error to int64:', '')}"
-    return line
+            line = f"column {names[int(num)]}:{rest.replace('CSV conversion error to int64:', '')}"
+    return printable(line[:160]) + (f"... ({len(line)} characters)" if len(line) > 160 else "")
 
 
 def _period(sched: np.ndarray | None) -> int | None:
@@ -146,4 +160,5 @@ def _period(sched: np.ndarray | None) -> int | None:
     if len(s) < 2:
         return None
     step = int(np.median(np.diff(np.sort(s))))
-    return step if step > 0 else None
+    # A "period" outside what a run can have (docs/format.md) is no period: the grid is not regular.
+    return step if 0 < step <= MAX_STORED_PERIOD_NS else None

@@ -34,12 +34,15 @@ import datetime as _dt
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latscope.errors import ConfigError, FormatError
-from latscope.importers.common import Imported, RawFile, build, null_column, text_of
+from latscope.importers.common import Imported, RawFile, build, null_column, text_head, text_of
+from latscope.safetext import quote
+from latscope.store.runfile import MAX_STORED_PERIOD_NS
 from latscope.store.samples import MISSING
 
 METRICS = ("one-way", "one-way-down", "half-rtt", "rtt")
@@ -76,6 +79,8 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     doc = _document(raw)
     params = ((doc.get("config") or {}).get("params") or {})
     interval = _int(params.get("interval"), where, "config.params.interval")
+    if not 0 <= interval <= MAX_STORED_PERIOD_NS:
+        raise FormatError(f"{where}: config.params.interval {quote(interval)} ns is not an interval of 0 to 1 day")
     stats = doc.get("stats") or {}
     trips = read_trips(doc["round_trips"], where)
     metric = choose_metric(trips, params, metric, where)
@@ -112,12 +117,21 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     )
 
 
+def sniff(head: bytes, complete: bool, where: Path) -> None:
+    """FormatError unless the file starts like irtt's JSON: text whose first character is '{'."""
+    text = text_head(head, complete, where, "irtt JSON").lstrip("\ufeff \t\r\n")
+    if not text.startswith("{"):
+        raise FormatError(f"{where}: not irtt JSON (it starts with {quote(text[:20])}, irtt writes an object)")
+
+
 def _document(raw: RawFile) -> dict[str, Any]:
     where = raw.path
     try:
         doc = json.loads(text_of(raw))
     except json.JSONDecodeError as exc:
         raise FormatError(f"{where}: not valid irtt JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise FormatError(f"{where}: not irtt JSON (nested too deeply)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("round_trips"), list):
         raise FormatError(f"{where}: not an irtt result (no round_trips list)")
     fmt = (doc.get("version") or {}).get("json_format")
@@ -148,7 +162,8 @@ def read_trips(trips: list[Any], where: Any) -> Trips:
             if rtt is not None:
                 f["rtt"][i] = int(rtt)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise FormatError(f"{where}: round trip #{i} is malformed ({type(exc).__name__}: {exc})") from None
+            raise FormatError(f"{where}: round trip #{i} is malformed "
+                              f"({type(exc).__name__}: {quote(str(exc))})") from None
     if len(np.unique(seq)) != n:
         raise FormatError(f"{where}: the same seqno appears twice in round_trips")
     return Trips(seq, lost, **f)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,12 @@ class IsochronLog:
     rx_swts: np.ndarray
     #: Sender slots after ``send`` that were never written.
     unwritten: int
+
+
+def sniff(head: bytes, complete: bool, where: Path) -> None:
+    """FormatError unless the file starts with isochron's magic."""
+    if head[: len(MAGIC)] != MAGIC:
+        raise FormatError(f"{where}: not an isochron log (no ISOCHRON magic at the start)")
 
 
 def read_log(raw: RawFile) -> IsochronLog:

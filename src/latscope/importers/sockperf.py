@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from latscope.errors import ConfigError, FormatError
-from latscope.importers.common import Imported, RawFile, build, null_column, parse_decimal_ns, text_of
+from latscope.importers.common import Imported, RawFile, build, null_column, parse_decimal_ns, text_head, text_of
 from latscope.store.samples import FLAG_REORDERED, MISSING
 
 METRICS = ("half-rtt", "rtt")
@@ -111,6 +112,11 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         config={"period_ns": period, "count": int(len(cols["seq"])), "size": _int_param(params, "msg-size"),
                 "sockperf": {"parameters": params, "servers": len(blocks)}},
     )
+
+
+def sniff(head: bytes, complete: bool, where: Path) -> None:
+    """FormatError unless the file starts as text (sockperf's log is text, its summary comes first)."""
+    text_head(head, complete, where, "a sockperf log")
 
 
 def _read_blocks(raw: RawFile) -> tuple[list[_Block], dict[str, str]]:

@@ -16,8 +16,10 @@ import os
 import time
 from typing import Protocol
 
-CLOCK_REALTIME = time.CLOCK_REALTIME
-CLOCK_TAI = getattr(time, "CLOCK_TAI", 11)
+from latscope.timebase import CLOCK_REALTIME, CLOCK_TAI, tai_offset_ns
+
+__all__ = ["CLOCK_REALTIME", "CLOCK_TAI", "Clock", "FakeClock", "RealClock", "tai_offset_ns"]
+
 TIMER_ABSTIME = 1
 
 
@@ -96,9 +98,3 @@ class FakeClock:
         """Let time pass as if work took ``ns``."""
         self.t += ns
 
-
-def tai_offset_ns() -> int:
-    """CLOCK_TAI - CLOCK_REALTIME (37 s where PTP set it, often 0), rounded to whole seconds."""
-    a = time.clock_gettime_ns(CLOCK_REALTIME)
-    b = time.clock_gettime_ns(CLOCK_TAI)
-    return round((b - a) / 1e9) * 1_000_000_000

@@ -12,7 +12,7 @@ from array import array
 
 import numpy as np
 
-from latscope.store.samples import MISSING
+from latscope.contract import MISSING
 
 
 def column(n: int, fill: int = MISSING) -> array:

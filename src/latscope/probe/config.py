@@ -9,10 +9,18 @@ from typing import Any
 
 from latscope.errors import ConfigError
 from latscope.probe import wire
+from latscope.probe.auth import load_key
 from latscope.probe.spec import DEFAULT_ETHERTYPE
+from latscope.safetext import check_name, check_tags
+from latscope.units import MAX_DURATION_NS, format_duration
 
 MIN_PERIOD_NS = 10_000
+MAX_PERIOD_NS = 3600 * 1_000_000_000
 MAX_COUNT = 1_000_000_000
+#: The kernel's "no constraint" value of /dev/cpu_dma_latency (PM_QOS_CPU_LATENCY_DEFAULT_VALUE, 2000 s).
+MAX_CPU_DMA_LATENCY_US = 2_000_000_000
+#: Stream ids are 31-bit: samples.parquet stores them as int32.
+MAX_STREAM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class MeasureConfig:
     stream: int = field(default_factory=lambda: secrets.randbits(31))
     #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once.
     direction: str = "forward"
+    #: Authenticate every packet with the key in this file (the path is recorded, never the key).
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -69,10 +79,21 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(f"unknown family {cfg.family!r}")
     if cfg.period_ns < MIN_PERIOD_NS:
         raise ConfigError(f"--period must be at least {MIN_PERIOD_NS // 1000}us, got {cfg.period_ns}ns")
+    if cfg.period_ns > MAX_PERIOD_NS:
+        raise ConfigError(f"--period must be at most 1h, got {format_duration(cfg.period_ns)}")
     if not 1 <= cfg.count <= MAX_COUNT:
         raise ConfigError(f"--count must be between 1 and {MAX_COUNT}, got {cfg.count}")
+    if cfg.duration_ns > MAX_DURATION_NS:
+        raise ConfigError(f"{cfg.count} packets every {format_duration(cfg.period_ns)} would take more than 366 days")
     if not wire.MIN_SIZE <= cfg.size <= wire.MAX_SIZE:
         raise ConfigError(f"--size must be between {wire.MIN_SIZE} and {wire.MAX_SIZE} bytes, got {cfg.size}")
+    if cfg.key_file is not None:
+        load_key(cfg.key_file)
+        if cfg.size < wire.MIN_SIZE_MAC:
+            raise ConfigError(f"--size must be at least {wire.MIN_SIZE_MAC} bytes with --key-file "
+                              f"(the MAC takes {wire.MAC_SIZE}), got {cfg.size}")
+    if not 0 <= cfg.stream <= MAX_STREAM:
+        raise ConfigError(f"--stream must be 0..{MAX_STREAM}, got {cfg.stream}")
     if cfg.family == "packet" and cfg.size > 1500:
         raise ConfigError(f"--size {cfg.size} does not fit an Ethernet frame (at most 1500 bytes with --l2)")
     if cfg.spin_ns < 0 or cfg.spin_ns >= cfg.period_ns:
@@ -89,10 +110,13 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(f"--ethertype must be 0x0600..0xffff, got 0x{cfg.ethertype:x}")
     if cfg.tos is not None and not 0 <= cfg.tos <= 255:
         raise ConfigError(f"--tos must be 0..255, got {cfg.tos}")
-    if cfg.so_priority is not None and not 0 <= cfg.so_priority <= 0xFFFFFFFF:
-        raise ConfigError("--so-priority must be a non-negative integer")
-    if cfg.cpu_dma_latency_us is not None and cfg.cpu_dma_latency_us < 0:
-        raise ConfigError("--cpu-dma-latency must be 0 or more microseconds")
+    if cfg.so_priority is not None and not 0 <= cfg.so_priority <= 0x7FFFFFFF:
+        raise ConfigError(f"--so-priority must be 0..2147483647, got {cfg.so_priority}")
+    if cfg.cpu_dma_latency_us is not None and not 0 <= cfg.cpu_dma_latency_us <= MAX_CPU_DMA_LATENCY_US:
+        raise ConfigError(f"--cpu-dma-latency must be 0..{MAX_CPU_DMA_LATENCY_US} microseconds, "
+                          f"got {cfg.cpu_dma_latency_us}")
+    check_name(cfg.name)
+    check_tags(cfg.tags)
     if cfg.direction not in ("forward", "reverse", "both"):
         raise ConfigError(f"--direction {cfg.direction}: choose forward, reverse or both")
     is_vm = cfg.topology == "vm" or cfg.topology.startswith("vm:")

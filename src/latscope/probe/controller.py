@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.errors import CaptureError
+from latscope.errors import CaptureError, error_from
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
 from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progress
 # StopRequest lives with the rest of the signal policy; callers know it as controller.StopRequest.
@@ -205,7 +205,9 @@ def wait_ready(worker: Worker, timeout_s: float = 20.0) -> int:
         _arrays, info = collect_half(worker)
         if info.get("died"):
             raise CaptureError(f"the {worker.role} ended before it was ready ({info['died']}); nothing was stored")
-        raise CaptureError(info.get("error") or f"the {worker.role} stopped before it was ready")
+        if info.get("error"):
+            raise error_from(info.get("error_type"), str(info["error"]))
+        raise CaptureError(f"the {worker.role} stopped before it was ready")
     worker.stop()
     raise CaptureError(f"the {worker.role} did not become ready within {timeout_s:.0f} s")
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from latscope.contract import FLAG_LOST, FLAG_SEND_FAILED, MISSING
 from latscope.errors import CaptureError
 from latscope.probe.merge import merge
 from latscope.stopping import signal_name
-from latscope.store.samples import FLAG_LOST, FLAG_SEND_FAILED, MISSING
 
 #: A packet sent this shortly before the receiver stopped listening may still have been on its way.
 IN_FLIGHT_NS = 100_000_000

@@ -1,8 +1,8 @@
 """The receiver: kernel RX timestamps for every packet, validation, loss and order accounting.
 
-Anything that is not a packet of this run (wrong magic, version, length,
-stream, an impossible seq, a truncated or oversized datagram) is counted as
-foreign by reason and otherwise ignored.
+Which datagrams belong to the run is probe.classify's decision (stream,
+nonce, MAC, ranges); anything else is counted as foreign by reason and
+otherwise ignored. Memory comes from free RAM, never from a packet alone.
 """
 
 from __future__ import annotations
@@ -16,14 +16,23 @@ from typing import Any
 
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
+from latscope.probe.auth import optional_key
+from latscope.probe.classify import Classifier
 from latscope.probe.clock import Clock
 from latscope.probe.columns import column, grow
 from latscope.probe.sender import Interrupted
 from latscope.probe.sockets import PACKET_OUTGOING, vlan_of
 from latscope.probe.spec import ReceiverSpec
-from latscope.store.samples import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
+from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 
-_UNKNOWN_COUNT_CHUNK = 1 << 16
+_COLUMNS = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user")
+#: Bytes one packet's slot takes in memory: the columns above and flags, int64 each.
+SLOT_BYTES = 8 * (len(_COLUMNS) + 1)
+#: The share of available memory the receiver may fill: saving copies the columns once more.
+MEMORY_SHARE = 4
+#: The budget when /proc/meminfo says nothing (a container without it): 14.9 million packets.
+UNKNOWN_MEMORY_BUDGET = 1 << 30
+_MEMINFO = "/proc/meminfo"
 
 
 @dataclass
@@ -51,14 +60,64 @@ class ReceiverResult:
     interrupted: bool = False
     first_rx_ns: int | None = None
     last_rx_ns: int | None = None
+    #: Slots every column has (the classifier never hands out a seq at or above it).
+    capacity: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def capacity(self) -> int:
-        return len(self.rx_user)
+
+def _empty() -> ReceiverResult:
+    return ReceiverResult(*(column(0) for _ in range(8)), column(0, 0))
 
 
-def _empty(n: int) -> ReceiverResult:
-    return ReceiverResult(*(column(n) for _ in range(8)), column(n, 0))
+def available_memory(meminfo: str = _MEMINFO) -> int | None:
+    """MemAvailable in bytes, or None when it cannot be read."""
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_budget(spec: ReceiverSpec) -> int:
+    """Bytes the columns may take: the spec's, else a share of what is available now."""
+    if spec.memory_bytes is not None:
+        return spec.memory_bytes
+    avail = available_memory()
+    return avail // MEMORY_SHARE if avail is not None else UNKNOWN_MEMORY_BUDGET
+
+
+def _allocator(res: ReceiverResult):
+    """Extend every column to n slots, or to as many as memory allows; return the capacity reached."""
+
+    def alloc(n: int) -> int:
+        while n > res.capacity:
+            try:
+                for name in _COLUMNS:
+                    grow(getattr(res, name), n)
+                grow(res.flags, n, 0)
+                res.capacity = n
+            except MemoryError:
+                # Some columns may have grown: capacity stays what all of them have.
+                res.capacity = min(len(getattr(res, c)) for c in (*_COLUMNS, "flags"))
+                step = (n - res.capacity) // 2
+                if step < 1024:
+                    break
+                n = res.capacity + step
+        return res.capacity
+
+    return alloc
+
+
+def _end_pairs(res: ReceiverResult):
+    def apply(pairs: list[tuple[int, int]]) -> None:
+        for seq, tx in pairs:
+            if res.tx[seq] == MISSING:
+                res.tx[seq] = tx
+
+    return apply
 
 
 def run_receiver(
@@ -72,26 +131,24 @@ def run_receiver(
     on_ready=None,
 ) -> ReceiverResult:
     """Receive until the sender's end packet (plus a grace period), idle timeout or Interrupted."""
-    res = _empty(spec.count or 0)
-    if spec.count:
-        res.count = spec.count
-    res.stream = spec.stream
+    res = _empty()
+    clf = Classifier(max_slots=memory_budget(spec) // SLOT_BYTES, alloc=_allocator(res), on_end=_end_pairs(res),
+                     stream=spec.stream, nonce=spec.nonce, count=spec.count, key=optional_key(spec.key_file),
+                     max_size=spec.max_size)
+    classify = clf.classify
     is_packet = sock.family == socket.AF_PACKET
     ethertype = spec.listen.ethertype
     want_vid = spec.listen.vid
-    buf = bytearray(spec.max_size + 1)
     recv_into = sock.recvmsg_into
-    bufs = [buf]
+    bufs = [clf.buf]
     anc_size = ts.ANCILLARY_SIZE
     now = clock.now_ns
-    unpack = wire.HEADER.unpack_from
-    hsize = wire.HEADER_SIZE
-    magic, version = wire.MAGIC, wire.VERSION
-    foreign = res.foreign
+    foreign = clf.foreign
     sol_socket, scm_ts = socket.SOL_SOCKET, ts.SCM_TIMESTAMPING
     from_ts3 = ts._TS3.unpack_from
+    txf_hw = wire.TXF_HW
     max_seq = -1
-    end_seen = False
+    end_armed = False
     received = 0
     if on_ready is not None:
         on_ready()
@@ -100,7 +157,7 @@ def run_receiver(
             try:
                 nbytes, anc, mflags, addr = recv_into(bufs, anc_size)
             except TimeoutError:
-                res.stop_reason = "end" if end_seen else "timeout"
+                res.stop_reason = "end" if end_armed else "timeout"
                 break
             except InterruptedError:
                 continue
@@ -113,47 +170,13 @@ def run_receiver(
                     if tag is None or tag[0] != want_vid:
                         foreign["vlan"] += 1
                         continue
-            if nbytes < hsize:
-                foreign[wire.FOREIGN_SHORT] += 1
+            h = classify(nbytes, mflags)
+            if h is None:
+                if clf.end_seen and not end_armed:
+                    end_armed = True
+                    sock.settimeout(spec.grace_ns / 1e9)
                 continue
-            (mg, ver, kind, length, stream, seq, sched, wake, send, _period, count32,
-             tx_val, back, txf, _r) = unpack(buf, 0)
-            if mg != magic:
-                foreign[wire.FOREIGN_MAGIC] += 1
-                continue
-            if ver != version:
-                foreign[wire.FOREIGN_VERSION] += 1
-                continue
-            if length != nbytes or mflags & socket.MSG_TRUNC:
-                foreign[wire.FOREIGN_LENGTH] += 1
-                continue
-            if res.stream is None:
-                res.stream = stream
-            elif stream != res.stream:
-                foreign[wire.FOREIGN_STREAM] += 1
-                continue
-            if kind != wire.KIND_DATA:
-                if kind == wire.KIND_HELLO:
-                    if res.hello is None:
-                        res.hello = wire.hello_config(buf, nbytes)
-                        _learn_count(res, res.hello.get("count") if res.hello else None)
-                elif kind == wire.KIND_END:
-                    header = wire.Header(kind, length, stream, seq, sched, wake, send, _period, count32,
-                                         tx_val, back, txf)
-                    _apply_end(res, header, wire.end_tx_pairs(buf, header))
-                    if not end_seen:
-                        end_seen = True
-                        sock.settimeout(spec.grace_ns / 1e9)
-                else:
-                    foreign[wire.FOREIGN_KIND] += 1
-                continue
-            if res.count is None:
-                _learn_count(res, count32 or None)
-            if seq >= res.capacity:
-                if res.count is not None and seq >= res.count:
-                    foreign[wire.FOREIGN_SEQ] += 1
-                    continue
-                _grow(res, seq + 1)
+            (_m, _v, _k, _l, _s, _n, seq, sched, wake, send, tx_val, back, txf, _a) = h
             rx_user = res.rx_user
             if rx_user[seq] != MISSING:
                 res.duplicated += 1
@@ -171,7 +194,7 @@ def run_receiver(
             res.send[seq] = send
             if back and back <= seq:
                 res.tx[seq - back] = tx_val
-                res.tx_is_hw[seq - back] = txf & wire.TXF_HW
+                res.tx_is_hw[seq - back] = txf & txf_hw
             if seq < max_seq:
                 res.flags[seq] |= FLAG_REORDERED
                 res.reordered += 1
@@ -191,25 +214,10 @@ def run_receiver(
         res.interrupted = True
         res.stop_reason = str(exc) or "interrupted"
     res.received = received
+    res.foreign = foreign
+    res.stream, res.count, res.hello, res.sent_reported = clf.stream, clf.count, clf.hello, clf.sent_reported
+    res.info.update(
+        capacity=res.capacity, refused=clf.refused, memory_slots=clf.max_slots, hellos=clf.hellos,
+        ends=clf.ends, authenticated=clf.key is not None,
+    )
     return res
-
-
-def _learn_count(res: ReceiverResult, count: int | None) -> None:
-    if res.count is None and isinstance(count, int) and count > 0:
-        res.count = count
-        _grow(res, count)
-
-
-def _grow(res: ReceiverResult, n: int) -> None:
-    if res.count is None:
-        n = max(n, res.capacity * 2, _UNKNOWN_COUNT_CHUNK)
-    for name in ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user"):
-        grow(getattr(res, name), n)
-    grow(res.flags, n, 0)
-
-
-def _apply_end(res: ReceiverResult, header: wire.Header, pairs: list[tuple[int, int]]) -> None:
-    res.sent_reported = header.seq
-    for seq, tx in pairs:
-        if 0 <= seq < res.capacity and res.tx[seq] == MISSING:
-            res.tx[seq] = tx

@@ -15,20 +15,22 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from latscope.errors import ConfigError
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
+from latscope.probe.auth import optional_key
 from latscope.probe.clock import Clock
 from latscope.probe.columns import column
 from latscope.probe.sockets import SenderSocket
 from latscope.probe.spec import SenderSpec
-from latscope.store.samples import FLAG_SEND_FAILED, MISSING
+from latscope.contract import FLAG_SEND_FAILED, MISSING
 
 HELLO_COPIES = 3
 END_COPIES = 3
 _ID = struct.Struct("I")
 _TXTIME = struct.Struct("Q")
 _SEND_NS = struct.Struct("!q")
-_SEND_NS_OFFSET = 36
+_MAC = struct.Struct(f"{wire.MAC_SIZE}s")  # truncates the 32-byte digest to the MAC it carries
 _TX_DRAIN_NS = 50_000_000
 # A plain int: or-ing the enum members on every call costs more than the syscall's setup.
 _ERRQUEUE_NOWAIT = int(socket.MSG_ERRQUEUE) | int(socket.MSG_DONTWAIT)
@@ -125,20 +127,26 @@ def run_sender(
     size = spec.size
     buf = bytearray(off + size)
     buf[:off] = out.prefix
-    stream = spec.stream
-    period32 = wire.clamp_u32(period)
-    count32 = wire.clamp_u32(n)
+    stream, nonce = spec.stream, spec.nonce
+    key = optional_key(spec.key_file)
+    if key is not None and size < wire.MIN_SIZE_MAC:
+        raise ConfigError(f"--size {size} leaves no room for the MAC: at least {wire.MIN_SIZE_MAC} with --key-file")
+    mac_flag = wire.FLAG_MAC if key is not None else 0
     pack_header = wire.HEADER.pack_into
     pack_send = _SEND_NS.pack_into
     now = clock.now_ns
     sleep_until = clock.sleep_until
     magic, version, kind = wire.MAGIC, wire.VERSION, wire.KIND_DATA
-    soff = off + _SEND_NS_OFFSET
+    soff = off + wire.SEND_OFFSET
+    # The MAC covers the payload up to itself; the view is made once, the buffer never moves.
+    mac_off = off + size - wire.MAC_SIZE
+    signed = memoryview(buf)[off:mac_off]
+    mac, pack_mac = (wire.Signer(key).digest if key is not None else None), _MAC.pack_into
 
     base = spec.base_time_ns if spec.base_time_ns is not None else aligned_start(now(), period, spec.start_delay_ns)
     res.base_time_ns = base
     hello = dict(spec.hello or {}, base_time_ns=base, period_ns=period, count=n, size=size)
-    per_packet_id = _send_hellos(spec.stream, hello, spec.size, out)
+    per_packet_id = _send_hellos(stream, nonce, hello, size, out, key)
     hello_ids = 0 if per_packet_id else HELLO_COPIES
     id_to_seq = (lambda i: i) if per_packet_id else (lambda i: i - hello_ids)
     tx = _TxCollector(sock, txs_c, txh_c, id_to_seq)
@@ -164,8 +172,12 @@ def run_sender(
                 carried = latest
             else:
                 back = tx_val = txf = 0
-            pack_header(buf, off, magic, version, kind, size, stream, seq, deadline, wake, 0,
-                        period32, count32, tx_val, back, txf, 0)
+            pack_header(buf, off, magic, version, kind, size, stream, nonce, seq, deadline, wake, 0,
+                        tx_val, back, txf | mac_flag, 0)
+            if key is not None:
+                # Before the clock read for send_ns (which the MAC leaves out, as zero):
+                # the MAC's cost shows in the sender's own work, not in the latency.
+                pack_mac(buf, mac_off, mac(signed))
             if marker_fd is not None:
                 os.write(marker_fd, b"latscope tx seq=%d\n" % seq)
             t_send = now()
@@ -196,10 +208,11 @@ def run_sender(
         res.interrupted = True
     res.done = seq
     try:
-        _finish(spec, out, off, tx, res)
+        _finish(spec, out, tx, res, key)
     except Interrupted:
         res.interrupted = True
     res.info.update(
+        authenticated=key is not None,
         per_packet_tx_id=per_packet_id,
         txtime_errors=tx.txtime_errors,
         tx_timestamps=sum(1 for i in range(res.done) if txs_c[i] != MISSING or txh_c[i] != MISSING),
@@ -211,14 +224,15 @@ _TRANSIENT = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREAC
               errno.EMSGSIZE}
 
 
-def _send_hellos(stream: int, hello: dict[str, Any], size: int, out: SenderSocket) -> bool:
+def _send_hellos(stream: int, nonce: int, hello: dict[str, Any], size: int, out: SenderSocket,
+                 key: bytes | None) -> bool:
     """Send the hello copies; return True when the kernel takes per-send timestamp ids.
 
     The first hello doubles as the probe for SCM_TS_OPT_ID (Linux 6.13): an
     older kernel rejects the control message with EINVAL, and we fall back to
     the kernel's own counter, which counts the hellos too.
     """
-    payload = out.prefix + wire.hello_payload(stream, hello, size)
+    payload = out.prefix + wire.hello_payload(stream, nonce, hello, size, key)
     per_packet = True
     for i in range(HELLO_COPIES):
         try:
@@ -245,7 +259,7 @@ def _send_hellos(stream: int, hello: dict[str, Any], size: int, out: SenderSocke
     return per_packet
 
 
-def _finish(spec: SenderSpec, out: SenderSocket, off: int, tx: _TxCollector, res: SenderResult) -> None:
+def _finish(spec: SenderSpec, out: SenderSocket, tx: _TxCollector, res: SenderResult, key: bytes | None) -> None:
     """Collect late TX timestamps, then tell the receiver how many packets were sent."""
     import time
 
@@ -262,7 +276,7 @@ def _finish(spec: SenderSpec, out: SenderSocket, off: int, tx: _TxCollector, res
         v = res.tx_hw[s] if res.tx_hw[s] != MISSING else res.tx_sw[s]
         if v != MISSING:
             pairs.append((s, v))
-    payload = out.prefix + wire.end_payload(spec.stream, res.done, pairs, spec.size)
+    payload = out.prefix + wire.end_payload(spec.stream, spec.nonce, res.done, pairs, spec.size, key)
     for _ in range(END_COPIES):
         try:
             out.sock.send(payload)

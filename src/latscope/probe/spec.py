@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import secrets
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FAMILIES = ("inet", "inet6", "packet")
@@ -48,6 +49,10 @@ class SenderSpec:
     trace_marker: str | None = None
     hello: dict[str, Any] | None = None
     hw_timestamps: bool = True
+    #: Travels in every packet; a packet without it is not this run's (never 0, which forgeries tend to carry).
+    nonce: int = field(default_factory=lambda: secrets.randbits(64) or 1)
+    #: Authenticate every packet with the key in this file (see probe/auth.py).
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ class ReceiverSpec:
     grace_ns: int = 100_000_000
     max_size: int = 65_535
     hw_timestamps: bool = True
+    #: The sender's nonce when known in advance; None: taken from the first valid hello.
+    nonce: int | None = None
+    #: Accept only packets authenticated with the key in this file.
+    key_file: str | None = None
+    #: Memory the columns may take (None: a quarter of MemAvailable when the receiver starts).
+    memory_bytes: int | None = None
 
 
 def to_json(spec: SenderSpec | ReceiverSpec) -> dict[str, Any]:

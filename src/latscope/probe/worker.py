@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from latscope.errors import LatscopeError
+from latscope.files import atomic_output, write_atomic
 from latscope.probe import netns, rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import to_numpy
@@ -201,9 +202,8 @@ def _write_columns(result: Path, res: SenderResult | ReceiverResult) -> None:
         n = res.capacity
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
         arrays = {k: to_numpy(getattr(res, k), n) for k in names}
-    tmp = result.with_name(result.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, result)
+    with atomic_output(result) as fh:
+        np.savez(fh, **arrays)
 
 
 def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:
@@ -215,14 +215,12 @@ def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:
         "foreign": dict(res.foreign), "stream": res.stream, "count": res.count,
         "sent_reported": res.sent_reported, "hello": res.hello, "stop_reason": res.stop_reason,
         "interrupted": res.interrupted, "first_rx_ns": res.first_rx_ns, "last_rx_ns": res.last_rx_ns,
+        **res.info,
     }
 
 
 def _write_info(result: Path, info: dict[str, Any]) -> None:
-    path = Path(str(result) + ".json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, default=str))
-    os.replace(tmp, path)
+    write_atomic(Path(str(result) + ".json"), json.dumps(info, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

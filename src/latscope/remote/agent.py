@@ -252,6 +252,8 @@ class Agent:
         self.chan = chan
         self.workers: dict[str, GuestWorker] = {}
         self.warm = Warmup()
+        self.tracer: Any = None   # latscope.remote.guesttrace.GuestTracer, made on the first trace request
+        self.load: subprocess.Popen | None = None
 
     def reply(self, req: Frame, **fields: Any) -> None:
         self.chan.send({"re": req.header.get("id"), "ok": True, **fields})
@@ -295,6 +297,14 @@ class Agent:
                 self.reply(req, environment=collect_environment())
             elif op == "exec":
                 self.reply(req, **run_tool(req.header))
+            elif op in ("trace_start", "trace_stop", "trace_read", "trace_remove"):
+                from latscope.remote.guesttrace import GuestTracer
+
+                self.tracer = self.tracer or GuestTracer()
+                fields, payload = self.tracer.handle(op, req.header)
+                self.chan.send({"re": req.header.get("id"), "ok": True, **fields}, payload)
+            elif op in ("load_start", "load_stop"):
+                self.reply(req, **self.disk_load(op, req.header))
             elif op == "poweroff":
                 self.reply(req)
                 return False
@@ -303,6 +313,31 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the host as the answer
             self.chan.send({"re": req.header.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return True
+
+    def disk_load(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        """Start or end the bounded disk writer (latscope.remote.guestload) in the working directory."""
+        if self.load is not None and self.load.poll() is None:
+            self.load.terminate()
+            try:
+                self.load.wait(30)
+            except subprocess.TimeoutExpired:
+                self.load.kill()
+                self.load.wait()
+        ended = None if self.load is None else self.load.returncode
+        self.load = None
+        out = SCRATCH / "load.out"
+        if op == "load_stop":
+            try:
+                said = out.read_text().split()
+            except OSError:
+                said = []
+            return {"code": ended, "written": int(said[1]) if len(said) == 2 and said[1].isdigit() else None}
+        argv = [sys.executable, "-m", "latscope.remote.guestload", str(CWD), str(int(req.get("max_bytes", 1 << 28))),
+                str(float(req.get("max_s", 60))), str(int(req.get("block", 1 << 16))), str(int(req.get("sync_every", 16))),
+                str(int(req.get("rate", 0)))]
+        with open(out, "w") as fh:
+            self.load = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.DEVNULL, cwd=CWD)
+        return {"pid": self.load.pid}
 
     def poll_workers(self) -> None:
         """Relay readiness lines, progress, and the results of workers that ended."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from latscope.errors import CaptureError, TopologyError
 from latscope.probe.controller import WorkerControl, read_results
+from latscope.files import write_atomic
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
 from latscope.stopping import StopRequest, Stopped
@@ -144,6 +145,9 @@ class GuestLink:
     def spawn(self, role: str, spec: dict[str, Any], stage: Path, progress: Path | None) -> RemoteWorker:
         wid = f"{role}-{next(self.ids)}"
         worker = RemoteWorker(self, wid, role, stage, progress)
+        if spec.get("stream_log"):
+            # The stream log belongs with the run (the spec names where), results in the work dir.
+            worker.log_dir = Path(spec["stream_log"]).parent
         self.workers[wid] = worker
         self.request("spawn", wid=wid, role=role, spec=spec)
         return worker
@@ -172,6 +176,7 @@ class RemoteWorker(WorkerControl):
         self.result = stage / f"{role}.npz"
         self.stderr_path = stage / f"{role}.stderr"
         self.stage = stage
+        self.log_dir = stage
         self.proc = _Exit()
         self.ended = threading.Event()
         self.lines: queue.Queue[str] = queue.Queue()
@@ -200,9 +205,8 @@ class RemoteWorker(WorkerControl):
         elif ev == "file":
             name = os.path.basename(str(h.get("name", "")))
             if name:
-                tmp = self.stage / f".{name}.tmp"
-                tmp.write_bytes(frame.payload)
-                os.replace(tmp, self.stage / name)
+                where = self.log_dir if name.startswith("stream-") else self.stage
+                write_atomic(where / name, frame.payload)
                 self.files.append(name)
         elif ev == "exit":
             self.proc.returncode = int(h.get("code", -1))

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
@@ -223,6 +224,6 @@ def svg(fig: Figure) -> str:
 
 
 @_styled
-def save_png(fig: Figure, path: Path, dpi: int = 150) -> None:
-    """Write the figure as a PNG file."""
-    fig.savefig(path, format="png", dpi=dpi)
+def save_png(fig: Figure, out: Path | BinaryIO, dpi: int = 150) -> None:
+    """Write the figure as PNG to a path or a binary file."""
+    fig.savefig(out, format="png", dpi=dpi)

@@ -9,7 +9,6 @@ behind a proxy, looks exactly as it did when written.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from latscope.analysis.compare import Comparison, Settings, compare_pair, quanti
 from latscope.analysis.envdiff import Difference, differences, flatten, setup_document
 from latscope.analysis.runview import RunView
 from latscope.errors import LatscopeError, StoreError
+from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.store.atomic import write_atomic
 from latscope.store.layout import StoredRun
 from latscope.report.text import context_lines
 from latscope.store.samples import MISSING
@@ -139,26 +138,13 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
 def breakdown_summary(run: StoredRun) -> dict[str, Any] | None:
     """The trace breakdown of a run; None when the run has no trace.
 
-    The breakdown is latscope.trace's work. A breakdown stored with the run
-    (a ``breakdown`` key in run.json, or trace/breakdown.json) is used as is;
-    otherwise, when the run holds a trace, it is computed now with the trace
+    The breakdown is latscope.trace's work, computed now with the trace
     module's defaults (as `latscope breakdown RUN --json` would). Whatever
     fails there becomes a note in the report, not a failed report.
     """
-    extra = run.record.extra
-    doc = extra.get("breakdown") if isinstance(extra.get("breakdown"), dict) else None
-    trace_dir = run.path / "trace"
-    if doc is None and (trace_dir / "breakdown.json").is_file():
-        try:
-            doc = json.loads((trace_dir / "breakdown.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            doc = {"note": f"trace/breakdown.json could not be read ({exc.__class__.__name__})"}
-        if not isinstance(doc, dict):
-            doc = {"note": "trace/breakdown.json is not a breakdown document"}
-    if doc is None:
-        if not trace_dir.is_dir():
-            return None
-        doc = _compute_breakdown(run)
+    if not (run.path / "trace").is_dir():
+        return None
+    doc = _compute_breakdown(run)
     culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
     late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
     scalars = {k: v for k, v in doc.items()
@@ -183,8 +169,15 @@ def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
     except ImportError as exc:
         return {"note": f"a kernel trace was recorded, but the breakdown is not available here ({exc})"}
     try:
-        bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id,
-                     overruns=run.record.completeness.get("trace_overruns"))
+        overruns = run.record.completeness.get("trace_overruns")
+        if run.record.extra.get("vm"):
+            # through a QEMU guest: the host's and the guest's traces on one path
+            from latscope.trace.vmbreakdown import analyse_vm_run
+
+            bd = analyse_vm_run(run.path, run.record.extra, run.samples(), Options(), run_id=run.run_id,
+                                overruns=overruns)
+        else:
+            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns)
     except LatscopeError as exc:
         return {"note": f"a kernel trace was recorded but could not be broken down: {exc}"}
     doc = to_json(bd)
@@ -215,12 +208,14 @@ def write_pngs(data: ReportData, directory: Path) -> list[Path]:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, fig in data.pngs:
-            figures.save_png(fig, directory / name)
-            out.append(directory / name)
     except OSError as exc:
         raise StoreError(f"cannot write figures into {directory}: {exc.strerror}") from None
+    out = []
+    for name, fig in data.pngs:
+        # Each PNG is replaced atomically like the page (and never renamed over a device or a link).
+        with atomic_output(directory / name) as fh:
+            figures.save_png(fig, fh)
+        out.append(directory / name)
     return out
 
 

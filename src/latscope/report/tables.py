@@ -13,6 +13,7 @@ import numpy as np
 
 from latscope.analysis.anomalies import Anomaly
 from latscope.analysis.window import WindowSeries
+from latscope.safetext import printable
 
 #: Anomalies listed in text before "... and N more".
 ANOMALY_LINES = 12
@@ -120,7 +121,7 @@ def compare_text(runs: Sequence[dict[str, Any]], comparisons: Sequence[Any], env
     letters = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(runs))]
     lines = ["runs (A is the baseline):"]
     for letter, r in zip(letters, runs):
-        name = f"{r['name']} ({r['run_id']})" if r["name"] else r["run_id"]
+        name = f"{printable(r['name'])} ({r['run_id']})" if r["name"] else r["run_id"]
         if len(r.get("run_ids", ())) > 1:
             name = f"{len(r['run_ids'])} runs of one configuration: {', '.join(r['run_ids'])}"
         lines.append(f"  {letter}  {name}: {r['packets']} packets, {r['lost']} lost")

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from latscope.analysis.stats import PERCENTILES
+from latscope.contract import PERCENTILES
 from latscope.errors import ConfigError, FormatError, LatscopeError
 from latscope.store.layout import StoredRun
 from latscope.store.samples import SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION, TIME_COLUMNS
-from latscope.store.versioned import check_magic_version, first_line
+from latscope.store.versioned import open_parquet
 
 # -- the flat view of a run ---------------------------------------------------
 
@@ -151,11 +151,6 @@ def lookup(run: StoredRun, key: str) -> Any:
     return run_row(run).get(key)
 
 
-def filter_keys() -> list[str]:
-    """Keys `--where` and `--sort` know besides dotted paths (the ``runs`` row, with ``tag``)."""
-    return ["tag", *[k for k in _ROW_KEYS if k != "tags"]]
-
-
 _ROW_KEYS = tuple(
     ["run_id", "name", "tags", "created", "status", "source", "tool", "metric", "period_ns", "duration_s",
      *PACKET_KEYS]
@@ -264,19 +259,11 @@ def check_samples(run: StoredRun) -> None:
     and it catches truncated and foreign files, which DuckDB would report
     without saying which run they belong to.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = run.samples_path
-    try:
-        schema = pq.read_schema(path)
-    except FileNotFoundError:
-        raise FormatError(f"run {run.path.name}: samples.parquet is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"run {run.path.name}: samples.parquet is corrupt ({first_line(exc)})") from None
-    check_magic_version(schema.metadata, f"run {run.path.name}: samples.parquet", "samples file", SAMPLES_MAGIC,
-                        SAMPLES_SCHEMA_VERSION)
-    missing = [c for c in _RAW if c not in schema.names]
+    pf = open_parquet(run.samples_path, f"run {run.path.name}: samples.parquet", "samples file", SAMPLES_MAGIC,
+                      SAMPLES_SCHEMA_VERSION)
+    names = pf.schema_arrow.names
+    pf.close()
+    missing = [c for c in _RAW if c not in names]
     if missing:
         raise FormatError(f"run {run.path.name}: samples.parquet lacks column(s) {', '.join(missing)}")
 
@@ -311,7 +298,26 @@ def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False,
     con.register("runs_rows", _runs_table(runs))
     con.execute("CREATE VIEW runs AS SELECT * FROM runs_rows")
     con.execute(f"CREATE VIEW samples AS {samples_sql(files)}")
+    confine(con, files)
     return con, skipped
+
+
+def confine(con: Any, files: Sequence[str]) -> None:
+    """Take DuckDB's file and extension access away, except reading ``files``; nothing can give it back.
+
+    A query may then read the samples behind the view and spill to the
+    temporary directory, but not read /etc/passwd, ATTACH or create a
+    database, install or load an extension, or change a setting.
+    ``allowed_paths`` would also let COPY ... TO overwrite those very files,
+    which is why `query` admits no COPY or EXPORT statement at all.
+    """
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    con.execute(f"SET allowed_paths = [{listed}]")
+    con.execute("SET allowed_directories = []")
+    for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "allow_community_extensions",
+                    "allow_persistent_secrets", "enable_external_access"):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET lock_configuration = true")
 
 
 def samples_sql(files: Sequence[str]) -> str:
@@ -355,9 +361,19 @@ def _runs_table(runs: Sequence[StoredRun]) -> Any:
         for name in names:
             v = row.get(name)
             if v is not None and (name in ("period_ns", *PACKET_KEYS) or name.endswith("_count")):
-                v = int(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+                v = _int64(v)
             data[name].append(v)
     return pa.table({name: pa.array(data[name], type=_arrow_type(name)) for name in names})
+
+
+def _int64(v: Any) -> int | None:
+    # A count beyond int64 (a hand-edited or broken run.json) would stop the whole view; it becomes NULL.
+    if isinstance(v, float):
+        v = int(v) if math.isfinite(v) else None
+    return v if isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX else None
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _timestamp(text: Any) -> _dt.datetime | None:
@@ -379,10 +395,34 @@ class QueryResult:
     rows: Iterator[tuple[Any, ...]]
 
 
+#: Statement kinds `sql` runs: queries, and in-memory definitions to build them from. Anything that reads or
+#: writes files (COPY, EXPORT, ATTACH, LOAD/INSTALL) or changes settings (SET) is refused before it runs.
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN", "CREATE", "CREATE_FUNC", "DROP", "INSERT", "UPDATE", "DELETE", "ALTER",
+                      "MULTI", "PRAGMA", "CALL", "PREPARE", "EXECUTE", "TRANSACTION", "VARIABLE_SET")
+
+
+def check_statements(con: Any, sql: str) -> None:
+    """ConfigError for empty SQL and for statements outside ALLOWED_STATEMENTS."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _sql_error(exc) from None
+    if not statements:
+        raise ConfigError("SQL: the statement is empty")
+    for st in statements:
+        kind = st.type.name
+        if kind not in ALLOWED_STATEMENTS:
+            raise ConfigError(f"SQL: {kind} statements are not allowed (sql only reads the store; "
+                              "--csv and --json write results)")
+
+
 def query(con: Any, sql: str, batch: int = 10_000) -> QueryResult:
     """Run ``sql``; DuckDB errors become one-line latscope errors (SQL mistakes: exit 2)."""
     import duckdb
 
+    check_statements(con, sql)
     try:
         cur = con.execute(sql)
     except duckdb.Error as exc:

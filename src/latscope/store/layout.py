@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latscope.errors import ConfigError, FormatError, NotFoundError, StoreError
+from latscope.files import reason, write_atomic
 from latscope.process import pid_alive
-from latscope.store.runfile import RunRecord, load_run_json, write_json_atomic
-from latscope.store.samples import read_samples, Samples
+from latscope.safetext import quote
+from latscope.store.runfile import (
+    RunRecord,
+    check_record,
+    created_at,
+    is_run_id,
+    load_run_json,
+    write_json_atomic,
+)
+from latscope.store.samples import Samples, read_samples
 
 DEFAULT_ROOT = "latscope-results"
 ENV_ROOT = "LATSCOPE_RESULTS"
@@ -37,9 +46,9 @@ def resolve_results_root(option: str | os.PathLike[str] | None = None) -> Path:
 
 
 def new_run_id(now: _dt.datetime | None = None) -> str:
-    """A sortable, readable, unique id: UTC time plus 6 random hex digits."""
+    """A readable, unique id: UTC time to the microsecond plus 6 random hex digits."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%d-%H%M%S-%f}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -154,18 +163,44 @@ class ResultsStore:
 
     def commit(self, staging: Path, record: RunRecord) -> StoredRun:
         """Write run.json into ``staging`` and rename it to its final name in one step."""
+        try:
+            check_record(record)  # what the loader would refuse is never written
+        except ValueError as exc:
+            raise FormatError(f"run {record.run_id} not saved: {exc}") from None
         final = self.root / record.run_id
-        if final.exists():
+        if os.path.lexists(final):
             raise StoreError(f"run {record.run_id} already exists in {self.root}")
         try:
             write_json_atomic(staging / RUN_FILE, record.to_json())
             _fsync_dir(staging)
             os.rename(staging, final)
             _fsync_dir(self.root)
+        except StoreError as exc:
+            raise StoreError(f"could not save run {record.run_id} in {self.root}: {exc}") from None
         except OSError as exc:
-            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise StoreError(f"could not save run {record.run_id} in {self.root}: {reason}") from None
+            raise StoreError(f"could not save run {record.run_id} in {self.root}: {reason(exc)}") from None
         return StoredRun(final, record)
+
+    def store_run(self, staging: Path, record: RunRecord, columns: dict) -> StoredRun:
+        """Write the samples and run.json into ``staging`` and commit it; the store is unchanged on failure.
+
+        When the results root cannot take the run (a disk that filled up
+        during the run), the measurement is not thrown away: the run is
+        written to a fresh directory under $TMPDIR instead, and NotStored
+        says where it could not be written and where it was kept.
+        """
+        from latscope.store.samples import write_samples
+
+        try:
+            write_samples(staging / SAMPLES_FILE, columns)
+        except StoreError as exc:
+            failed = f"could not save run {record.run_id} in {self.root}: {exc}"
+        else:
+            try:
+                return self.commit(staging, record)
+            except StoreError as exc:
+                failed = str(exc)
+        raise NotStored(failed, rescue_run(record, columns))
 
     def save(self, record: RunRecord, columns: dict, extra_files: dict[str, bytes] | None = None) -> StoredRun:
         """Write a whole run (samples + run.json + optional files) atomically: all of it or nothing."""
@@ -177,54 +212,73 @@ class ResultsStore:
                 for name, data in (extra_files or {}).items():
                     target = stage / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(data)
+                    write_atomic(target, data)
+            except StoreError as exc:
+                raise StoreError(f"could not save run {record.run_id} in {self.root}: {exc}") from None
             except OSError as exc:
-                reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
-                raise StoreError(f"could not save run {record.run_id} in {self.root}: {reason}") from None
+                raise StoreError(f"could not save run {record.run_id} in {self.root}: {reason(exc)}") from None
             return self.commit(stage, record)
-
-    def rewrite_record(self, run: StoredRun, record: RunRecord) -> StoredRun:
-        """Replace a committed run's run.json atomically (e.g. to add a breakdown summary)."""
-        try:
-            write_json_atomic(run.path / RUN_FILE, record.to_json())
-        except OSError as exc:
-            raise StoreError(f"could not update run {record.run_id}: {exc.strerror}") from None
-        return StoredRun(run.path, record)
 
     # -- reading ---------------------------------------------------------
 
     def run_dirs(self) -> list[Path]:
-        """Committed run directories, oldest first (ids sort by time)."""
-        if not self.root.is_dir():
+        """Directories of the root that hold a run.json (or may: unreadable ones are included), by name.
+
+        Hidden names (staging, temporary files) are not runs. A directory
+        that cannot be read is listed, so that `runs` can say why it was left
+        out instead of crashing on it.
+        """
+        out = []
+        for entry in self._entries():
+            if entry.name.startswith("."):
+                continue
+            try:
+                if not entry.is_dir():
+                    continue
+                os.stat(Path(entry.path) / RUN_FILE)
+            except FileNotFoundError:
+                continue  # a directory of something else: not ours to judge
+            except OSError:
+                pass  # unreadable: listed, and reported by runs()
+            out.append(Path(entry.path))
+        return sorted(out)
+
+    def _entries(self) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(self.root) as it:
+                return list(it)
+        except FileNotFoundError:
             return []
-        return sorted(
-            p for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).exists()
-        )
+        except NotADirectoryError:
+            raise StoreError(f"results root {self.root} is not a directory") from None
+        except OSError as exc:
+            raise StoreError(f"cannot list the results root {self.root}: {reason(exc)}") from None
 
     def runs(self) -> tuple[list[StoredRun], list[tuple[Path, str]]]:
-        """All readable runs, and (path, reason) for the ones that could not be read."""
+        """Readable runs oldest first (by recorded creation time), and (path, reason) for the others."""
         good: list[StoredRun] = []
         bad: list[tuple[Path, str]] = []
         for path in self.run_dirs():
             try:
-                good.append(StoredRun(path, load_run_json(path / RUN_FILE)))
+                good.append(self._load(path))
             except FormatError as exc:
                 bad.append((path, str(exc)))
-        return good, bad
+        return sorted(good, key=creation_order), bad
 
     def resolve(self, ref: str) -> StoredRun:
         """Find a run by id, unique id prefix, name (newest wins), 'latest', or directory path."""
         if not ref:
             raise ConfigError("empty run reference")
-        as_path = Path(ref)
-        if (as_path / RUN_FILE).exists() and (as_path.is_absolute() or os.sep in ref or ref.startswith(".")):
-            return StoredRun(as_path, load_run_json(as_path / RUN_FILE))
-        dirs = self.run_dirs()
+        if ref.startswith(".") or os.sep in ref:
+            as_path = Path(ref)
+            if _exists(as_path):
+                return load_run_dir(as_path, strict_name=False)
         if ref in ("latest", "last"):
-            if not dirs:
-                raise NotFoundError(f"no runs in {self.root}")
-            return self._load(dirs[-1])
+            runs, bad = self.runs()
+            if not runs:
+                raise NotFoundError(f"no readable runs in {self.root}" + (f" ({len(bad)} unreadable)" if bad else ""))
+            return runs[-1]
+        dirs = [d for d in self.run_dirs() if is_run_id(d.name)]
         exact = [d for d in dirs if d.name == ref]
         if exact:
             return self._load(exact[0])
@@ -232,22 +286,73 @@ class ResultsStore:
         if len(prefixed) == 1:
             return self._load(prefixed[0])
         if len(prefixed) > 1:
-            raise ConfigError(f"run reference {ref!r} is ambiguous: {', '.join(d.name for d in prefixed[:5])}")
-        named = []
-        for d in reversed(dirs):
-            try:
-                rec = load_run_json(d / RUN_FILE)
-            except FormatError:
-                continue
-            if rec.name == ref:
-                named.append(StoredRun(d, rec))
-                break
+            raise ConfigError(f"run reference {quote(ref)} is ambiguous: {', '.join(d.name for d in prefixed[:5])}")
+        named = [r for r in self.runs()[0] if r.record.name == ref]
         if named:
-            return named[0]
-        raise NotFoundError(f"no run {ref!r} in {self.root} (see `latscope ls`)")
+            return named[-1]
+        raise NotFoundError(f"no run {quote(ref)} in {self.root} (see `latscope ls`)")
 
     def _load(self, path: Path) -> StoredRun:
-        return StoredRun(path, load_run_json(path / RUN_FILE))
+        return load_run_dir(path, strict_name=True)
+
+
+class NotStored(StoreError):
+    """A measured run the results root could not take; ``kept`` is where it was written instead (or None)."""
+
+    def __init__(self, failed: str, kept: Path | None) -> None:
+        where = (f"; the run was kept in {kept} (`latscope show {kept}`; move it into the results root later)"
+                 if kept is not None else "; it could not be kept anywhere else either")
+        super().__init__(failed + where)
+        self.kept = kept
+
+
+def rescue_run(record: RunRecord, columns: dict) -> Path | None:
+    """Write a run to $TMPDIR/latscope-unsaved-XXXX/RUN_ID (a complete run directory); None if that fails too."""
+    import tempfile
+
+    from latscope.store.samples import write_samples
+
+    try:
+        parent = Path(tempfile.mkdtemp(prefix="latscope-unsaved-"))
+    except OSError:
+        return None
+    path = parent / record.run_id
+    try:
+        path.mkdir()
+        write_samples(path / SAMPLES_FILE, columns)
+        write_json_atomic(path / RUN_FILE, record.to_json())
+    except (OSError, StoreError):
+        shutil.rmtree(parent, ignore_errors=True)
+        return None
+    return path
+
+
+def load_run_dir(path: Path, *, strict_name: bool) -> StoredRun:
+    """The run in directory ``path``; with ``strict_name`` its name must be the run's id.
+
+    Runs in the store are found by directory name and shown by run_id, so the
+    two must agree (a run.json saying ``../../etc`` must not be listed under
+    that id). A run directory named on the command line may have been copied
+    under another name.
+    """
+    record = load_run_json(path / RUN_FILE)
+    if strict_name and path.name != record.run_id:
+        raise FormatError(f"{path / RUN_FILE}: run_id {quote(record.run_id)} does not match its directory "
+                          f"{quote(path.name)}")
+    return StoredRun(path, record)
+
+
+def creation_order(run: StoredRun) -> tuple[_dt.datetime, str]:
+    """Sort key: the recorded creation time, then the id (sub-second ids break ties in time order)."""
+    return created_at(run.record.created), run.path.name
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def _locked(path: Path) -> bool:

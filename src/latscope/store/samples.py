@@ -1,11 +1,11 @@
 """samples.parquet: one row per packet, raw int64 nanosecond timestamps, null where absent.
 
-Derived metrics are never stored here; see latscope.analysis.metrics.
+Derived metrics are never stored here; see latscope.analysis.metrics. The
+column names, MISSING and the flag bits are latscope.contract's (re-exported).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,39 +14,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from latscope.contract import (
+    FLAG_DUPLICATE,
+    FLAG_LOST,
+    FLAG_NAMES,
+    FLAG_REORDERED,
+    FLAG_SEND_FAILED,
+    MISSING,
+    SAMPLE_COLUMNS,
+    TIME_COLUMNS,
+)
 from latscope.errors import FormatError
-from latscope.store.versioned import check_magic_version, first_line
+from latscope.files import atomic_output
+from latscope.store.versioned import first_line, open_parquet
+
+__all__ = ["ARROW_SCHEMA", "FLAG_DUPLICATE", "FLAG_LOST", "FLAG_NAMES", "FLAG_REORDERED", "FLAG_SEND_FAILED",
+           "MISSING", "SAMPLE_COLUMNS", "SAMPLES_MAGIC", "SAMPLES_SCHEMA_VERSION", "Samples", "TIME_COLUMNS",
+           "read_samples", "samples_table", "write_samples"]
 
 SAMPLES_SCHEMA_VERSION = 1
 SAMPLES_MAGIC = b"latscope-samples"
-
-#: Timestamp columns, in the order of the data contract (DESIGN.md).
-TIME_COLUMNS = (
-    "sched_ns",
-    "wake_ns",
-    "send_ns",
-    "tx_sw_ns",
-    "tx_hw_ns",
-    "rx_hw_ns",
-    "rx_sw_ns",
-    "rx_user_ns",
-)
-SAMPLE_COLUMNS = ("seq", "stream", *TIME_COLUMNS, "flags")
-
-# Bits of the flags column. Loss, duplication and reordering are facts the
-# receiver observed; they are stored because they cannot be re-derived from a
-# single row once duplicates have been folded into it.
-FLAG_LOST = 1 << 0
-FLAG_DUPLICATE = 1 << 1
-FLAG_REORDERED = 1 << 2
-FLAG_SEND_FAILED = 1 << 3
-
-FLAG_NAMES = {
-    FLAG_LOST: "lost",
-    FLAG_DUPLICATE: "duplicate",
-    FLAG_REORDERED: "reordered",
-    FLAG_SEND_FAILED: "send_failed",
-}
 
 ARROW_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64(), nullable=False), pa.field("stream", pa.int32(), nullable=False)]
@@ -54,9 +41,6 @@ ARROW_SCHEMA = pa.schema(
     + [pa.field("flags", pa.int32(), nullable=False)],
     metadata={b"magic": SAMPLES_MAGIC, b"schema_version": str(SAMPLES_SCHEMA_VERSION).encode()},
 )
-
-#: Sentinel the probe uses in its preallocated arrays for "no timestamp".
-MISSING = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -73,11 +57,6 @@ class Samples:
             return self.columns[name]
         except KeyError:
             raise KeyError(f"column {name!r} was not loaded") from None
-
-    def has(self, name: str) -> bool:
-        """True when the column was loaded and holds at least one timestamp."""
-        col = self.columns.get(name)
-        return col is not None and bool(np.any(col != MISSING))
 
     def valid(self, name: str) -> np.ndarray:
         """Boolean mask of rows where ``name`` holds a value."""
@@ -108,32 +87,26 @@ def samples_table(columns: dict[str, np.ndarray]) -> pa.Table:
 
 
 def write_samples(path: Path, columns: dict[str, np.ndarray]) -> None:
-    """Write samples.parquet at ``path`` (the caller makes the run directory atomic)."""
+    """Write samples.parquet at ``path`` (the caller makes the run directory atomic); StoreError if it cannot."""
     table = samples_table(columns)
-    with open(path, "wb") as fh:
+    with atomic_output(path) as fh:
         pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def read_samples(path: Path, columns: tuple[str, ...] | list[str] | None = None) -> Samples:
     """Read samples.parquet, checking magic and version; nulls become ``MISSING``."""
     wanted = list(columns) if columns is not None else list(SAMPLE_COLUMNS)
-    try:
-        pf = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: samples file is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
-    check_magic_version(pf.schema_arrow.metadata, str(path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
-    present = set(pf.schema_arrow.names)
     unknown = [c for c in wanted if c not in SAMPLE_COLUMNS]
     if unknown:
         raise FormatError(f"{path}: unknown samples column(s) {', '.join(unknown)}")
+    pf = open_parquet(path, str(path), "samples file", SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION)
+    present = set(pf.schema_arrow.names)
     try:
         table = pf.read(columns=[c for c in wanted if c in present])
     except (pa.ArrowException, OSError) as exc:
         raise FormatError(f"{path}: corrupt samples file ({first_line(exc)})") from None
+    finally:
+        pf.close()
     n = table.num_rows
     out: dict[str, np.ndarray] = {}
     for name in wanted:

@@ -26,7 +26,7 @@ import numpy as np
 
 from latscope.store.samples import MISSING
 from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
-from latscope.trace.stages import NCHECK, STAGE_ROLE, STAGES, Packets
+from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets
 
 MIN_EXCESS_NS = 5_000
 MIN_SHARE_NS = 1_000
@@ -56,6 +56,10 @@ class Culprit:
     ns: int
     stage: str
     note: str = ""
+    #: Which kernel it ran on: "" on a one-host path, "host" or "guest" across a hypervisor.
+    where: str = ""
+    #: Whom it held up, where that is not the stage's packet or probe task ("vCPU thread CPU 0/TCG").
+    victim: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,14 @@ class Ranked:
     cpus: tuple[int, ...]
     stages: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    where: str = ""
 
 
-def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray) -> list[Baseline]:
+def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray,
+              names: tuple[str, ...] = STAGES) -> list[Baseline]:
     """Median and p99 of each stage over normal packets where the stage's end was seen."""
     out = []
-    for k, name in enumerate(STAGES):
+    for k, name in enumerate(names):
         sel = normal & present[:, k] & ~np.isnan(durations[:, k])
         v = durations[sel, k]
         if len(v):
@@ -108,8 +114,14 @@ def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray) ->
 
 
 def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.ndarray,
-            base: list[Baseline]) -> LatePacket:
-    """Stages, dominant stage and culprits of packet ``idx`` of ``pk``."""
+            base: list[Baseline], ctx=None) -> LatePacket:
+    """Stages, dominant stage and culprits of packet ``idx`` of ``pk``.
+
+    ``ctx`` finds the culprits of each stage for models other than one host's
+    (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
+    ``ctx.finish(idx, merged)`` to word the merged culprits.
+    """
+    names = pk.model.names
     d = durations[idx]
     times, cpus = pk.times[idx], pk.cpus[idx]
     starts = _stage_starts(times)
@@ -118,32 +130,43 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     excess = np.nan_to_num(excess)
     total_excess = float(np.clip(excess, 0, None).sum())
     dominant = int(np.argmax(excess)) if present.any() else 0
-    stages = tuple(StageTime(STAGES[k], float(d[k]), int(cpus[k + 1]), float(excess[k]))
-                   for k in range(len(STAGES)) if present[k])
+    stages = tuple(StageTime(names[k], float(d[k]), int(cpus[k + 1]), float(excess[k]))
+                   for k in range(len(names)) if present[k])
     culprits: list[Culprit] = []
-    for k in range(len(STAGES)):
+    for k in range(len(names)):
         if not present[k] or excess[k] < max(MIN_EXCESS_NS, 0.1 * total_excess):
             continue
         a, b = int(starts[k]), int(times[k + 1])
         cpu = int(cpus[k + 1])
+        if ctx is not None:
+            if b > a:
+                culprits += ctx.stage_culprits(idx, k, cpu, a, b, base[k])
+            continue
         if cpu < 0 or b <= a:
             continue
         victim = (pk.sender_pid, -1, pk.receiver_pid)[STAGE_ROLE[k]]
-        culprits += _stage_culprits(tl, STAGES[k], cpu, a, b, victim, base[k])
-        if STAGES[k] == "runqueue_wait":
+        culprits += _stage_culprits(tl, names[k], cpu, a, b, victim, base[k])
+        if names[k] == "runqueue_wait" and pk.model is ONE_HOST:
             culprits = _note_tick(tl, pk, idx, culprits)
-    culprits += _migrations(tl, pk, idx)
+    culprits += _migrations(tl, pk, idx) if ctx is None else ctx.extra(idx)
     merged = _merge(culprits)
+    if ctx is not None:
+        merged = ctx.finish(idx, merged)
     cause = int(pk.cause[idx]) if pk.collateral[idx] and pk.cause[idx] >= 0 else None
     return LatePacket(int(pk.seq[idx]), float(value_ns), int(times[0]) if times[0] != MISSING else 0,
-                      STAGES[dominant], float(excess[dominant]), stages, tuple(merged[:MAX_CULPRITS]), cause)
+                      names[dominant], float(excess[dominant]), stages, _keep(merged), cause)
+
+
+def _keep(merged: list[Culprit]) -> tuple[Culprit, ...]:
+    """The largest culprits, and every QEMU thread and vCPU entry: they are what a VM breakdown is for."""
+    return tuple(merged[:MAX_CULPRITS]) + tuple(c for c in merged[MAX_CULPRITS:] if c.kind in ("qemu", "vcpu"))
 
 
 def _stage_starts(times: np.ndarray) -> np.ndarray:
     """Start of each stage: the last checkpoint seen before its end."""
-    starts = np.full(len(STAGES), MISSING, dtype=np.int64)
+    starts = np.full(len(times) - 1, MISSING, dtype=np.int64)
     last = times[0]
-    for k in range(1, NCHECK):
+    for k in range(1, len(times)):
         starts[k - 1] = last
         if times[k] != MISSING:
             last = times[k]
@@ -221,31 +244,32 @@ def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
 
 
 def _merge(culprits: list[Culprit]) -> list[Culprit]:
-    """One entry per (kind, name, pid, cpu): times added, stages and notes joined."""
-    acc: dict[tuple[str, str, int, int], list[Culprit]] = defaultdict(list)
+    """One entry per (kind, name, pid, cpu, where, victim): times added, stages and notes joined."""
+    acc: dict[tuple[str, str, int, int, str, str], list[Culprit]] = defaultdict(list)
     for c in culprits:
-        acc[(c.kind, c.name, c.pid, c.cpu)].append(c)
+        acc[(c.kind, c.name, c.pid, c.cpu, c.where, c.victim)].append(c)
     out = []
-    for (kind, name, pid, cpu), items in acc.items():
+    for (kind, name, pid, cpu, where, victim), items in acc.items():
         stages = ",".join(dict.fromkeys(c.stage for c in items if c.stage))
         notes = "; ".join(dict.fromkeys(c.note for c in items if c.note))
-        out.append(Culprit(kind, name, pid, cpu, sum(c.ns for c in items), stages, notes))
+        out.append(Culprit(kind, name, pid, cpu, sum(c.ns for c in items), stages, notes, where, victim))
     return sorted(out, key=lambda c: (-c.ns, c.kind != "migration"))
 
 
 def rank(late: list[LatePacket]) -> list[Ranked]:
     """Culprits across late packets: by total time, then by count."""
-    total: Counter[tuple[str, str]] = Counter()
-    count: Counter[tuple[str, str]] = Counter()
-    worst: dict[tuple[str, str], int] = {}
-    pids: dict[tuple[str, str], set[int]] = defaultdict(set)
-    cpus: dict[tuple[str, str], set[int]] = defaultdict(set)
-    stages: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    notes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    Key = tuple[str, str, str]
+    total: Counter[Key] = Counter()
+    count: Counter[Key] = Counter()
+    worst: dict[Key, int] = {}
+    pids: dict[Key, set[int]] = defaultdict(set)
+    cpus: dict[Key, set[int]] = defaultdict(set)
+    stages: dict[Key, Counter[str]] = defaultdict(Counter)
+    notes: dict[Key, Counter[str]] = defaultdict(Counter)
     for p in late:
         seen = set()
         for c in p.culprits:
-            key = (c.kind, c.name)
+            key = (c.kind, c.name, c.where)
             total[key] += c.ns
             worst[key] = max(worst.get(key, 0), c.ns)
             if c.pid >= 0:
@@ -261,5 +285,5 @@ def rank(late: list[LatePacket]) -> list[Ranked]:
                 seen.add(key)
     keys = sorted(total, key=lambda k: (-total[k], -count[k]))
     return [Ranked(k[0], k[1], count[k], int(total[k]), int(worst[k]), tuple(sorted(pids[k])), tuple(sorted(cpus[k])),
-                   tuple(s for s, _ in stages[k].most_common()), tuple(n for n, _ in notes[k].most_common(2)))
+                   tuple(s for s, _ in stages[k].most_common()), tuple(n for n, _ in notes[k].most_common(2)), k[2])
             for k in keys]

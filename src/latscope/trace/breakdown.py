@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 
 from latscope.errors import ConfigError, FormatError, TraceError
+from latscope.files import open_regular, reason
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
+from latscope.trace.stagemodel import StageModel
 from latscope.trace.stages import (
+    ONE_HOST,
     STAGES,
     Packets,
     by_send_calls,
@@ -79,6 +82,11 @@ class Breakdown:
     run_id: str | None = None
     timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
     packets_detail: Packets | None = field(default=None, repr=False, compare=False)
+    #: The path's stages (one host, or across a hypervisor: latscope.trace.vmpath).
+    model: StageModel = ONE_HOST
+    #: Across a hypervisor: direction, QEMU's threads, the guest trace and its clock mapping.
+    vm: dict[str, Any] | None = None
+    guest_timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
 
 
 # -- loading --------------------------------------------------------------
@@ -98,6 +106,12 @@ def load_run_table(run_path: Path, recorded: dict[str, Any] | None = None) -> Ev
                 raise
     for name in ("trace.txt.zst", "trace.txt"):
         if (tdir / name).exists():
+            # Files of the store are read only when regular (a FIFO would hang the read).
+            try:
+                fh, _size = open_regular(tdir / name)
+            except OSError as exc:
+                raise FormatError(f"{tdir / name}: cannot read ({reason(exc)})") from None
+            fh.close()
             return load_trace_file(tdir / name)
     if recorded and recorded.get("error"):
         raise TraceError(f"run {run_path.name} was traced but its trace could not be stored: {recorded['error']}")
@@ -216,25 +230,8 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     untraced = int((late & ~traced).sum())
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the trace and are not broken down")
-    lost = int(overruns if overruns is not None else table.meta.get("overruns", 0) or 0)
-    parse_meta = table.meta.get("parse", {})
-    lost_events = int(parse_meta.get("lost_events_total", 0)) + int(parse_meta.get("overwritten", 0))
-    if lost or lost_events:
-        warnings.append(f"the trace lost events ({max(lost, lost_events)} overwritten or dropped): stages next to "
-                        "the losses may be missing and culprits there undercounted")
-    parse = table.meta.get("parse", {})
-    if parse.get("unparsed"):
-        warnings.append(f"{parse['unparsed']} trace lines could not be read (first at line "
-                        f"{(parse.get('unparsed_examples') or [{}])[0].get('line', '?')})")
-    if parse.get("garbled_fields"):
-        warnings.append(f"{parse['garbled_fields']} events had unreadable arguments")
+    info = trace_info(table, tl, mapping, overruns, warnings)
     dominant = Counter(p.dominant_stage for p in explained)
-    info = {
-        "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
-        "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
-        "overruns": max(lost, lost_events), "lost_events": lost_events, "ts_resolution_ns": table.meta.get("ts_resolution_ns"),
-        "source": table.meta.get("source"), "event_counts": table.counts(),
-    }
     return Breakdown(
         metric=metric, threshold_ns=float(threshold), threshold_source=source, packets=int(valid.sum()),
         traced=int(traced.sum()), late_count=int(late.sum()), late_untraced=untraced, late=tuple(explained),
@@ -243,6 +240,29 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         sender_pid=sender, receiver_pid=receiver, trace=info, warnings=tuple(warnings), run_id=run_id,
         timeline=tl, packets_detail=pk,
     )
+
+
+def trace_info(table: EventTable, tl: model.Timeline, mapping: str, overruns: int | None,
+               warnings: list[str], what: str = "the trace") -> dict[str, Any]:
+    """The breakdown's ``trace`` facts; lost and unreadable events added to ``warnings``."""
+    lost = int(overruns if overruns is not None else table.meta.get("overruns", 0) or 0)
+    parse = table.meta.get("parse", {})
+    lost_events = int(parse.get("lost_events_total", 0)) + int(parse.get("overwritten", 0))
+    if lost or lost_events:
+        warnings.append(f"{what} lost events ({max(lost, lost_events)} overwritten or dropped): stages next to "
+                        "the losses may be missing and culprits there undercounted")
+    if parse.get("unparsed"):
+        warnings.append(f"{parse['unparsed']} lines of {what} could not be read (first at line "
+                        f"{(parse.get('unparsed_examples') or [{}])[0].get('line', '?')})")
+    if parse.get("garbled_fields"):
+        warnings.append(f"{parse['garbled_fields']} events of {what} had unreadable arguments")
+    return {
+        "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
+        "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
+        "overruns": max(lost, lost_events), "lost_events": lost_events,
+        "ts_resolution_ns": table.meta.get("ts_resolution_ns"), "source": table.meta.get("source"),
+        "event_counts": table.counts(),
+    }
 
 
 def _has_tx_markers(tl: model.Timeline) -> bool:
@@ -330,5 +350,3 @@ def _threshold(values: np.ndarray, given: int | None) -> tuple[float, str]:
         return float("inf"), "p99"
     return float(np.percentile(values, 99)), "p99"
 
-
-STAGE_NAMES = STAGES

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import ConfigError, LatscopeError, TraceError
+from latscope.files import atomic_output
 from latscope.stopping import Stopped, interruptible
 from latscope.testhooks import hold
 from latscope.trace import events as ev
@@ -141,7 +142,7 @@ class TraceCapture:
     info: dict[str, Any] = field(default_factory=dict)
 
     def start(self, workdir: Path, path: Any) -> dict[str, Any]:
-        from latscope.probe.clock import tai_offset_ns
+        from latscope.timebase import tai_offset_ns
 
         wanted = ev.resolve(self.event_changes)
         root = tracefs.find_tracefs(self.root)
@@ -241,10 +242,8 @@ def store_trace(inst: tracefs.Instance, out: Path, info: dict[str, Any]) -> dict
         inst.write("options/raw", "0")
     timings["read_raw_s"] = time.monotonic() - t
     t = time.monotonic()
-    tmp = out / f".{TEXT_FILE}.tmp"
-    with pa.CompressedOutputStream(str(tmp), "zstd") as fh:
+    with atomic_output(out / TEXT_FILE) as raw_out, pa.CompressedOutputStream(raw_out, "zstd") as fh:
         fh.write(text)
-    os.replace(tmp, out / TEXT_FILE)
     timings["compress_s"] = time.monotonic() - t
     t = time.monotonic()
     meta = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}

@@ -94,6 +94,7 @@ class ParseStats:
 
 
 def parse_lines(data: bytes | memoryview, dialect: Dialect, *, chunk_bytes: int = scan.CHUNK_BYTES,
+                group_bytes: int | None = None,
                 meta: dict[str, Any] | None = None) -> tuple[EventTable, ParseStats, np.ndarray]:
     """Parse trace text; return (events in line order, stats, data-line ordinal of each row).
 
@@ -106,7 +107,10 @@ def parse_lines(data: bytes | memoryview, dialect: Dialect, *, chunk_bytes: int 
     into one compact matrix per event and read when a group of chunks is done:
     the lines of one event are scattered through the text, and reading their
     fields in place would cost a cache miss per field and line.
+    ``chunk_bytes`` and ``group_bytes`` (default GROUP_BYTES) change only
+    the work's granularity, never the table (tests cut at every line).
     """
+    group_limit = GROUP_BYTES if group_bytes is None else group_bytes
     stats = ParseStats()
     state = _State()
     parts: list[tuple[np.ndarray, ...]] = []
@@ -120,7 +124,7 @@ def parse_lines(data: bytes | memoryview, dialect: Dialect, *, chunk_bytes: int 
         if chunk.rows:
             group.append(chunk)
             group_bytes += len(buf)
-        if group_bytes >= GROUP_BYTES:
+        if group_bytes >= group_limit:
             parts.append(_fields_of(group, dialect, state, stats))
             group, group_bytes = [], 0
     if group:

@@ -145,7 +145,9 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
     the last idle event: an idle CPU runs a woken task as soon as the wakeup
     interrupt returns. Between two tasks it is placed at the new task's first
     event: the old one is the last task seen there, and blaming a gap on it
-    matches what a recorded switch would have said in the cases checked.
+    matches what a recorded switch would have said in the cases checked;
+    unless the new task was woken for this CPU with a higher priority than
+    the old one's, which it then preempted at once (``_preempted_at``).
     """
     sw_code = t.code("sched_switch")
     cpus, starts, ends, pids, comms, prios = [], [], [], [], [], []
@@ -164,7 +166,9 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
         inf = np.flatnonzero(before[1:] != after[:-1]) + 1
         # recorded: a switch to another task (boundary at the switch)
         rec = np.flatnonzero(is_sw & (before != after))
-        b_time = np.concatenate([np.where(after[inf - 1] == 0, ts[inf - 1], ts[inf]), ts[rec]])
+        inf_time = np.where(after[inf - 1] == 0, ts[inf - 1], ts[inf])
+        inf_time = _preempted_at(t, c, ts, inf, before, after, rec, after_prio, inf_time)
+        b_time = np.concatenate([inf_time, ts[rec]])
         b_key = np.concatenate([2 * inf - 1, 2 * rec])  # keeps "inferred before i" ahead of "switch at i"
         b_pid = np.concatenate([before[inf], after[rec]])
         b_comm = np.concatenate([before_comm[inf], after_comm[rec]])
@@ -184,6 +188,39 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
     return Segments(cpu, np.concatenate(starts), np.concatenate(ends), np.concatenate(pids).astype(np.int64),
                     np.concatenate(comms).astype(np.int32), np.concatenate(prios).astype(np.int64),
                     np.searchsorted(cpu, np.arange(ncpu + 1)))
+
+
+def _preempted_at(t: EventTable, cpu: int, ts: np.ndarray, inf: np.ndarray, before: np.ndarray,
+                  after: np.ndarray, rec: np.ndarray, after_prio: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Inferred task-to-task switches moved back to where a higher-priority wakeup preempted the old task.
+
+    A task woken for this CPU with a higher priority (a lower ``prio``) than
+    the running one's takes the CPU as soon as the interrupt that woke it
+    returns, so the switch that was not recorded happened at the old task's
+    last event after the wakeup, not at the new task's first one. Seen on
+    this VM: a SCHED_FIFO loop woken by the tick inside a SCHED_OTHER
+    thread, whose switches out are never recorded; without this the thread
+    was blamed for the millisecond the loop spun. The old task's priority
+    comes from the recorded switch that put it on the CPU; when that is not
+    known, the switch stays where it was.
+    """
+    up = t.rows("sched_wakeup")
+    cand = np.flatnonzero(after[inf - 1] != 0) if len(inf) else np.zeros(0, np.int64)
+    if len(up) == 0 or len(cand) == 0:
+        return times
+    up = up[(t.nums[up, 2] == cpu) & np.isin(t.nums[up, 0], before[inf[cand]])]
+    if len(up) == 0:
+        return times
+    out = times.copy()
+    for j in cand:
+        i = int(inf[j])
+        k = int(np.searchsorted(rec, i - 1, side="right")) - 1
+        if k < 0 or after[rec[k]] != after[i - 1] or after_prio[rec[k]] == NONE:
+            continue
+        w = up[(t.nums[up, 0] == before[i]) & (t.ts[up] >= ts[rec[k]]) & (t.ts[up] <= ts[i])]
+        if len(w) and t.nums[w[-1], 1] < after_prio[rec[k]]:
+            out[j] = max(int(t.ts[w[-1]]), int(ts[i - 1]))
+    return out
 
 
 def first_segment_after(segs: Segments, pid: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -350,10 +387,10 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
                 irq_total[(HARD, int(tl.irqs.name[k]))] = irq_total.get((HARD, int(tl.irqs.name[k])), 0) + e - s
             else:
                 soft_ivals.append((s, e, int(tl.irqs.name[k])))
+    hard = _Covered(_union(hard_ivals))
     for s, e, name in soft_ivals:
-        nested = sum(max(0, min(e, he) - max(s, hs)) for hs, he in hard_ivals)
-        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - nested
-    busy = _union(hard_ivals + [(s, e) for s, e, _ in soft_ivals])
+        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - hard.within(s, e)
+    busy = _Covered(_union(hard_ivals + [(s, e) for s, e, _ in soft_ivals]))
     out: dict[tuple[str, str, int], int] = {}
     seg = tl.segments.on(cpu)
     if seg.stop > seg.start:
@@ -366,7 +403,7 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
                 continue
             k = seg.start + j
             pid = int(tl.segments.pid[k])
-            net = (e - s) - _overlap(busy, s, e)
+            net = (e - s) - busy.within(s, e)
             if net <= 0:
                 continue
             kind = "idle" if pid == 0 else "task"
@@ -410,5 +447,18 @@ def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
-    return sum(max(0, min(b, e) - max(a, s)) for s, e in ivals)
+class _Covered:
+    """Sorted disjoint intervals and how much of any window they cover (binary search, no scan)."""
+
+    def __init__(self, ivals: list[tuple[int, int]]) -> None:
+        self.start = np.array([s for s, _e in ivals], np.int64)
+        self.end = np.array([e for _s, e in ivals], np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(self.end - self.start)])
+
+    def within(self, a: int, b: int) -> int:
+        i0 = int(np.searchsorted(self.end, a, side="right"))
+        i1 = int(np.searchsorted(self.start, b, side="left"))
+        if i1 <= i0:
+            return 0
+        total = int(self.cum[i1] - self.cum[i0])
+        return total - max(0, a - int(self.start[i0])) - max(0, int(self.end[i1 - 1]) - b)

@@ -13,7 +13,7 @@ from typing import Any
 
 from latscope.trace.attribution import Culprit, LatePacket, Ranked
 from latscope.trace.breakdown import Breakdown
-from latscope.trace.stages import STAGE_TITLES, STAGES
+from latscope.trace.stages import STAGES
 
 BREAKDOWN_FORMAT = "latscope-breakdown"
 BREAKDOWN_SCHEMA_VERSION = 1
@@ -32,12 +32,13 @@ def fmt(ns: float) -> str:
     return f"{float(ns) / 1000.0:.3f}"
 
 
-def culprit_label(kind: str, name: str, pids: tuple[int, ...] | list[int] = ()) -> str:
-    if kind in ("task", "self") and pids:
+def culprit_label(kind: str, name: str, pids: tuple[int, ...] | list[int] = (), where: str = "") -> str:
+    label = name
+    if kind in ("task", "self", "qemu", "vcpu") and pids:
         shown = ",".join(str(p) for p in list(pids)[:3]) + ("..." if len(pids) > 3 else "")
-        label = f"{name} (pid {shown})"
-        return label + " [itself]" if kind == "self" else label
-    return name
+        label = f"{name} ({'tid' if kind in ('qemu', 'vcpu') else 'pid'} {shown})"
+        label += " [itself]" if kind == "self" else " runnable" if kind == "vcpu" else ""
+    return f"{where}: {label}" if where else label
 
 
 def to_json(bd: Breakdown) -> dict[str, Any]:
@@ -60,7 +61,9 @@ def to_json(bd: Breakdown) -> dict[str, Any]:
         "receiver_pid": bd.receiver_pid,
         "trace": {k: v for k, v in bd.trace.items()},
         "warnings": list(bd.warnings),
-        "stages": [{"name": b.stage, "title": STAGE_TITLES[b.stage], "baseline_median_us": us(b.median_ns),
+        "stage_model": bd.model.key,
+        "vm": _vm_json(bd.vm),
+        "stages": [{"name": b.stage, "title": bd.model.title(b.stage), "baseline_median_us": us(b.median_ns),
                     "baseline_p99_us": us(b.p99_ns), "baseline_packets": b.count} for b in bd.baselines],
         "dominant_stages": dict(bd.dominant),
         "culprits": [_ranked(c) for c in bd.culprits],
@@ -71,12 +74,23 @@ def to_json(bd: Breakdown) -> dict[str, Any]:
 
 def _ranked(c: Ranked) -> dict[str, Any]:
     return {"comm": c.name, "kind": c.kind, "count": c.count, "total_us": us(c.total_ns), "max_us": us(c.max_ns),
-            "pids": list(c.pids), "cpus": list(c.cpus), "stages": list(c.stages), "notes": list(c.notes)}
+            "pids": list(c.pids), "cpus": list(c.cpus), "stages": list(c.stages), "notes": list(c.notes),
+            "where": c.where or None}
 
 
 def _culprit(c: Culprit) -> dict[str, Any]:
     return {"comm": c.name, "kind": c.kind, "pid": c.pid if c.pid >= 0 else None, "cpu": c.cpu, "us": us(c.ns),
-            "stage": c.stage or None, "note": c.note or None}
+            "stage": c.stage or None, "note": c.note or None, "where": c.where or None, "victim": c.victim or None}
+
+
+def _vm_json(vm: dict[str, Any] | None) -> dict[str, Any] | None:
+    if vm is None:
+        return None
+    out = {k: v for k, v in vm.items() if k != "vcpu_preemption"}
+    out["vcpu_preemption"] = [{"kind": r["kind"], "name": r["name"], "pids": r["pids"], "packets": r["packets"],
+                               "total_us": us(r["total_ns"]), "max_us": us(r["max_ns"])}
+                              for r in vm.get("vcpu_preemption") or []]
+    return out
 
 
 def _late(p: LatePacket) -> dict[str, Any]:
@@ -91,6 +105,7 @@ def _late(p: LatePacket) -> dict[str, Any]:
 
 def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
     """The human report."""
+    T = bd.model.title
     out: list[str] = []
     title = f"Breakdown of run {bd.run_id}" if bd.run_id else "Breakdown of trace"
     src = bd.trace.get("source")
@@ -105,6 +120,7 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
     out.append(f"  trace: {tr.get('events')} events on {tr.get('cpus')} CPUs over {tr.get('span_s')} s, "
                f"clock {tr.get('clock') or '?'} ({tr.get('clock_mapping')}), "
                f"{tr.get('overruns', 0)} overruns, sender pid {bd.sender_pid}, receiver pid {bd.receiver_pid}")
+    out.extend(_vm_lines(bd))
     for w in bd.warnings:
         out.append(f"  warning: {w}")
     if not bd.late:
@@ -116,24 +132,26 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
     out.append(f"Culprits of the {len(bd.late)} late packets, by total delay")
     out.append(f"  {'#':>2}  {'culprit':<36} {'kind':<9} {'packets':>7} {'total us':>12} {'max us':>10}  where")
     for i, c in enumerate(bd.culprits[:culprits], 1):
-        where = ", ".join([f"CPU {','.join(str(x) for x in c.cpus)}"] + [STAGE_TITLES.get(s, s) for s in c.stages[:2]])
+        cpu = f"{c.where} CPU" if c.where else "CPU"
+        where = ", ".join([f"{cpu} {','.join(str(x) for x in c.cpus)}"] + [T(s) for s in c.stages[:2]])
         out.append(f"  {i:>2}  {culprit_label(c.kind, c.name, c.pids)[:36]:<36} {c.kind:<9} {c.count:>7} "
                    f"{fmt(c.total_ns):>12} {fmt(c.max_ns):>10}  {where}")
         for note in c.notes[:1]:
             out.append(f"      {note}")
     if len(bd.culprits) > culprits:
         out.append(f"  ... {len(bd.culprits) - culprits} more (--json lists all)")
+    out.extend(_vcpu_lines(bd))
     out.append("")
     out.append("Where the late packets lost their time (dominant stage)")
     for stage, n in bd.dominant.items():
-        out.append(f"  {STAGE_TITLES.get(stage, stage):<24} {n:>6} packets")
+        out.append(f"  {T(stage):<24} {n:>6} packets")
     out.extend(_baseline_lines(bd))
     out.append("")
     shown = min(top, len(bd.late))
     out.append(f"Late packets, worst first ({shown} of {len(bd.late)}; --top N for more)")
     base = {b.stage: b for b in bd.baselines}
     for p in bd.late[:top]:
-        head = f"  seq {p.seq}  {fmt(p.value_ns)} us  dominant: {STAGE_TITLES[p.dominant_stage]} " \
+        head = f"  seq {p.seq}  {fmt(p.value_ns)} us  dominant: {T(p.dominant_stage)} " \
                f"(+{fmt(p.excess_ns)} us over its median)"
         if p.collateral_of is not None:
             head += f"  collateral of seq {p.collateral_of}"
@@ -144,27 +162,70 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
                 by_stage.setdefault(s, []).append(c)
         for s in p.stages:
             mark = "  <" if s.name == p.dominant_stage else "   "
-            who = by_stage.get(s.name, [])
+            who = [c for c in by_stage.get(s.name, []) if c.kind != "vcpu"]
             tail = ""
             if who:
-                tail = "  " + "; ".join(f"{culprit_label(c.kind, c.name, [c.pid] if c.pid >= 0 else [])} "
+                tail = "  " + "; ".join(f"{culprit_label(c.kind, c.name, [c.pid] if c.pid >= 0 else [], c.where)} "
                                         f"{fmt(c.ns)}" for c in who[:3])
             median = base[s.name].median_ns if s.name in base else 0.0
-            out.append(f"    +{fmt(s.ns):>11} us  {STAGE_TITLES[s.name]:<22}{mark} CPU {s.cpu if s.cpu >= 0 else '?':<3}"
+            cpu = ("g" if bd.model.domains[bd.model.index(s.name)] == "guest" and bd.vm else "") + \
+                (str(s.cpu) if s.cpu >= 0 else "?")
+            out.append(f"    +{fmt(s.ns):>11} us  {T(s.name):<22}{mark} CPU {cpu:<3}"
                        f" median {fmt(median):>9}{tail}")
+            # the seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"
+            for c in by_stage.get(s.name, []):
+                if c.kind == "vcpu" or (c.kind == "qemu" and c.victim.startswith("vCPU thread")):
+                    out.append(f"        {c.note}")
         migr = [c for c in p.culprits if c.kind == "migration"]
         for c in migr:
             out.append(f"    migration: {c.name} (pid {c.pid}) {c.note}")
     return "\n".join(out) + "\n"
 
 
+def _vm_lines(bd: Breakdown) -> list[str]:
+    """The hypervisor's part of the header: direction, guest trace, how its clock was mapped."""
+    vm = bd.vm
+    if not vm:
+        return []
+    arrow = "guest -> host" if vm.get("direction") == "reverse" else "host -> guest"
+    out = [f"  vm: {arrow} over {vm.get('variant') or '?'}, {vm.get('accel') or '?'}"
+           + ("" if vm.get("accel") != "tcg" else " (emulated CPU: not a hardware figure)")]
+    gt, ck = vm.get("guest_trace"), vm.get("clock")
+    if gt and ck:
+        how = (f"vCPU fit {ck['correction_ns'] / 1000:+.1f} us, +-{ck['uncertainty_ns'] / 1000:.1f} us "
+               f"(fit {ck['fit']:.0%}; clock exchange alone +-{ck['exchange_uncertainty_ns'] / 1000:.0f} us)"
+               if ck["method"] == "vcpu-fit" else
+               f"clock exchange, +-{ck['exchange_uncertainty_ns'] / 1000:.0f} us")
+        out.append(f"  guest trace: {gt.get('events')} events on {gt.get('cpus')} CPUs, {gt.get('overruns', 0)} "
+                   f"overruns; on the host clock by {how}")
+    threads = vm.get("threads") or []
+    roles = [t["label"] + f" ({t['tid']})" for t in threads if t["role"] in ("vcpu", "iothread", "main")]
+    if roles:
+        out.append(f"  QEMU threads: {', '.join(roles)}"
+                   + (f", {sum(t['role'] == 'worker' for t in threads)} worker threads"
+                      if any(t["role"] == "worker" for t in threads) else ""))
+    return out
+
+
+def _vcpu_lines(bd: Breakdown) -> list[str]:
+    rows = (bd.vm or {}).get("vcpu_preemption") or []
+    if not rows:
+        return []
+    out = ["", "What kept the vCPU thread off its host CPU while its guest had work (late packets)"]
+    for r in rows[:8]:
+        out.append(f"  {r['name'][:44]:<44} {r['kind']:<8} {r['packets']:>5} packets  total {fmt(r['total_ns']):>12} us"
+                   f"  max {fmt(r['max_ns']):>10} us")
+    return out
+
+
 def _baseline_lines(bd: Breakdown) -> list[str]:
+    T = bd.model.title
     out = ["", "Stage times of packets that were not late (us)",
            f"  {'stage':<24} {'median':>10} {'p99':>10} {'packets':>8}"]
     for b in bd.baselines:
         if b.count:
-            out.append(f"  {STAGE_TITLES[b.stage]:<24} {fmt(b.median_ns):>10} {fmt(b.p99_ns):>10} {b.count:>8}")
-    missing = [STAGE_TITLES[b.stage] for b in bd.baselines if not b.count]
+            out.append(f"  {T(b.stage):<24} {fmt(b.median_ns):>10} {fmt(b.p99_ns):>10} {b.count:>8}")
+    missing = [T(b.stage) for b in bd.baselines if not b.count]
     if missing:
         out.append(f"  not seen in this trace: {', '.join(missing)}")
     return out

@@ -26,7 +26,7 @@ the earlier packet whose wakeup the receiver was still working through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from latscope.trace.model import (
     next_row,
     prev_row,
 )
+from latscope.trace.stagemodel import StageModel
 from latscope.trace.table import NONE
 
 STAGES = ("sender_wakeup", "send_call", "tx_stack", "qdisc", "driver_xmit", "netrx_wait", "rx_stack",
@@ -52,6 +53,8 @@ STAGE_TITLES = {
 #: Which task waits in each stage: the sender (0), the packet in the kernel (1), the receiver (2).
 STAGE_ROLE = (0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2)
 NCHECK = len(STAGES) + 1
+ONE_HOST = StageModel("host", STAGES, STAGE_TITLES, tuple(("sender", "packet", "receiver")[r] for r in STAGE_ROLE),
+                      ("host",) * len(STAGES))
 
 
 @dataclass(frozen=True)
@@ -67,21 +70,22 @@ class Packets:
     sender_pid: int
     receiver_pid: int
     notes: tuple[str, ...] = ()
+    model: StageModel = field(default=ONE_HOST)
 
     def __len__(self) -> int:
         return len(self.seq)
 
     def durations(self) -> np.ndarray:
-        """(n, 12) ns per stage; 0 for stages folded into a later one, NaN when the packet has no end."""
+        """(n, stages) ns per stage; 0 for stages folded into a later one, NaN when the packet has no end."""
         return stage_durations(self.times)
 
 
 def stage_durations(times: np.ndarray) -> np.ndarray:
-    n = len(times)
-    out = np.zeros((n, len(STAGES)), dtype=np.float64)
+    n, ncheck = times.shape
+    out = np.zeros((n, ncheck - 1), dtype=np.float64)
     last = times[:, 0].copy()
     have_last = last != MISSING
-    for k in range(1, NCHECK):
+    for k in range(1, ncheck):
         t = times[:, k]
         ok = (t != MISSING) & have_last
         out[ok, k - 1] = (t[ok] - last[ok]).astype(np.float64)
@@ -254,7 +258,7 @@ def _monotonic(times: np.ndarray) -> np.ndarray:
     """Drop a checkpoint that lies before an earlier one (a mismatch, not a time machine)."""
     out = times.copy()
     last = out[:, 0].copy()
-    for k in range(1, NCHECK):
+    for k in range(1, times.shape[1]):
         t = out[:, k]
         bad = (t != MISSING) & (last != MISSING) & (t < last)
         out[bad, k] = MISSING

@@ -13,7 +13,6 @@ schema version in the Parquet metadata like every latscope file.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latscope.errors import FormatError
-from latscope.store.versioned import check_magic_version
+from latscope.files import atomic_output
+from latscope.store.versioned import open_parquet
 
 EVENTS_MAGIC = b"latscope-trace-events"
 EVENTS_SCHEMA_VERSION = 1
@@ -145,24 +145,13 @@ def write_table(t: EventTable, path: Path) -> None:
     meta = {b"magic": EVENTS_MAGIC, b"schema_version": str(EVENTS_SCHEMA_VERSION).encode(),
             b"latscope_meta": json.dumps(t.meta, default=str).encode()}
     table = pa.table(cols).replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as fh:
+        pq.write_table(table, fh, compression="zstd", row_group_size=1 << 20)
 
 
 def read_table(path: Path) -> EventTable:
     """Read events.parquet, checking magic and version."""
-    try:
-        pf = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: trace table is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{path}: not a readable Parquet file ({exc})") from None
-    check_magic_version(pf.schema_arrow.metadata, str(path), "trace table", EVENTS_MAGIC, EVENTS_SCHEMA_VERSION)
+    pf = open_parquet(path, str(path), "trace table", EVENTS_MAGIC, EVENTS_SCHEMA_VERSION)
     try:
         table = pf.read()
         meta = json.loads((pf.schema_arrow.metadata or {}).get(b"latscope_meta", b"{}"))

@@ -51,19 +51,22 @@ def test_same_distribution_is_no_significant_difference() -> None:
     assert c.metric("min").verdict == UNTESTED and c.metric("max").verdict == UNTESTED
 
 
+@pytest.mark.slow
 def test_a_shift_of_three_microseconds_is_found() -> None:
     """The same runs with B shifted by 3 µs: the location metrics and the distribution say 'higher'."""
     a, b = _pair(11, 60_000, shift_ns=3_000)
     c = compare_pair(a, b, FAST)
     for key in ("avg", "p50", "p99"):
         assert c.metric(key).verdict == HIGHER, c.metric(key)
+        # the 95 % interval holds the true shift (on these seeded data; over many seeds about 95 % do)
         lo, hi = c.metric(key).interval
-        assert lo < 3.0 < hi or abs(c.metric(key).difference - 3.0) < 1.0
+        assert lo < 3.0 < hi, (key, lo, hi)
     assert c.distribution.verdict == HIGHER
     assert c.distribution.hodges_lehmann_us == pytest.approx(3.0, abs=0.5)
     assert compare_pair(b, a, FAST).metric("p50").verdict == LOWER
 
 
+@pytest.mark.slow
 def test_false_positive_rate_holds_under_serial_correlation() -> None:
     """Over many same-distribution pairs, 'CI excludes 0' happens near alpha with blocks, far more often without.
 
@@ -91,6 +94,7 @@ def test_false_positive_rate_holds_under_serial_correlation() -> None:
     assert hits_iid / trials >= 0.3
 
 
+@pytest.mark.slow
 def test_min_effect_separates_real_from_relevant() -> None:
     """A real 0.3 µs shift on tight data: the interval excludes 0, but below --min-effect it is not a difference."""
     rng = np.random.default_rng(5)
@@ -139,6 +143,7 @@ def _runs(rng: np.random.Generator, count: int, shift_ns: float = 0.0) -> list[n
     return [ar1_lognormal(rng, 5_000, 0.9, 20_000, 0.1) + rng.normal(0, 1_000) + shift_ns for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_repeated_runs_carry_run_to_run_variation() -> None:
     """Groups of runs whose levels wander between runs: one pair of runs is often 'different', the groups are not."""
     pair_hits, group_hits = 0, 0

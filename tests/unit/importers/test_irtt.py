@@ -30,7 +30,7 @@ def _delays(doc: dict, key: str) -> np.ndarray:
 
 def _raw(obj) -> RawFile:
     data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    return RawFile(Path("t.json"), data, "0" * 64, len(data), False)
+    return RawFile.of_bytes(Path("t.json"), data)
 
 
 def test_one_way_is_irtt_send_delay(doc: dict) -> None:
@@ -115,8 +115,8 @@ def _edit(doc: dict, fn) -> dict:
 def test_malformed_results(doc: dict, make, needle: str) -> None:
     """Broken JSON, truncation, unknown format versions and damaged round trips: one FormatError."""
     obj = make(doc)
-    raw = _raw(obj) if not (isinstance(obj, bytes) and obj[:2] == b"\x1f\x8b") else RawFile(
-        Path("t.json.gz"), gzip.decompress(obj), "0" * 64, len(obj), True)
+    raw = _raw(obj) if not (isinstance(obj, bytes) and obj[:2] == b"\x1f\x8b") else RawFile.of_bytes(
+        Path("t.json.gz"), gzip.decompress(obj), size=len(obj), gzipped=True)
     with pytest.raises(FormatError, match=needle):
         irtt.parse(raw)
 

@@ -22,7 +22,7 @@ def export() -> np.ndarray:
 
 
 def _raw(data: bytes) -> RawFile:
-    return RawFile(Path("test.dat"), data, "0" * 64, len(data), False)
+    return RawFile.of_bytes(Path("test.dat"), data)
 
 
 def _nz(a: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ def _rows(path: Path) -> np.ndarray:
 
 
 def _raw(text: str) -> RawFile:
-    return RawFile(Path("t.csv"), text.encode(), "0" * 64, len(text), False)
+    return RawFile.of_bytes(Path("t.csv"), text.encode())
 
 
 def test_half_rtt_matches_sockperf_latency_column() -> None:

@@ -84,3 +84,18 @@ def test_tos_and_so_priority_reach_the_socket() -> None:
     out6 = open_sender(Endpoint("inet6", "::1", 9), tos=0x20, so_priority=None, txtime=False)
     assert out6.sock.getsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS) == 0x20
     out6.sock.close()
+
+
+def test_key_file_needs_room_for_the_mac_and_a_private_file(tmp_path) -> None:
+    """--key-file: the file is checked when the request is made, and packets must hold header and MAC."""
+    key = tmp_path / "key"
+    key.write_bytes(b"secret")
+    key.chmod(0o600)
+    assert MeasureConfig(key_file=str(key), size=80).key_file == str(key)
+    with pytest.raises(ConfigError, match="--size must be at least 80"):
+        MeasureConfig(key_file=str(key), size=64)
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="other users"):
+        MeasureConfig(key_file=str(key), size=80)
+    with pytest.raises(ConfigError, match="--stream"):
+        MeasureConfig(stream=2**31)

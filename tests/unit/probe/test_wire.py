@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import json
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,8 +15,8 @@ from latscope.probe import wire
 
 def _data_packet(size: int = 64, **kw) -> bytearray:
     buf = bytearray(size)
-    fields = dict(kind=wire.KIND_DATA, length=size, stream=42, seq=7, sched_ns=1, wake_ns=2, send_ns=3,
-                  period_ns=1_000_000, count=60_000, tx_ns=5, tx_back=1, tx_flags=0)
+    fields = dict(kind=wire.KIND_DATA, length=size, stream=42, nonce=2**64 - 1, seq=7, sched_ns=1, wake_ns=2,
+                  send_ns=3, tx_ns=5, tx_back=1, flags=0)
     fields.update(kw)
     wire.pack_into(buf, **fields)
     return buf
@@ -26,16 +29,40 @@ def test_header_is_64_bytes() -> None:
 
 def test_round_trip() -> None:
     """Every field packed comes back unchanged."""
-    h = wire.unpack(_data_packet(size=200, seq=2**40, sched_ns=-5, tx_back=255, tx_flags=wire.TXF_HW))
+    h = wire.unpack(_data_packet(size=200, seq=2**40, sched_ns=-5, send_ns=9, tx_back=255, flags=wire.TXF_HW, aux=3))
     assert isinstance(h, wire.Header)
-    assert (h.kind, h.length, h.stream, h.seq, h.sched_ns, h.period_ns, h.count, h.tx_back, h.tx_flags) == (
-        wire.KIND_DATA, 200, 42, 2**40, -5, 1_000_000, 60_000, 255, wire.TXF_HW)
+    assert (h.kind, h.length, h.stream, h.nonce, h.seq, h.sched_ns, h.send_ns, h.tx_back, h.flags, h.aux) == (
+        wire.KIND_DATA, 200, 42, 2**64 - 1, 2**40, -5, 9, 255, wire.TXF_HW, 3)
 
 
-def test_u32_fields_that_do_not_fit_become_zero() -> None:
-    """A period above 4.29 s or a count above 2**32-1 is sent as 0 ('see the hello')."""
-    h = wire.unpack(_data_packet(period_ns=5 * 10**9, count=2**33))
-    assert isinstance(h, wire.Header) and h.period_ns == 0 and h.count == 0
+def test_documented_offsets() -> None:
+    """The offsets that tools (nftables rules, the MAC) rely on are where docs/format.md says."""
+    buf = _data_packet(seq=0x0102030405060708, send_ns=0x1112131415161718)
+    assert bytes(buf[wire.SEQ_OFFSET:wire.SEQ_OFFSET + 8]) == bytes.fromhex("0102030405060708")
+    assert bytes(buf[wire.SEND_OFFSET:wire.SEND_OFFSET + 8]) == bytes.fromhex("1112131415161718")
+    assert bytes(buf[12:20]) == b"\xff" * 8  # the nonce
+    assert buf[4] == wire.VERSION == 2
+
+
+@pytest.mark.parametrize("key", [b"k", b"k" * 64, b"k" * 65, bytes(range(256)) * 4])
+def test_signer_is_hmac_sha256(key: bytes) -> None:
+    """The prepared-state HMAC equals the standard library's, for short, block-sized and long keys."""
+    for msg in (b"", b"x" * 48, bytes(range(256)) * 10):
+        assert wire.Signer(key).digest(msg) == hmac.digest(key, msg, "sha256")
+
+
+def test_mac_covers_everything_but_send_ns() -> None:
+    """A signed packet verifies; changing any byte but send_ns breaks it; send_ns may change (it is signed as 0)."""
+    key = b"k" * 32
+    buf = _data_packet(size=wire.MIN_SIZE_MAC, send_ns=0, flags=wire.FLAG_MAC)
+    wire.sign_into(wire.Signer(key), buf, 0, len(buf))
+    buf[wire.SEND_OFFSET:wire.SEND_OFFSET + 8] = (123456789).to_bytes(8, "big")
+    assert wire.mac_ok(wire.Signer(key), memoryview(bytearray(buf)), len(buf))
+    assert not wire.mac_ok(wire.Signer(b"other key"), memoryview(bytearray(buf)), len(buf))
+    for pos in [*range(0, wire.SEND_OFFSET), *range(wire.SEND_OFFSET + 8, len(buf))]:
+        bad = bytearray(buf)
+        bad[pos] ^= 0x01
+        assert not wire.mac_ok(wire.Signer(key), memoryview(bad), len(bad)), pos
 
 
 def test_foreign_reasons() -> None:
@@ -56,30 +83,42 @@ def test_foreign_reasons() -> None:
 def test_hello_carries_config() -> None:
     """A hello packet carries the sender's configuration as JSON and pads to the stream's size."""
     cfg = {"period_ns": 250_000, "count": 10, "name": "bridge-a"}
-    p = wire.hello_payload(3, cfg, 64)
+    p = wire.hello_payload(3, 99, cfg, 64)
     h = wire.unpack(p)
-    assert isinstance(h, wire.Header) and h.kind == wire.KIND_HELLO and h.stream == 3
+    assert isinstance(h, wire.Header) and h.kind == wire.KIND_HELLO and h.stream == 3 and h.nonce == 99
     assert wire.hello_config(p, len(p)) == cfg
-    padded = wire.hello_payload(3, {"a": 1}, 512)
+    padded = wire.hello_payload(3, 99, {"a": 1}, 512)
     assert len(padded) == 512 and wire.hello_config(padded, 512) == {"a": 1}
+    signed = wire.hello_payload(3, 99, cfg, 64, key=b"secret")
+    h = wire.unpack(signed)
+    assert isinstance(h, wire.Header) and h.flags & wire.FLAG_MAC
+    assert wire.hello_config(signed, len(signed), h.flags) == cfg
+    assert wire.mac_ok(wire.Signer(b"secret"), memoryview(bytearray(signed)), len(signed))
 
 
 def test_hello_garbage_body_is_none() -> None:
     """A hello whose body is not JSON decodes to None rather than raising."""
-    p = bytearray(wire.hello_payload(3, {"a": 1}, 100))
+    p = bytearray(wire.hello_payload(3, 1, {"a": 1}, 100))
     p[64:70] = b"\xff\xfe{{{"
     assert wire.hello_config(p, len(p)) is None
-    assert json.loads(wire.hello_payload(1, {}, 64)[64:].rstrip(b"\0")) == {}
+    assert json.loads(wire.hello_payload(1, 1, {}, 64)[64:].rstrip(b"\0")) == {}
+    deep = wire.HEADER.pack(wire.MAGIC, 2, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0) + b"[" * 100_000
+    assert wire.hello_config(deep, len(deep)) is None
+    huge_int = wire.HEADER.pack(wire.MAGIC, 2, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0) + b'{"count": ' + b"9" * 5000 + b"}"
+    assert wire.hello_config(huge_int, len(huge_int)) is None
 
 
 def test_end_packet_tx_pairs() -> None:
     """End packets tell how many were sent and carry the last TX timestamps, at most END_MAX_TX."""
     pairs = [(i, 1000 + i) for i in range(100)]
-    p = wire.end_payload(5, 100, pairs, 64)
+    p = wire.end_payload(5, 1, 100, pairs, 64)
     h = wire.unpack(p)
-    assert isinstance(h, wire.Header) and h.kind == wire.KIND_END and h.seq == 100
-    got = wire.end_tx_pairs(p, h)
+    assert isinstance(h, wire.Header) and h.kind == wire.KIND_END and h.seq == 100 and h.aux == wire.END_MAX_TX
+    got = wire.end_tx_pairs(p, len(p), h.aux, h.flags)
     assert got == pairs[-wire.END_MAX_TX:]
+    assert wire.end_tx_pairs(p, len(p), wire.END_MAX_TX + 1) is None
+    short = wire.end_payload(5, 1, 100, pairs[:2], 64)
+    assert wire.end_tx_pairs(short, len(short), 40) is None
 
 
 @settings(max_examples=2000, deadline=None)

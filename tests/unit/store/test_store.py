@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from latscope.analysis.summary import summarise
 from latscope.errors import ConfigError, FormatError, NotFoundError, StoreError
-from latscope.store.layout import ResultsStore
-from latscope.store.runfile import RUN_SCHEMA_VERSION, load_run_json
-from latscope.store.samples import MISSING, SAMPLE_COLUMNS, read_samples
-from tests.support import synthetic_run
+from latscope.store.layout import ResultsStore, StoredRun, new_run_id
+from latscope.store.runfile import RUN_SCHEMA_VERSION, RunRecord, load_run_json
+from latscope.store.samples import MISSING, SAMPLE_COLUMNS, Samples, read_samples
+from tests.support import synthetic_columns, synthetic_run
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "store"
 
@@ -34,21 +36,6 @@ def test_saved_run_reads_back(results: Path) -> None:
     rec = load_run_json(run.path / "run.json")
     assert rec.name == "a" and rec.tags == ("bridge",)
     assert json.loads((run.path / "run.json").read_text())["schema_version"] == RUN_SCHEMA_VERSION
-
-
-def test_no_staging_left_after_failed_save(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A save that fails half-way leaves the store exactly as it was."""
-    synthetic_run(results, np.full(10, 1000))
-    before = sorted(os.listdir(results))
-    import latscope.store.layout as layout
-
-    def boom(*_a, **_k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(layout, "write_json_atomic", boom)
-    with pytest.raises(StoreError, match="disk full"):
-        synthetic_run(results, np.full(10, 1000))
-    assert sorted(os.listdir(results)) == before
 
 
 def test_newer_run_json_is_rejected(results: Path) -> None:
@@ -100,19 +87,69 @@ def test_every_released_version_loads() -> None:
         assert rec.run_id and len(s) == rec.completeness["sent"]
 
 
-def test_resolve_by_id_prefix_name_latest(results: Path) -> None:
-    """Runs are found by full id, unique prefix, name (newest wins), 'latest' and path."""
+def _run_at(root: Path, run_id: str, created: _dt.datetime, name: str = "") -> StoredRun:
+    """A stored run with the given id and creation time (ids and times chosen to disagree)."""
+    cols = synthetic_columns(np.full(5, 1000))
+    counts = {"sent": 5, "received": 5}
+    record = RunRecord(run_id=run_id, name=name, tags=(), created=created.isoformat(timespec="microseconds"),
+                       status="complete", config={"period_ns": 1_000_000, "count": 5}, environment={},
+                       completeness=counts, summary=summarise(Samples(cols), counts), source={"kind": "synthetic"})
+    return ResultsStore(root).save(record, cols)
+
+
+def test_resolve_by_id_prefix_name_path(results: Path) -> None:
+    """Runs are found by full id, unique prefix, name and path; unknown and ambiguous references are errors."""
     store = ResultsStore(results)
     a = synthetic_run(results, np.full(5, 1000), name="alpha")
     b = synthetic_run(results, np.full(5, 1000), name="beta")
     assert store.resolve(a.run_id).path == a.path
+    assert store.resolve(b.run_id[:-3]).path == b.path
     assert store.resolve("alpha").path == a.path
-    assert store.resolve("latest").path == max(a.path, b.path)
     assert store.resolve(str(b.path)).path == b.path
     with pytest.raises(NotFoundError):
         store.resolve("nope")
     with pytest.raises(ConfigError, match="ambiguous"):
         store.resolve(a.run_id[:2])
+
+
+def test_latest_is_the_newest_by_creation_time(results: Path) -> None:
+    """'latest', the order of runs() and a name shared by runs follow the recorded creation time, not the
+    directory name; directories that are not runs never win."""
+    t0 = _dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=_dt.timezone.utc)
+    # Names sort the other way round from creation times.
+    newest = _run_at(results, "20200101-000000-aaaaaa", t0 + _dt.timedelta(hours=2), name="same")
+    middle = _run_at(results, "20261101-120000-bbbbbb", t0 + _dt.timedelta(hours=1), name="same")
+    oldest = _run_at(results, "20991231-235959-ffffff", t0, name="same")
+    (results / "zzzz-junk").mkdir()
+    (results / "zzzz-junk" / "run.json").write_text("{}")
+    (results / "zzzz-empty").mkdir()
+    store = ResultsStore(results)
+    runs, bad = store.runs()
+    assert [r.path for r in runs] == [oldest.path, middle.path, newest.path]
+    assert [p.name for p, _ in bad] == ["zzzz-junk"]
+    assert store.resolve("latest").path == newest.path
+    assert store.resolve("same").path == newest.path
+
+
+def test_runs_created_in_the_same_second_keep_their_order(results: Path) -> None:
+    """Ids have microseconds: runs made one after the other within a second come back in that order."""
+    made = [synthetic_run(results, np.full(5, 1000), name=f"r{i}") for i in range(12)]
+    assert len({r.run_id[:15] for r in made}) < len(made), "expected several runs in the same second"
+    runs, _ = ResultsStore(results).runs()
+    assert [r.run_id for r in runs] == [r.run_id for r in made]
+    assert ResultsStore(results).resolve("latest").run_id == made[-1].run_id
+
+
+def test_old_whole_second_ids_stay_readable(results: Path) -> None:
+    """A run of the first id form (whole seconds) loads, resolves and sorts by its creation time among new ones."""
+    old = FIXTURES / "v1"
+    rec = load_run_json(old / "run.json")
+    shutil.copytree(old, results / rec.run_id)
+    new = synthetic_run(results, np.full(5, 1000))
+    store = ResultsStore(results)
+    assert [r.run_id for r in store.runs()[0]] == [rec.run_id, new.run_id]
+    assert store.resolve(rec.run_id[:10]).run_id == rec.run_id
+    assert new_run_id().count("-") == 3 and rec.run_id.count("-") == 2
 
 
 def test_unreadable_runs_are_reported_not_fatal(results: Path) -> None:

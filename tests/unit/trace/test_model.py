@@ -43,6 +43,38 @@ def test_task_to_task_without_switch_keeps_the_old_task_until_the_new_ones_first
     assert model.running_at(tl, 0, ts(500)) == 7 and model.running_at(tl, 0, ts(901)) == 100
 
 
+def test_missing_switch_to_a_higher_priority_wakeup_is_placed_at_the_preemption() -> None:
+    """A FIFO task woken by the tick inside a lower-priority task, its switch not recorded: it ran from the irq exit.
+
+    The shape of a real capture on this VM: the old task's switches out are never recorded, so the
+    FIFO loop's first event is its own switch out a millisecond later. Blaming that millisecond on the
+    old task named the wrong culprit for every packet the loop delayed.
+    """
+    tr = Trace()
+    tr.switch(0, 1, RECEIVER, ("tokio", 75), prio=110)
+    tr.add(100, 1, "tokio", 75, "local_timer_entry", "vector=236", "dNh1.")
+    tr.add(101, 1, "tokio", 75, "sched_wakeup", "comm=hog pid=7 prio=49 target_cpu=001", "dNh4.")
+    tr.add(110, 1, "tokio", 75, "local_timer_exit", "vector=236", "dNh1.")
+    tr.switch(1100, 1, ("hog", 7), RECEIVER, prio=49)
+    tl = model.build(parse_kernel_text(tr.text()))
+    assert model.running_at(tl, 1, ts(50)) == 75
+    assert model.running_at(tl, 1, ts(111)) == 7 and model.running_at(tl, 1, ts(1099)) == 7
+    shares = {s.pid: s.ns for s in model.window_shares(tl, 1, ts(110), ts(1100))}
+    assert shares == {7: 990 * US}
+
+
+def test_missing_switch_to_a_lower_priority_task_stays_at_its_first_event() -> None:
+    """The same shape with a woken task of lower priority than the running one: it cannot have preempted it."""
+    tr = Trace()
+    tr.switch(0, 1, RECEIVER, ("fifo", 75), prio=49)
+    tr.add(100, 1, "fifo", 75, "local_timer_entry", "vector=236", "dNh1.")
+    tr.add(101, 1, "fifo", 75, "sched_wakeup", "comm=other pid=7 prio=120 target_cpu=001", "dNh4.")
+    tr.add(110, 1, "fifo", 75, "local_timer_exit", "vector=236", "dNh1.")
+    tr.switch(1100, 1, ("other", 7), RECEIVER, prio=120)
+    tl = model.build(parse_kernel_text(tr.text()))
+    assert model.running_at(tl, 1, ts(1099)) == 75 and model.running_at(tl, 1, ts(1101)) == 200
+
+
 def test_shares_count_nested_interrupts_once() -> None:
     """A timer interrupt inside a softirq inside a task: each gets only its own time in a window."""
     tr = Trace()

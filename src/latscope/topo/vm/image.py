@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from latscope.errors import ConfigError, TopologyError
+from latscope.errors import ConfigError, StoreError, TopologyError
+from latscope.files import write_atomic
 
 BOOT = Path("/boot")
 MODULES_ROOT = Path("/lib/modules")
@@ -264,14 +265,10 @@ def _prune(cache: Path, keep: set[str], kinds: tuple[str, ...]) -> None:
 
 
 def _write_atomic(out: Path, data: bytes) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise TopologyError(f"cannot write {out}: {exc.strerror}") from None
+        write_atomic(out, data)
+    except StoreError as exc:
+        raise TopologyError(str(exc)) from None
 
 
 class _Cpio:

@@ -1,0 +1,51 @@
+"""`latscope --help` lists every verb without importing any of them; each verb loads only its own module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from latscope.cli.main import VERBS, cli
+
+NOT_FOR_HELP = ("numpy", "pyarrow", "duckdb", "scipy", "matplotlib", "jinja2", "pyroute2", "rich", "latscope.store",
+                "latscope.analysis", "latscope.probe", "latscope.trace", "latscope.session",
+                *(target.split(":")[0] for target, _ in VERBS.values()))
+
+
+def _loaded_after(argv: list[str], prefixes: tuple[str, ...]) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, modules with those prefixes) of ``latscope ARGV`` in a fresh interpreter."""
+    code = ("import sys\nfrom latscope.cli.main import main\n"
+            f"rc = main({argv!r})\nsys.stdout.flush()\n"
+            f"print('\\n'.join(sorted(m for m in sys.modules if m.startswith({prefixes!r}))), file=sys.stderr)\n"
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout, r.stderr.split()
+
+
+def test_help_lists_every_verb_and_imports_none() -> None:
+    """--help shows each verb with its summary while numpy, pyarrow and every verb's module stay unloaded."""
+    rc, out, loaded = _loaded_after(["--help"], NOT_FOR_HELP)
+    assert rc == 0
+    assert loaded == []
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.startswith("  ")]
+    assert listed == list(VERBS)
+    assert all(line.split(maxsplit=1)[1][:20] == VERBS[line.split()[0]][1][:20]
+               for line in out.split("Commands:")[1].splitlines() if line.startswith("  "))
+
+
+def test_a_verb_loads_its_module_and_not_the_others() -> None:
+    """`latscope ls --help` imports latscope.cli.ls only, of all the verbs."""
+    verbs = tuple(target.split(":")[0] for target, _ in VERBS.values())
+    rc, _out, loaded = _loaded_after(["ls", "--help"], verbs)
+    assert rc == 0 and loaded == ["latscope.cli.ls"]
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_listed_summary_is_the_commands_own(verb: str) -> None:
+    """The summary --help lists for a verb is the first sentence of that command's help."""
+    cmd = cli.get_command(click.Context(cli), verb)
+    assert cmd is not None and cmd.name is not None
+    assert VERBS[verb][1] == cmd.get_short_help_str(limit=1000)
