@@ -35,8 +35,9 @@ from pathlib import Path
 
 from latscope.errors import TopologyError
 
-#: What the guest runs: the agent (PID 1), the sender/receiver workers, the environment collectors.
-ENTRY_MODULES = ("latscope.remote.agent", "latscope.probe.worker", "latscope.env")
+#: What the guest runs: the agent (PID 1), the sender/receiver workers (forks of the agent), the environment
+#: collectors, the disk writer the agent starts as ``python -m`` (no import statement names it).
+ENTRY_MODULES = ("latscope.remote.agent", "latscope.probe.worker", "latscope.env", "latscope.remote.guestload")
 #: Imported only inside functions the guest calls, outside latscope (numpy.savez imports zipfile).
 EXTRA_MODULES = ("zipfile",)
 #: Top-level parts of the standard library no guest runs.
