@@ -137,8 +137,9 @@ def vm_options(f):
                      help="Pin QEMU threads: vcpu=1,io=1,main=0 (CPU lists: 0-1, 0+2)."),
         click.option("--vm-cwd", "vm_cwd", type=click.Choice(["tmpfs", "9p", "ext4", "ext2"]), default="tmpfs",
                      show_default=True, help="Where the guest's workers run and write --stream-log."),
-        click.option("--vm-root", "vm_root", type=click.Choice(["9p"]), default="9p", show_default=True,
-                     help="The guest's root file system (the host's, read-only over 9p, under a tmpfs overlay)."),
+        click.option("--vm-root", "vm_root", type=click.Choice(["9p", "initramfs"]), default="9p", show_default=True,
+                     help="The guest's root: the host's, read-only over 9p under a tmpfs overlay; or none, "
+                          "latscope and its Python in a self-contained initramfs (built once, cached)."),
         click.option("--vm-boot-timeout", "vm_boot_timeout", type=DURATION, default="180s", show_default=True,
                      help="Give up when the guest's agent has not answered by then."),
         click.option("--vm-append", "vm_append", default="", metavar="ARGS",

@@ -60,7 +60,7 @@ def _run(*argv: str) -> str:
 
 
 def prepare_system() -> None:
-    """What an init would do: scratch space and tracefs (the root is the host's, under a tmpfs overlay)."""
+    """What an init would do: scratch space, tracefs (the root: the host's under a tmpfs overlay, or the initramfs)."""
     for path, fstype in (("/tmp", "tmpfs"), ("/run", "tmpfs"), ("/sys/kernel/tracing", "tracefs")):
         try:
             os.makedirs(path, exist_ok=True)
@@ -72,6 +72,11 @@ def prepare_system() -> None:
         Path("/proc/sys/kernel/hostname").write_text("latscope-guest")
     except OSError:
         pass
+
+
+def mounts() -> list[str]:
+    """The guest's mounts as "device mountpoint type" (what its root is, for run.json)."""
+    return [" ".join(ln.split()[:3]) for ln in Path("/proc/mounts").read_text().splitlines()]
 
 
 def setup_network(req: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +95,10 @@ def setup_network(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("address4"):
         _run("ip", "addr", "add", req["address4"], "dev", ifname)
     if req.get("address6"):
-        _run("ip", "addr", "add", req["address6"], "dev", ifname, "nodad")
+        # No duplicate address detection, so the address is usable at once: through the sysctl rather
+        # than iproute2's "nodad", which busybox's ip (the initramfs root's) does not know.
+        Path(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad").write_text("0")
+        _run("ip", "addr", "add", req["address6"], "dev", ifname)
     _run("ip", "link", "set", ifname, "up")
     return {"ifname": ifname}
 
@@ -257,7 +265,8 @@ class Agent:
             if op == "hello":
                 u = os.uname()
                 self.reply(req, kernel=u.release, nodename=u.nodename, python=sys.version.split()[0],
-                           pid=os.getpid(), uptime_s=float(Path("/proc/uptime").read_text().split()[0]))
+                           pid=os.getpid(), uptime_s=float(Path("/proc/uptime").read_text().split()[0]),
+                           mounts=mounts())
             elif op == "time":
                 # t2: when the request was read; t3: just before the answer is written.
                 self.chan.send({"re": req.header.get("id"), "ok": True, "t2": req.rx_ns,

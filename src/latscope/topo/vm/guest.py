@@ -71,11 +71,13 @@ class Guest:
             "qemu": {"argv": self.qemu.argv, "version": q.qemu_version(), "pid": self.qemu.pid},
             "guest_kernel": self.image.release,
             "initrd_bytes": self.image.initrd_bytes,
+            "root": {"kind": self.image.root, **{k: self.image.contents.get(k) for k in ROOT_FACTS
+                                                  if k in self.image.contents}},
             "boot_s": round(self.boot_s, 3),
             "receiver_ready_s": [round(x, 3) for x in self.ready_s],
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "qemu_started_ns": self.started_ns,
-            "guest": {k: self.hello.get(k) for k in ("kernel", "nodename", "python", "uptime_s")},
+            "guest": {k: self.hello.get(k) for k in ("kernel", "nodename", "python", "uptime_s", "mounts")},
             "threads": [{"tid": tid, "name": name, "role": q.thread_role(name)}
                         for tid, name in sorted(self.threads.items())],
             "pinned": self.pinned,
@@ -96,6 +98,8 @@ class Guest:
 
 
 WORK_PREFIX = "latscope-vm-"
+#: What run.json keeps of a self-contained image's contents (initramfs.build).
+ROOT_FACTS = ("unpacked_bytes", "compression", "files", "python", "packages", "build_s")
 
 
 def _next_token() -> str:
@@ -185,7 +189,7 @@ def _probe_kvm(image: img.GuestImage) -> tuple[bool, str]:
     try:
         spec = q.QemuSpec(name=f"latscope-probe-{os.getpid()}", kernel=image.kernel, initrd=image.initrd,
                           accel="kvm", control=work / "ctl.sock", console=work / "console.log",
-                          agent_argv=q.python_argv(), tap_fd=-1)
+                          agent_argv=q.python_argv(), tap_fd=-1, root_share=image.root == "9p")
         with q.running_qemu(spec) as qemu:
             started = time.monotonic()
             try:
@@ -213,7 +217,9 @@ def running_guest(opts: VmOptions, token: str | None = None,
     affinity = q.parse_affinity(opts.affinity)
     reap_stale()
     t0 = time.monotonic()
-    image = img.guest_image()
+    if opts.root == "initramfs":
+        say("preparing the guest's self-contained initramfs (built once per latscope and Python)")
+    image = img.guest_image(root=opts.root)
     image_s = time.monotonic() - t0
     accel, why = resolve_accel(opts.accel, image)
     work = _workdir()
@@ -232,7 +238,7 @@ def running_guest(opts: VmOptions, token: str | None = None,
                 cpus=opts.cpus, mem_mb=opts.mem_mb, tap_fd=hostnet.tap_fd, guest_mac=hostnet.guest_mac,
                 control=work / "ctl.sock", console=work / "console.log", agent_argv=q.python_argv(),
                 iothread=opts.iothread, disk=disk, cwd_share=share, vhost=q.vhost_available(),
-                extra_append=opts.append,
+                extra_append=opts.append, root_share=opts.root == "9p",
             )
             say(f"booting the guest ({accel}, kernel {image.release})")
             with q.running_qemu(spec) as qemu:
@@ -267,6 +273,7 @@ def running_guest(opts: VmOptions, token: str | None = None,
                     guest.timings = {"image": image_s, "boot": boot_s,
                                      "setup": time.monotonic() - started - boot_s}
                     guest.notes.append(f"accelerator {accel}: {why}")
+                    guest.notes.append(root_note(image))
                     if accel == "tcg":
                         guest.notes.append("the guest CPU is emulated (TCG): latencies through it are not "
                                            "hardware figures")
@@ -282,6 +289,20 @@ def running_guest(opts: VmOptions, token: str | None = None,
         if disk is not None:
             disk.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def root_note(image: img.GuestImage) -> str:
+    """One line on what the guest ran from, with the image's size (the seed's "running from the initrd")."""
+    mb = image.initrd_bytes / 1e6
+    if image.root != "initramfs":
+        return (f"root: the host's root read-only over virtio-9p under a tmpfs overlay; initramfs {mb:.1f} MB "
+                "(busybox and modules)")
+    c = image.contents
+    pkgs = ", ".join(sorted(c.get("packages", {}))) or "no packages"
+    unpacked = c.get("unpacked_bytes", image.initrd_bytes) / 1e6
+    how = f"{c['compression']}, {unpacked:.1f} MB unpacked" if c.get("compression") else "uncompressed"
+    return (f"root: none; latscope ran from a self-contained initramfs of {mb:.1f} MB ({how}: Python "
+            f"{c.get('python', '?')}, {pkgs}, latscope, busybox, modules), no 9p share of the host's root")
 
 
 def sync_clock(link: GuestLink, opts: VmOptions) -> OffsetEstimate:

@@ -12,11 +12,13 @@ and latscope the host has, without an image to build or keep in step.
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from latscope.errors import ConfigError, StoreError, TopologyError
 from latscope.files import write_atomic
@@ -50,6 +52,9 @@ class GuestImage:
     release: str
     initrd_bytes: int
     built: bool  # False when both came from the cache
+    root: str = "9p"
+    #: What a self-contained (initramfs root) image holds: sizes, Python, packages, build time.
+    contents: dict = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -129,14 +134,17 @@ def module_order(modules: Path, wanted: tuple[str, ...] = GUEST_MODULES) -> list
     return order
 
 
-def init_script(modules: list[str]) -> str:
-    """/init of the initramfs: modules, host root over 9p under a tmpfs overlay, switch_root to the agent.
+def init_script(modules: list[str], root: str = "9p") -> str:
+    """/init of the initramfs: modules, then the agent, whose command comes from the kernel command line.
 
-    The agent's command comes from the kernel command line (``latscope.exec=``,
-    commas for spaces), so one cached image serves every checkout of latscope.
+    ``root`` 9p: the host's root read-only over 9p under a tmpfs overlay, and
+    ``switch_root`` into it. ``root`` initramfs: no root file system at all;
+    the agent runs from the initramfs itself, as PID 1.
+    The command is ``latscope.exec=`` (commas for spaces), so one cached image
+    serves every checkout of latscope.
     """
     names = " ".join(Path(m).name for m in modules)
-    return f"""#!/bin/busybox sh
+    head = f"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /lower /upper /newroot
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -147,7 +155,16 @@ for arg in $(/bin/busybox cat /proc/cmdline); do
   case "$arg" in latscope.exec=*) cmd="${{arg#latscope.exec=}}" ;; esac
 done
 fail() {{ echo "latscope-init: $*"; /bin/busybox poweroff -f; }}
-/bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower \\
+"""
+    if root == "initramfs":
+        # The kernel starts /init with no PATH; the agent finds busybox's mount and ip through it.
+        return head.replace("/lower /upper /newroot", "/tmp") + """\
+[ -n "$cmd" ] || fail "no latscope.exec= on the kernel command line"
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+echo "latscope-init: starting ${cmd} from the initramfs"
+exec $(echo "$cmd" | /bin/busybox tr , ' ')
+"""
+    return head + """/bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower \\
   || fail "cannot mount the host root over 9p"
 /bin/busybox mount -t tmpfs -o size=256m tmpfs /upper
 /bin/busybox mkdir -p /upper/u /upper/w
@@ -155,7 +172,7 @@ fail() {{ echo "latscope-init: $*"; /bin/busybox poweroff -f; }}
   || fail "cannot mount the overlay root"
 for d in proc sys dev; do /bin/busybox mount --move /$d /newroot/$d; done
 [ -n "$cmd" ] || fail "no latscope.exec= on the kernel command line"
-echo "latscope-init: starting ${{cmd}}"
+echo "latscope-init: starting ${cmd}"
 exec /bin/busybox switch_root /newroot $(echo "$cmd" | /bin/busybox tr , ' ')
 """
 
@@ -200,8 +217,9 @@ def image_key(kernel: GuestKernel) -> str:
     return h.hexdigest()[:16]
 
 
-def guest_image(kernel: GuestKernel | None = None, cache: Path | None = None) -> GuestImage:
-    """The kernel and initramfs for a guest, from the cache or built now."""
+def guest_image(kernel: GuestKernel | None = None, cache: Path | None = None, root: str = "9p",
+                compress: bool = False) -> GuestImage:
+    """The kernel and initramfs for a guest (``root``: 9p or initramfs), from the cache or built now."""
     kernel = kernel or find_kernel()
     cache = cache or cache_dir()
     try:
@@ -210,23 +228,39 @@ def guest_image(kernel: GuestKernel | None = None, cache: Path | None = None) ->
         raise TopologyError(f"cannot create the VM image cache {cache}: {exc.strerror}") from None
     key = image_key(kernel)
     vmlinux = cache / f"vmlinux-{kernel.release}-{key}"
-    initrd = cache / f"initrd-{kernel.release}-{key}.cpio"
     built = False
     if not vmlinux.is_file():
         decompress_kernel(kernel.vmlinuz, vmlinux)
         built = True
+    if root == "initramfs":
+        # Its own name: a 9p run does not prune it, nor it the 9p image.
+        from latscope.topo.vm import initramfs
+
+        stem = f"pyroot-{kernel.release}-{initramfs.key(kernel)}."
+        initrd = cache / f"{stem}cpio{'.gz' if compress else ''}"
+        if not initrd.is_file() or not initramfs.summary_path(initrd).is_file():
+            initramfs.write_summary(initrd, initramfs.build(kernel, initrd, compress))
+            built = True
+            _prune(cache, {vmlinux.name, stem}, ("vmlinux-", "pyroot-"))
+        try:
+            contents = json.loads(initramfs.summary_path(initrd).read_text())
+        except (OSError, ValueError):
+            contents = {}
+        return GuestImage(vmlinux, initrd, kernel.release, initrd.stat().st_size, built, root, contents)
+    initrd = cache / f"initrd-{kernel.release}-{key}.cpio"
     if not initrd.is_file():
         build_initrd(kernel, initrd)
         built = True
     if built:
-        _prune(cache, keep={vmlinux.name, initrd.name})
+        _prune(cache, {vmlinux.name, initrd.name}, ("vmlinux-", "initrd-"))
     return GuestImage(vmlinux, initrd, kernel.release, initrd.stat().st_size, built)
 
 
-def _prune(cache: Path, keep: set[str]) -> None:
-    """Old images of other keys go: one kernel image is tens of MB."""
+def _prune(cache: Path, keep: set[str], kinds: tuple[str, ...]) -> None:
+    """Old images of other keys go (names starting with ``kinds`` but none of ``keep``): one kernel
+    image is tens of MB, a Python initramfs a hundred or more."""
     for p in cache.iterdir():
-        if p.name.startswith(("vmlinux-", "initrd-")) and p.name not in keep and p.is_file():
+        if p.name.startswith(kinds) and not p.name.startswith(tuple(keep)) and p.is_file():
             p.unlink(missing_ok=True)
 
 
@@ -238,24 +272,58 @@ def _write_atomic(out: Path, data: bytes) -> None:
 
 
 class _Cpio:
-    """A minimal writer of the "newc" cpio format the kernel unpacks as initramfs."""
+    """A minimal writer of the "newc" cpio format the kernel unpacks as initramfs.
 
-    def __init__(self) -> None:
+    With a ``sink`` (a binary file) entries are written as they come, so an
+    image of a few hundred MB never sits in memory; without one, ``finish``
+    returns the bytes.
+    """
+
+    def __init__(self, sink: BinaryIO | None = None) -> None:
         self.parts: list[bytes] = []
+        self.sink = sink
         self.ino = 1
+        self.size = 0
 
-    def _entry(self, name: str, mode: int, data: bytes) -> None:
+    def _emit(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(data)
+        else:
+            self.parts.append(data)
+        self.size += len(data)
+
+    def _header(self, name: str, mode: int, size: int) -> None:
         name_b = name.encode() + b"\0"
-        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
+        fields = [self.ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name_b), 0]
         header = b"070701" + b"".join(f"{v:08x}".encode() for v in fields)
         self.ino += 1
-        self.parts.append(header + name_b + _pad(len(header) + len(name_b)) + data + _pad(len(data)))
+        self._emit(header + name_b + _pad(len(header) + len(name_b)))
+
+    def _entry(self, name: str, mode: int, data: bytes) -> None:
+        self._header(name, mode, len(data))
+        self._emit(data + _pad(len(data)))
 
     def directory(self, name: str) -> None:
         self._entry(name, stat.S_IFDIR | 0o755, b"")
 
     def file(self, name: str, data: bytes, perm: int) -> None:
         self._entry(name, stat.S_IFREG | perm, data)
+
+    def file_from(self, name: str, path: Path, perm: int) -> None:
+        """A regular file copied from ``path`` in chunks."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self._header(name, stat.S_IFREG | perm, size)
+            done = 0
+            while chunk := f.read(1 << 20):
+                self._emit(chunk)
+                done += len(chunk)
+        if done != size:
+            raise TopologyError(f"{path} changed size while the initramfs was written")
+        self._emit(_pad(size))
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
 
     def finish(self) -> bytes:
         self._entry("TRAILER!!!", 0, b"")

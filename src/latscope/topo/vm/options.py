@@ -8,7 +8,7 @@ from typing import Any
 from latscope.errors import ConfigError
 
 CWD_KINDS = ("tmpfs", "9p", "ext4", "ext2")
-ROOT_KINDS = ("9p",)
+ROOT_KINDS = ("9p", "initramfs")
 DIRECTIONS = ("forward", "reverse", "both")
 
 
@@ -23,7 +23,7 @@ class VmOptions:
     iothread: bool = False
     affinity: str | None = None      # vcpu=1,io=1,main=0
     cwd: str = "tmpfs"               # where the guest workers run and write stream logs
-    root: str = "9p"
+    root: str = "9p"                 # 9p: the host's root, read-only; initramfs: self-contained, no root fs
     boot_timeout_s: float = 180.0
     #: Step the guest clock by this much after synchronising it (tests check the estimate against it).
     clock_skew_ns: int = 0
@@ -44,7 +44,7 @@ class VmOptions:
         if self.cwd not in CWD_KINDS:
             raise ConfigError(f"--vm-cwd {self.cwd}: choose from {', '.join(CWD_KINDS)}")
         if self.root not in ROOT_KINDS:
-            raise ConfigError(f"--vm-root {self.root}: only {', '.join(ROOT_KINDS)} is available")
+            raise ConfigError(f"--vm-root {self.root}: choose from {', '.join(ROOT_KINDS)}")
         if not 5 <= self.boot_timeout_s <= 3600:
             raise ConfigError("--vm-boot-timeout must be between 5 s and 1 h")
         if len(self.append) > 1024:

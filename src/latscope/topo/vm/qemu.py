@@ -51,6 +51,8 @@ class QemuSpec:
     cwd_share: Path | None = None
     vhost: bool = False
     extra_append: str = ""
+    #: Share the host's root over 9p (--vm-root 9p); an initramfs root needs nothing from the host.
+    root_share: bool = True
 
 
 @dataclass
@@ -120,8 +122,8 @@ def command_line(spec: QemuSpec, binary: str) -> list[str]:
         "-nodefaults", "-nographic", "-no-reboot", "-no-user-config",
         "-chardev", f"file,id=con,path={spec.console}", "-serial", "chardev:con",
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", append,
-        "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-        "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
+        *(["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+           "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot"] if spec.root_share else []),
         "-chardev", f"socket,id=ctl,path={spec.control},server=on,wait=off",
         "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=ctl,name=org.latscope.ctl",
     ]
@@ -288,5 +290,5 @@ def pin_threads(threads: dict[int, str], affinity: dict[str, set[int]]) -> dict[
 
 
 def python_argv() -> tuple[str, ...]:
-    """How the guest starts latscope's agent: this very interpreter, over the shared root."""
+    """How the guest starts latscope's agent: this very interpreter (over the 9p root, or its copy in the initramfs)."""
     return (sys.executable, "-m", "latscope.remote.agent")
