@@ -14,8 +14,6 @@ fixture's: disk, IO thread, pinning).
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from latscope.trace.breakdown import Options
 from latscope.trace.table import read_table
 from latscope.trace.vmbreakdown import analyse_vm_run
 from latscope.trace.vmpath import FORWARD, REVERSE
+from tests.integration.vm.conftest import vm_unavailable as vm_can_not_boot
 from tests.vmtruth import explained_stages, overlap, preempted_by, stage_windows
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.vm, pytest.mark.timeout(1200)]
@@ -34,15 +33,11 @@ VCPU_STAGES = {n for n, r, d in zip(FORWARD.names, FORWARD.roles, FORWARD.domain
 
 
 def vm_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if not shutil.which("qemu-system-x86_64"):
-        return "qemu-system-x86 is not installed"
-    if not list(Path("/boot").glob("vmlinuz-*")):
-        return "no guest kernel (linux-image-amd64) installed"
-    if len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0):
-        return "the seed's case pins the vCPU and IO threads to CPU 1"
-    return None
+    """Why the seed's case cannot run here: a VM cannot boot, or there is no CPU 1 to pin to."""
+    why = vm_can_not_boot()
+    if why is None and (len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0)):
+        why = "the seed's case pins the vCPU and IO threads to CPU 1"
+    return why
 
 
 @pytest.fixture(scope="module")
