@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import struct
 import threading
 import time
@@ -82,6 +83,16 @@ def _open_tap(ifname: str) -> int:
     return fd
 
 
+def _free_tap_index() -> int:
+    """An interface index whose /dev/tapN does not exist (the range avoids the small indexes namespaces use)."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        n = rng.randrange(20_000, 1_000_000)
+        if not os.path.exists(f"/dev/tap{n}"):
+            return n
+    raise TopologyError("no free /dev/tapN name for the macvtap")
+
+
 def _open_macvtap(index: int, timeout_s: float = 2.0) -> int:
     # devtmpfs makes the node as soon as the link exists; give it a moment.
     path = f"/dev/tap{index}"
@@ -121,7 +132,11 @@ def host_network(variant: str = "bridge", token: str | None = None) -> Iterator[
                     bidx = net.link_lookup(ifname=br_if)[0]
                     net.link("set", index=sidx, master=bidx)
                 else:
-                    net.link("add", ifname=guest_if, kind="macvtap", link=sidx, macvtap_mode="bridge")
+                    # /dev/tapN is named by the ifindex, in the one /dev of all namespaces: a fresh
+                    # namespace's macvtap would get the same small index as another run's (and open
+                    # its device). An index of our own choosing, free in /dev, keeps them apart.
+                    net.link("add", ifname=guest_if, kind="macvtap", link=sidx, macvtap_mode="bridge",
+                             index=_free_tap_index())
             if variant == "bridge":
                 fd = in_namespace(nsname, _open_tap, guest_if)
             with NetNS(nsname) as net:
