@@ -122,7 +122,11 @@ def test_seed_case_names_qemu_threads_as_the_raw_records_show(runs) -> None:
             for c in claims:
                 named += 1
                 assert c.kind == "qemu" and c.name == threads[tid]["label"]
-                assert 0 < c.ns <= seen * 1.05 + 20_000, (p.seq, threads[tid]["label"], c.ns, seen)
+                # The raw records must show the thread on the vCPU's CPU while the vCPU waited. The model
+                # may claim somewhat more than they show: it places switches the trace lost where the
+                # preemption happened (trace/model.py), which the raw records cannot show by definition.
+                assert seen > 0, (p.seq, threads[tid]["label"], c.ns, "named without any raw evidence")
+                assert 0 < c.ns <= seen * 1.5 + 100_000, (p.seq, threads[tid]["label"], c.ns, seen)
             if seen >= 2_000:
                 assert claims, (p.seq, threads[tid]["label"], seen)
     assert named > 0, "no late packet named QEMU's IO or worker threads"
