@@ -30,7 +30,9 @@ from latscope.remote.channel import Channel, ChannelClosed, Frame
 
 PORT_NAME = "org.latscope.ctl"
 CWD = Path("/latscope")
-SCRATCH = Path("/tmp/latscope")
+#: The workers' progress counters (shared mmaps: a tmpfs, never the 9p root). Not under /tmp: a
+#: checkout or venv under the host's /tmp (a CI clone) must stay visible in the guest.
+SCRATCH = Path("/run/latscope")
 PROGRESS_SLOTS = 4
 RB_POWER_OFF = 0x4321FEDC
 
@@ -61,7 +63,7 @@ def _run(*argv: str) -> str:
 
 def prepare_system() -> None:
     """What an init would do: scratch space, tracefs (the root: the host's under a tmpfs overlay, or the initramfs)."""
-    for path, fstype in (("/tmp", "tmpfs"), ("/run", "tmpfs"), ("/sys/kernel/tracing", "tracefs")):
+    for path, fstype in (("/run", "tmpfs"), ("/sys/kernel/tracing", "tracefs")):
         try:
             os.makedirs(path, exist_ok=True)
             _run("mount", "-t", fstype, fstype, path)
