@@ -96,7 +96,7 @@ def _replacing(shown: Path, target: Path, st: os.stat_result | None) -> Iterator
         os.fsync(fd)
         os.rename(tmp, target)
         done = True
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise StoreError(f"cannot write {shown}: {reason(exc)}") from None
     finally:
@@ -139,7 +139,8 @@ def _create_temporary(target: Path) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no free temporary name")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

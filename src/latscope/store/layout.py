@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latscope.errors import ConfigError, FormatError, NotFoundError, StoreError
-from latscope.files import reason, write_atomic
+from latscope.files import fsync_dir, reason, write_atomic
 from latscope.process import pid_alive
 from latscope.safetext import quote
 from latscope.store.runfile import (
@@ -172,9 +172,9 @@ class ResultsStore:
             raise StoreError(f"run {record.run_id} already exists in {self.root}")
         try:
             write_json_atomic(staging / RUN_FILE, record.to_json())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             os.rename(staging, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except StoreError as exc:
             raise StoreError(f"could not save run {record.run_id} in {self.root}: {exc}") from None
         except OSError as exc:
@@ -369,10 +369,3 @@ def _locked(path: Path) -> bool:
         os.close(fd)
     return False
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

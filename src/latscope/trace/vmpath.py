@@ -151,19 +151,24 @@ def _qemu_runs(tl: Timeline, who: np.ndarray, at: np.ndarray) -> tuple[np.ndarra
     return start, cpu, wake
 
 
+def _blank(n: int, nc: int, probe: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checkpoint times, CPUs and rows of ``n`` packets, none seen yet but the probe's own: C0 scheduled,
+    C1 sender woke, the last checkpoint the receiver in user space."""
+    times = np.full((n, nc), MISSING, np.int64)
+    times[:, 0] = probe.get("sched_ns", np.full(n, MISSING))
+    times[:, 1] = probe.get("wake_ns", np.full(n, MISSING))
+    times[:, nc - 1] = probe.get("rx_user_ns", np.full(n, MISSING))
+    return times, np.full((n, nc), -1, np.int64), np.full((n, nc), -1, np.int64)
+
+
 def locate_forward(host: Timeline, guest: Timeline | None, seq: np.ndarray, probe: dict[str, np.ndarray],
                    sender: int, receiver: int, threads: QemuThreads) -> VmPackets:
     """Checkpoints C0..C15 of host -> guest packets ``seq`` (``receiver`` is the guest receiver's pid)."""
     t = host.table
     n = len(seq)
     nc = FORWARD.ncheck
-    times = np.full((n, nc), MISSING, np.int64)
-    cpus = np.full((n, nc), -1, np.int64)
-    rows = np.full((n, nc), -1, np.int64)
+    times, cpus, rows = _blank(n, nc, probe)
     notes: list[str] = []
-    times[:, 0] = probe.get("sched_ns", np.full(n, MISSING))
-    times[:, 1] = probe.get("wake_ns", np.full(n, MISSING))
-    times[:, 15] = probe.get("rx_user_ns", np.full(n, MISSING))
     txm, c2, c3 = _send_side(host, seq, sender)
     _set(times, cpus, rows, 2, t, c2)
     _set(times, cpus, rows, 3, t, c3)
@@ -277,13 +282,8 @@ def locate_reverse(host: Timeline, guest: Timeline | None, seq: np.ndarray, prob
     t = host.table
     n = len(seq)
     nc = REVERSE.ncheck
-    times = np.full((n, nc), MISSING, np.int64)
-    cpus = np.full((n, nc), -1, np.int64)
-    rows = np.full((n, nc), -1, np.int64)
+    times, cpus, rows = _blank(n, nc, probe)
     notes: list[str] = []
-    times[:, 0] = probe.get("sched_ns", np.full(n, MISSING))
-    times[:, 1] = probe.get("wake_ns", np.full(n, MISSING))
-    times[:, 12] = probe.get("rx_user_ns", np.full(n, MISSING))
     if guest is not None:
         g = guest.table
         txm, c2, c3 = _send_side(guest, seq, sender)
