@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"topo"},
     {"trace", "importers"},
     {"report", "leftovers"},
-    {"session"},
+    {"session", "experiment"},
     {"halves"},
     {"cli"},
 ]

@@ -39,5 +39,5 @@ def report(run_refs: tuple[str, ...], output: Path, png_dir: Path | None, title:
     html.write(html.render(data), output)
     click.echo(f"wrote {output}")
     if png_dir is not None:
-        for path in html.write_pngs(data, png_dir):
+        for path in html.write_pngs(data.pngs, png_dir):
             click.echo(f"wrote {path}")

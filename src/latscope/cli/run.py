@@ -255,18 +255,7 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     from latscope.session import measure_all
 
     args = RunArgs(**kwargs)
-    root = can_build_namespaces()
-    topology = args.topology
-    if topology is None:
-        topology = "none" if args.dest else ("veth" if root else "loopback")
-    if topology != "loopback" and topology != "none" and not root:
-        raise PrivilegeError(f"--topology {topology} needs root (network namespaces); "
-                             "run as root or use --topology loopback")
-    is_vm = topology.startswith("vm")
-    cfg = args.config(topology)
-    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
-    vm = args.vm(topology) if is_vm else None
-    check_vm_args(args, cfg, vm)
+    cfg, vm = prepare(args)
     store = store_from(args.results)
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     captures = trace_captures(args.trace, args.trace_events, cfg, args.quiet) + disk_load(args.vm_disk_load, cfg)
@@ -288,6 +277,31 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
              f"sent {packets['sent']}, received {packets['received']}")
     if interrupted:
         ctx.exit(1)
+
+
+def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
+    """Every check of a run's options that needs no set-up: the run's config and VM options, or an error.
+
+    `run` calls it first; `campaign plan` calls it for every cell, so that an impossible level is refused
+    before the first run.
+    """
+    root = can_build_namespaces()
+    topology = args.topology
+    if topology is None:
+        topology = "none" if args.dest else ("veth" if root else "loopback")
+    if topology != "loopback" and topology != "none" and not root:
+        raise PrivilegeError(f"--topology {topology} needs root (network namespaces); "
+                             "run as root or use --topology loopback")
+    cfg = args.config(topology)
+    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
+    vm = args.vm(topology) if topology.startswith("vm") else None
+    check_vm_args(args, cfg, vm)
+    if args.trace or args.trace_events is not None:
+        from latscope.trace.events import resolve
+
+        resolve(args.trace_events)
+    disk_load(args.vm_disk_load, cfg)
+    return cfg, vm
 
 
 #: --vm-* options and their defaults: given without a VM topology they would be silently ignored.

@@ -208,6 +208,32 @@ def quantile_shift(label_a: str, label_b: str, levels: np.ndarray, diff_us: np.n
     return fig
 
 
+@_styled
+def repeat_spread(cells: Sequence[tuple[str, np.ndarray]], metric: str = "p99",
+                  title: str = "Run-to-run spread") -> Figure:
+    """One dot per repeat of each cell (its ``metric``, µs), with the cells' medians as bars.
+
+    A difference between cells is only worth reading when it is larger than
+    the spread of one cell's repeats: this figure shows both at once.
+    """
+    fig = Figure(figsize=(10, 1.6 + 0.32 * max(1, len(cells))), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, values) in enumerate(cells):
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) == 0:
+            continue
+        # Repeats of a cell side by side within its row, in the order they were made.
+        jitter = np.linspace(-0.18, 0.18, len(v)) if len(v) > 1 else np.zeros(1)
+        ax.plot(v, i + jitter, "o", color=COLORS[i % len(COLORS)], markersize=4, alpha=0.8)
+        ax.plot([np.median(v)] * 2, [i - 0.3, i + 0.3], color="black", linewidth=1.2)
+    ax.set_yticks(range(len(cells)), [label for label, _ in cells])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} of each repeat (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    return fig
+
+
 _SVG_START = re.compile(r"<svg\b", re.S)
 
 

@@ -187,6 +187,11 @@ def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
 
 def render(data: ReportData) -> str:
     """The HTML text of the report."""
+    return render_page("report.html.j2", data=data, summary_columns=SUMMARY_COLUMNS)
+
+
+def render_page(template: str, **context: Any) -> str:
+    """A page from one of latscope's templates (report, campaign), with its filters and version."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("latscope.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -194,8 +199,7 @@ def render(data: ReportData) -> str:
     )
     env.filters["us"] = lambda v: "-" if v is None else f"{v:.3f}"
     env.filters["signed"] = lambda v: "-" if v is None else f"{v:+.3f}"
-    return env.get_template("report.html.j2").render(
-        data=data, version=__version__, summary_columns=SUMMARY_COLUMNS)
+    return env.get_template(template).render(version=__version__, **context)
 
 
 def write(text: str, path: Path) -> None:
@@ -203,7 +207,7 @@ def write(text: str, path: Path) -> None:
     write_atomic(path, text)
 
 
-def write_pngs(data: ReportData, directory: Path) -> list[Path]:
+def write_pngs(pngs: list[tuple[str, Any]], directory: Path) -> list[Path]:
     """Every figure as a PNG file in ``directory`` (created if needed)."""
     directory = Path(directory)
     try:
@@ -211,7 +215,7 @@ def write_pngs(data: ReportData, directory: Path) -> list[Path]:
     except OSError as exc:
         raise StoreError(f"cannot write figures into {directory}: {exc.strerror}") from None
     out = []
-    for name, fig in data.pngs:
+    for name, fig in pngs:
         # Each PNG is replaced atomically like the page (and never renamed over a device or a link).
         with atomic_output(directory / name) as fh:
             figures.save_png(fig, fh)
