@@ -80,7 +80,8 @@ def tag(run: dict, key: str) -> str:
 
 
 def no_run_processes() -> bool:
-    out = subprocess.run(["pgrep", "-f", "latscope.cli.main run"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "latscope.cli.main run"], capture_output=True, text=True,
+                         check=False).stdout
     return not out.strip()
 
 
@@ -146,7 +147,8 @@ def test_a_failing_run_is_retried_once_then_reported_and_the_rest_goes_on(result
         wait_for(lambda: running_pid(results, "flaky") not in (None, *stopped), 120, "a run process")
         pid = running_pid(results, "flaky")
         assert pid is not None
-        wait_for(lambda: any((results / d).is_dir() and d.startswith(".") and d.endswith(f"-{pid}")
+        staging = f"-{pid}"
+        wait_for(lambda staging=staging: any((results / d).is_dir() and d.startswith(".") and d.endswith(staging)
                              for d in os.listdir(results)), 60, "the run to be measuring")
         os.kill(pid, signal.SIGTERM)
         stopped.append(pid)
@@ -185,7 +187,7 @@ def test_a_second_runner_of_the_same_campaign_is_refused(results: Path, tmp_path
     second = latscope("campaign", "run", str(camp), "--results", str(results))
     assert second.returncode == 2 and "is being run by another process" in second.stderr
     first.send_signal(signal.SIGINT)
-    out, err = first.communicate(timeout=120)
+    first.communicate(timeout=120)
     assert first.returncode != 0
     st = json.loads(latscope("campaign", "status", str(camp), "--results", str(results), "--json").stdout)
     assert st["failed"] == 0 and st["done"] + st["to_do"] == 2

@@ -11,9 +11,20 @@ from typing import Any
 
 import click
 
-from latscope.cli.common import emit_json, json_option, results_option, stderr_is_tty, store_from, warn
+from latscope.cli.common import (
+    emit_json,
+    json_option,
+    results_option,
+    store_from,
+    warn,
+)
 from latscope.errors import ConfigError
-from latscope.experiment.campaign import Campaign, describe_cells, expected_seconds, load
+from latscope.experiment.campaign import (
+    Campaign,
+    describe_cells,
+    expected_seconds,
+    load,
+)
 from latscope.safetext import printable
 
 FILE = click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
@@ -36,7 +47,8 @@ def loaded(file: Path, sets: tuple[str, ...], repeats: int | None) -> Campaign:
 
 def checked(path: Path, sets: tuple[str, ...] = (), repeats: int | None = None) -> Campaign:
     """The campaign file, read, and every cell's options checked as `latscope run` would check them."""
-    from latscope.cli.run import RunArgs, prepare, run as run_cmd
+    from latscope.cli.run import RunArgs, prepare
+    from latscope.cli.run import run as run_cmd
 
     campaign = loaded(path, sets, repeats)
     for cell in campaign.cells:
@@ -133,12 +145,9 @@ def run_(ctx: click.Context, file: Path, sets: tuple[str, ...], repeats: int | N
     c = checked(file, sets, repeats)
     store = store_from(results)
     raise_on_signals()
-    tty = stderr_is_tty()
 
     def notify(text: str) -> None:
-        click.echo(f"latscope: campaign {c.name}: {text}", err=True)
-        if not tty:
-            click.get_text_stream("stderr").flush()
+        click.echo(f"latscope: campaign {c.name}: {text}", err=True)  # echo flushes: progress shows in logs too
 
     state = Runner(c, store, notify, retry_failed, max_runs).run()
     counts = state.counts()
@@ -185,8 +194,8 @@ def status(file: Path, sets: tuple[str, ...], repeats: int | None, results: str 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling.")
 @results_option
 @json_option
-def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path | None, png_dir: Path | None, title: str | None, resamples: int, seed: int,
-           results: str | None, as_json: bool) -> None:
+def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path | None, png_dir: Path | None,
+           title: str | None, resamples: int, seed: int, results: str | None, as_json: bool) -> None:
     """One HTML page: every factor's levels against its baseline, interactions, spread, figures."""
     from latscope.analysis.compare import Settings
     from latscope.analysis.window import Range
@@ -198,8 +207,8 @@ def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path 
     run_ids = done_runs(c, store)
     rng = Range(c.from_ns, c.to_ns, c.skip_warmup_ns or 0)
     rng.check()
-    repeats, missing = read_repeats(c, store, run_ids, rng)
-    found = findings(c, repeats, missing, Settings(resamples=resamples, seed=seed))
+    made, missing = read_repeats(c, store, run_ids, rng)
+    found = findings(c, made, missing, Settings(resamples=resamples, seed=seed))
     if missing:
         warn(f"{len(missing)} of {len(c.plan())} planned runs are not made (yet): the report uses the others")
     if as_json:
@@ -220,5 +229,5 @@ def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path 
 
 
 def _human(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

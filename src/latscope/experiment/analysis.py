@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from latscope.analysis.compare import HIGHER, LOWER, SAME, Comparison, RunData, Settings, compare_pair
+from latscope.analysis.compare import (
+    HIGHER,
+    LOWER,
+    SAME,
+    Comparison,
+    RunData,
+    Settings,
+    compare_pair,
+)
 from latscope.analysis.runview import RunView
 from latscope.analysis.window import Range
 from latscope.errors import ConfigError
@@ -94,7 +102,7 @@ class Findings:
             row: dict[str, Any] = {"cell": cell.name, "levels": dict(cell.levels), "repeats": len(runs),
                                    "run_ids": [r.run_id for r in runs]}
             for key in [k for k, _ in CELL_STATS] + ["max", "lost"]:
-                vals = [r.stats_us[key] for r in runs if r.stats_us.get(key) is not None]
+                vals = [v for r in runs if (v := r.stats_us.get(key)) is not None]
                 row[key] = round(float(np.median(vals)), 3) if vals else None
                 if key != "lost":
                     row[f"{key}_repeats"] = [r.stats_us[key] for r in runs]
@@ -156,8 +164,9 @@ def read_repeats(campaign: Campaign, store: ResultsStore, run_ids: dict[str, str
 
 
 def findings(campaign: Campaign, repeats: list[RepeatRun], missing: list[str],
-             settings: Settings = Settings()) -> Findings:
+             settings: Settings | None = None) -> Findings:
     """Every factor's levels against its baseline level, with the runs of all cells of each level."""
+    settings = settings or Settings()
     if not repeats:
         raise ConfigError(f"campaign {campaign.name} has no stored runs yet (`latscope campaign run` first)")
     effects: dict[str, list[Effect]] = {}

@@ -218,7 +218,7 @@ def parse(doc: Mapping[str, Any], path: Path, lines: dict[str, int] | None = Non
     retries = _typed(doc, "retries", int, 1, fail)
     if not 0 <= retries <= 5:
         raise fail("`retries` must be between 0 and 5", "retries")
-    windows = {}
+    windows: dict[str, int | None] = {}
     for key in ("skip_warmup", "from", "to"):
         value = doc.get(key)
         if value is None:

@@ -41,6 +41,6 @@ def figures_of(f: Findings, keep_png: bool = False) -> tuple[list[Figure], list[
 
 
 def render(f: Findings, title: str, figs: list[Figure]) -> str:
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return render_page("campaign.html.j2", title=title, generated=generated, doc=f.as_json(), figures=figs,
                        campaign=f.campaign, settings=f.settings)

@@ -47,7 +47,7 @@ def state_dir(root: Path, name: str) -> Path:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -209,8 +209,9 @@ def launch(cmd: list[str], log: Path, on_start: Callable[[int], None]) -> Attemp
     """Run one `latscope run` to its end; its stderr goes to ``log``; a stop of ours is passed on to it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as err:
+        # preexec_fn runs one prctl between fork and exec; the runner has no other threads.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509
         on_start(proc.pid)
         try:
             out, _ = proc.communicate()
@@ -314,7 +315,7 @@ class Runner:
 
 
 def _eta(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -338,7 +339,7 @@ def done_runs(campaign: Campaign, store: ResultsStore) -> dict[str, str]:
         if entry.get("status") == "done" and entry.get("run_id") in complete:
             out[run.key] = entry["run_id"]
         elif complete:
-            out[run.key] = sorted(complete)[0]
+            out[run.key] = min(complete)
     return out
 
 
