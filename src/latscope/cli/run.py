@@ -23,7 +23,7 @@ from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
 from latscope.report.text import context_lines, summary_text
 from latscope.safetext import quote
-from latscope.topo.base import TOPOLOGIES
+from latscope.topo.available import TOPOLOGIES, available
 
 #: Memory a run holds per packet at its peak: both halves' columns, the merged columns and the summary's copies.
 RUN_BYTES_PER_PACKET = 600
@@ -262,6 +262,9 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     if topology != "loopback" and topology != "none" and not root:
         raise PrivilegeError(f"--topology {topology} needs root (network namespaces); "
                              "run as root or use --topology loopback")
+    refused = available(topology)
+    if refused:
+        raise ConfigError(f"--topology {topology}: {refused}")
     is_vm = topology.startswith("vm")
     cfg = args.config(topology)
     check_memory(cfg.count, RUN_BYTES_PER_PACKET)
