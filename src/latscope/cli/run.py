@@ -227,8 +227,9 @@ class RunArgs:
 
 @click.command()
 @click.option("--topology", type=click.Choice(list(TOPOLOGIES)), default=None,
-              help="Path under test [default: veth as root, else loopback]; vm: a QEMU guest on a bridge "
-                   "(vm:macvtap: on a macvtap).")
+              help="Path under test [default: veth as root, else loopback]; bridge, macvlan, vxlan, xdp: other "
+                   "host paths between namespaces (docs/run.md); vm: a QEMU guest on a bridge (vm:macvtap: on a "
+                   "macvtap); one this machine cannot build (ovs without the openvswitch module) is refused.")
 @click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
 @probe_options
 @vm_options

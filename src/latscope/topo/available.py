@@ -57,7 +57,7 @@ def ovs_reason(sys_module: Path = SYS_MODULE, modules_root: Path = MODULES_ROOT)
         except OSError:
             continue
     if not (sys_module / "openvswitch").exists() and not listed:
-        return f"no openvswitch module in this kernel ({release}; {CONFIG['ovs']}: not loaded, built in or installed)"
+        return f"no openvswitch module in this kernel {release} ({CONFIG['ovs']}: not loaded, built in or installed)"
     return "latscope has no Open vSwitch builder yet (the kernel module is there)"
 
 
