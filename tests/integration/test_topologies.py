@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def test_run_across_topology_receives_every_packet_and_leaves_nothing(kind: str,
     before = root_links()
     proc = subprocess.run([str(BIN / "latscope"), "run", "--topology", kind, "--count", "300", "--period", "1ms",
                            "--quiet", "--json", *([family] if family else [])],
-                          env={**os.environ, "LATSCOPE_RESULTS": str(results)}, capture_output=True, text=True,
+                          env={**os.environ, "LATSCOPE_RESULTS": str(results)}, capture_output=True, text=True, check=False,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -170,7 +169,7 @@ def test_killed_run_is_reaped_by_the_next(kind: str, tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert namespaces_of(proc.pid) == sorted(left)  # a SIGKILL gives no chance to clean up
     nxt = subprocess.run([str(BIN / "latscope"), "run", "--topology", kind, "--count", "300", "--period", "1ms",
-                          "--quiet"], env=env, capture_output=True, text=True, timeout=180)
+                          "--quiet"], env=env, capture_output=True, text=True, timeout=180, check=False)
     assert nxt.returncode == 0, nxt.stderr
     assert_nothing_left(proc.pid, before, prog_ids)
     for w in workers:
