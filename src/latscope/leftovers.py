@@ -4,7 +4,7 @@ SIGKILL gives a process no chance to clean up, so everything latscope
 creates outside a run directory carries its creator's pid in its name, and
 a name whose process no longer exists is a leftover:
 
-- network namespaces ``latscope-<pid>-tx``, ``-rx``, ``-probe`` (topo.netns);
+- network namespaces ``latscope-<pid>-tx``, ``-rx``, ``-probe`` (latscope.netns);
 - tracefs instances ``latscope-<pid>-run``, each holding its trace buffer (trace.tracefs);
 - staging directories ``.staging-<run>-<pid>`` in the results root, which a
   live run also holds a lock on, and write probes ``.write-test-<pid>``
@@ -82,7 +82,7 @@ def _dead_owner(name: str, pattern: re.Pattern[str]) -> bool:
 
 
 def _namespaces(removed: list[str], kept: list[str]) -> None:
-    from latscope.topo import netns
+    from latscope import netns
 
     if os.geteuid() != 0:
         kept += [f"namespace {n} (removing it needs root)" for n in netns.stale()]

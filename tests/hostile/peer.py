@@ -20,7 +20,7 @@ from typing import Any
 
 from latscope.errors import TopologyError
 from latscope.probe import wire
-from latscope.probe.netns import enter
+from latscope.netns import enter
 
 #: Source port of every forged datagram: the tests' nftables drop rules spare it.
 FORGER_SPORT = 40_404

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from latscope.topo import netns
+from latscope import netns
 from latscope.trace.tracefs import find_tracefs
 from tests.unit.store.test_staging_reap import dead_pid
 

@@ -18,7 +18,7 @@ from typing import Any
 #: Last key components that change from run to run whatever the configuration.
 VOLATILE = {
     "captured_at", "pid", "base_time_ns", "stream", "name", "tags", "git_commit", "created", "port",
-    "ifindex", "address",
+    "ifindex", "address", "ifname", "namespace", "mac", "prog_id",
 }
 #: Whole subtrees that describe the moment, not the setup.
 VOLATILE_PREFIXES = ("environment.after.", "environment.topology.namespaces", "environment.topology.interfaces")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from latscope.analysis.compare import RunData
 
 #: Topologies whose two ends read the same clock (one host, one kernel).
-SAME_CLOCK_TOPOLOGIES = {"loopback", "veth", "bridge", "macvlan", "tap"}
+SAME_CLOCK_TOPOLOGIES = {"loopback", "veth", "bridge", "macvlan", "vxlan", "xdp", "tap"}
 
 
 @dataclass(frozen=True)

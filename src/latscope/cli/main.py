@@ -24,7 +24,7 @@ VERBS = {
     "show": ("latscope.cli.show:show",
              "Summarise a stored run (id, unique id prefix, name, 'latest' or a run directory)."),
     "doctor": ("latscope.cli.doctor:doctor",
-               "Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs."),
+               "Check what this host can measure: privileges, kernel, clocks, timestamping, tracing, qdiscs, topologies."),
     "import": ("latscope.cli.importcmd:import_",
                "Import FILE written by another tool (csv, isochron .dat, irtt JSON, sockperf --full-log) as a run."),
     "sql": ("latscope.cli.sql:sql",

@@ -23,7 +23,7 @@ from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.report.document import run_document
 from latscope.report.text import context_lines, summary_text
 from latscope.safetext import quote
-from latscope.topo.base import TOPOLOGIES
+from latscope.topo.available import TOPOLOGIES, available
 
 #: Memory a run holds per packet at its peak: both halves' columns, the merged columns and the summary's copies.
 RUN_BYTES_PER_PACKET = 600
@@ -227,8 +227,9 @@ class RunArgs:
 
 @click.command()
 @click.option("--topology", type=click.Choice(list(TOPOLOGIES)), default=None,
-              help="Path under test [default: veth as root, else loopback]; vm: a QEMU guest on a bridge "
-                   "(vm:macvtap: on a macvtap).")
+              help="Path under test [default: veth as root, else loopback]; bridge, macvlan, vxlan, xdp: other "
+                   "host paths between namespaces (docs/run.md); vm: a QEMU guest on a bridge (vm:macvtap: on a "
+                   "macvtap); one this machine cannot build (ovs without the openvswitch module) is refused.")
 @click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
 @probe_options
 @vm_options
@@ -292,6 +293,9 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
     if topology != "loopback" and topology != "none" and not root:
         raise PrivilegeError(f"--topology {topology} needs root (network namespaces); "
                              "run as root or use --topology loopback")
+    refused = available(topology)
+    if refused:
+        raise ConfigError(f"--topology {topology}: {refused}")
     cfg = args.config(topology)
     check_memory(cfg.count, RUN_BYTES_PER_PACKET)
     vm = args.vm(topology) if topology.startswith("vm") else None

@@ -103,6 +103,18 @@ def vm_checks(kv: dict[str, Any]) -> list[Check]:
     return out
 
 
+def topology_check(reasons: dict[str, str | None]) -> Check:
+    """`run --topology`: which topologies this machine can build, and why not the others.
+
+    ``reasons`` is topology -> None (can build) or the reason it cannot, as
+    latscope.topo.available answers (the caller asks it: env sits below topo).
+    """
+    can = [k for k, why in reasons.items() if why is None]
+    cannot = [f"{k}: {why}" for k, why in reasons.items() if why is not None]
+    return Check("topologies", OK if not cannot else INFO, "can build: " + (", ".join(can) or "none"),
+                 "cannot build: " + "; ".join(cannot) if cannot else "")
+
+
 def leftovers_check(removed: tuple[str, ...], kept: tuple[str, ...]) -> Check:
     """What killed latscope processes had left behind (latscope.leftovers), removed now or kept."""
     if kept:
@@ -113,8 +125,8 @@ def leftovers_check(removed: tuple[str, ...], kept: tuple[str, ...]) -> Check:
     return Check("leftovers", OK, "none (no namespace, tracefs instance or staging directory of a killed run)")
 
 
-def verdict(found: list[Check]) -> dict[str, list[str]]:
-    """What this host can and cannot measure, in a few plain sentences."""
+def verdict(found: list[Check], topologies: dict[str, str | None] | None = None) -> dict[str, list[str]]:
+    """What this host can and cannot measure, in a few plain sentences (``topologies``: topology_check's input)."""
     by = {c.name: c for c in found}
     can, cannot = [], []
     root = by["root"].status == OK
@@ -141,6 +153,13 @@ def verdict(found: list[Check]) -> dict[str, list[str]]:
         cannot.append("VM runs (QEMU, a guest kernel or busybox missing)")
     if by["etf"].status != OK:
         cannot.append("SO_TXTIME launch times (--txtime): no ETF qdisc")
+    host = ("bridge", "macvlan", "vxlan", "xdp")
+    paths = [k for k in host if topologies and k in topologies and topologies[k] is None]
+    if paths:
+        can.append(f"one-way latency across other host paths (--topology {'|'.join(paths)})")
+    for kind, why in (topologies or {}).items():
+        if why is not None:
+            cannot.append(f"--topology {kind}: {why}")
     return {"can": can, "cannot": cannot}
 
 

@@ -1,4 +1,4 @@
-"""The two ethtool ioctls latscope needs: driver name and timestamping capabilities."""
+"""The ethtool ioctls latscope needs: driver name, timestamping capabilities, TX checksum offload."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_GET_TS_INFO = 0x00000041
+ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM = 0x00000016, 0x00000017
 
 _TS_FLAGS = {
     "tx_hardware": 1 << 0,
@@ -29,6 +30,23 @@ def _ioctl(sock: socket.socket, ifname: str, payload: ctypes.Array) -> bool:
     except OSError:
         return False
     return True
+
+
+def tx_checksum(sock: socket.socket, ifname: str) -> bool | None:
+    """Whether ``ifname`` leaves TX checksums to the device (offload), None when it does not say."""
+    buf = (ctypes.c_char * 8)()
+    struct.pack_into("I", buf, 0, ETHTOOL_GTXCSUM)
+    if not _ioctl(sock, ifname, buf):
+        return None
+    return bool(struct.unpack_from("I", buf, 4)[0])
+
+
+def set_tx_checksum(sock: socket.socket, ifname: str, on: bool) -> None:
+    """Switch TX checksum offload of ``ifname`` (``ethtool -K IF tx on|off``); OSError when refused."""
+    buf = (ctypes.c_char * 8)()
+    struct.pack_into("II", buf, 0, ETHTOOL_STXCSUM, int(on))
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(buf))
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
 
 
 def driver(sock: socket.socket, ifname: str) -> str | None:

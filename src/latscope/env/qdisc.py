@@ -11,7 +11,6 @@ import errno
 import os
 from typing import Any
 
-from latscope.stopping import deferred
 from latscope.testhooks import hold
 
 KINDS = ("etf", "taprio")
@@ -24,14 +23,10 @@ def probe_kinds(kinds: tuple[str, ...] = KINDS) -> dict[str, bool | None]:
     from pyroute2 import NetNS
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from latscope.topo import netns as ns
+    from latscope import netns as ns
 
-    name = ns.name(ns.owner_token(), "probe")
     result: dict[str, bool | None] = {}
-    # A stop signal waits until the namespace is gone again (it used to land between create and
-    # remove and leave it behind); the probe takes a few milliseconds.
-    with deferred():
-        ns.create(name)
+    with ns.scratch("probe") as name:
         try:
             hold("probe")
             with NetNS(name) as net:
@@ -46,8 +41,6 @@ def probe_kinds(kinds: tuple[str, ...] = KINDS) -> dict[str, bool | None]:
                         result[kind] = None
         except OSError:
             result = {k: None for k in kinds}
-        finally:
-            ns.remove(name)
     return result
 
 

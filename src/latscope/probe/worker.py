@@ -26,7 +26,8 @@ import numpy as np
 
 from latscope.errors import LatscopeError
 from latscope.files import atomic_output, write_atomic
-from latscope.probe import netns, rt
+from latscope import netns
+from latscope.probe import rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import to_numpy
 from latscope.probe.hwstamp import hardware_timestamping

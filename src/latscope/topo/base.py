@@ -1,55 +1,28 @@
-"""The path under test as the probe sees it: two sides, each maybe in a namespace."""
+"""Which topology a run gets: one function builds any of them by name, and removes all of it afterwards."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from latscope.errors import ConfigError
+from latscope.topo.available import TOPOLOGIES, available
+from latscope.topo.path import Side, TopologyPath
 
-TOPOLOGIES = ("veth", "loopback", "none", "vm", "vm:bridge", "vm:macvtap")
-
-
-@dataclass(frozen=True)
-class Side:
-    """One end: the namespace it runs in (None: the controller's), its interface and addresses."""
-
-    netns: str | None
-    ifname: str | None
-    address4: str | None
-    address6: str | None
-    mac: str | None = None
-    #: The guest's control link when this side runs in a VM (its workers start there).
-    agent: Any = None
-
-
-@dataclass(frozen=True)
-class TopologyPath:
-    """What the sender and receiver need to know about the path, and how it was built."""
-
-    kind: str
-    sender: Side
-    receiver: Side
-    description: dict[str, Any] = field(default_factory=dict)
-    #: The running guest of a VM topology (latscope.topo.vm.guest.Guest).
-    guest: Any = None
+__all__ = ["TOPOLOGIES", "Side", "TopologyPath", "open_topology"]
 
 
 @contextlib.contextmanager
 def open_topology(kind: str, *, dest: str | None = None, token: str | None = None, vm: Any = None,
                   notify: Any = None) -> Iterator[TopologyPath]:
     """Build topology ``kind`` for the duration of the ``with`` block, removing all of it afterwards."""
+    if kind not in TOPOLOGIES:
+        raise ConfigError(f"unknown topology {kind!r} (choose from {', '.join(TOPOLOGIES)})")
     if kind == "vm" or kind.startswith("vm:"):
         from latscope.topo.vm.topology import vm_topology
 
         with vm_topology(vm, token=token, notify=notify) as path:
-            yield path
-    elif kind == "veth":
-        from latscope.topo.veth import veth_pair
-
-        with veth_pair(token=token) as path:
             yield path
     elif kind == "loopback":
         yield TopologyPath(
@@ -68,4 +41,33 @@ def open_topology(kind: str, *, dest: str | None = None, token: str | None = Non
             {"kind": "none", "dest": dest},
         )
     else:
-        raise ConfigError(f"unknown topology {kind!r} (choose from {', '.join(TOPOLOGIES)})")
+        with _host_builder(kind)(token=token) as path:
+            yield path
+
+
+def _host_builder(kind: str) -> Any:
+    """The builder of a host topology (namespaces only); ones this machine cannot build are refused first."""
+    reason = available(kind)
+    if reason:
+        raise ConfigError(f"--topology {kind}: {reason}")
+    if kind == "veth":
+        from latscope.topo.veth import veth_pair
+
+        return veth_pair
+    if kind == "bridge":
+        from latscope.topo.bridge import bridge_path
+
+        return bridge_path
+    if kind == "macvlan":
+        from latscope.topo.macvlan import macvlan_path
+
+        return macvlan_path
+    if kind == "vxlan":
+        from latscope.topo.vxlan import vxlan_path
+
+        return vxlan_path
+    if kind == "xdp":
+        from latscope.topo.xdp import xdp_path
+
+        return xdp_path
+    raise ConfigError(f"--topology {kind}: latscope has no builder for it")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latscope.topo import netns as ns
+from latscope import netns as ns
 
 
 def vm_unavailable() -> str | None:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latscope import netns as ns
 from latscope.errors import ConfigError, TopologyError
 from latscope.remote.clock import OffsetEstimate
 from latscope.remote.host import GuestLink, connect_error
-from latscope.topo import netns as ns
 from latscope.topo.vm import image as img
 from latscope.topo.vm import net as vmnet
 from latscope.topo.vm import qemu as q

@@ -18,14 +18,13 @@ import fcntl
 import os
 import random
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from latscope import netns as ns
 from latscope.errors import TopologyError
-from latscope.probe.netns import CLONE_NEWNET, NETNS_RUN_DIR, _libc
-from latscope.topo import netns as ns
+from latscope.netns import in_namespace
 
 HOST_ADDR4, GUEST_ADDR4, PREFIX4 = "198.18.0.1", "198.18.0.2", 30
 HOST_ADDR6, GUEST_ADDR6, PREFIX6 = "2001:2::1", "2001:2::2", 64
@@ -47,30 +46,6 @@ class HostNet:
     tap_fd: int
     variant: str
     devices: tuple[str, ...]
-
-
-def in_namespace(nsname: str, fn, *args):
-    """Run ``fn`` in a short-lived thread that entered ``nsname`` (setns changes only the calling thread)."""
-    box: dict[str, object] = {}
-
-    def body() -> None:
-        try:
-            fd = os.open(os.path.join(NETNS_RUN_DIR, nsname), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(f"setns {nsname}")
-            finally:
-                os.close(fd)
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=body, name="latscope-netns")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
 
 
 def _open_tap(ifname: str) -> int:

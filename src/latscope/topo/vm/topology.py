@@ -8,7 +8,7 @@ from typing import Any
 
 from latscope.errors import PrivilegeError
 from latscope.privileges import can_build_namespaces
-from latscope.topo.base import Side, TopologyPath
+from latscope.topo.path import Side, TopologyPath
 from latscope.topo.vm import net as vmnet
 from latscope.topo.vm.guest import Guest, running_guest
 from latscope.topo.vm.options import VmOptions
