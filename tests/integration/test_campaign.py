@@ -230,3 +230,20 @@ def test_seed_example_makes_vm_runs_at_a_small_count(results: Path, latscope) ->
     assert all(x["config"]["topology"] == "vm" and x["summary"]["packets"]["received"] == 300 for x in runs)
     st = json.loads(latscope("campaign", "status", example, *trial, "--results", str(results), "--json").stdout)
     assert (st["done"], st["to_do"]) == (2, 10)
+
+
+def test_a_run_deleted_from_the_store_is_made_again(results: Path, tmp_path: Path, latscope) -> None:
+    camp = tmp_path / "d.toml"
+    camp.write_text('name = "del"\nrepeats = 2\n[base]\ntopology = "veth"\ncount = 300\n')
+    assert latscope("campaign", "run", str(camp), "--results", str(results), timeout=300).returncode == 0
+    first = stored(results)
+    assert len(first) == 2
+    import shutil
+
+    shutil.rmtree(results / first[0]["run_id"])
+    st = json.loads(latscope("campaign", "status", str(camp), "--results", str(results), "--json").stdout)
+    assert (st["done"], st["to_do"]) == (1, 1)
+    again = latscope("campaign", "run", str(camp), "--results", str(results), timeout=300)
+    assert again.returncode == 0, again.stderr
+    after = stored(results)
+    assert len(after) == 2 and first[1]["run_id"] in {r["run_id"] for r in after}

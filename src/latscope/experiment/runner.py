@@ -159,6 +159,10 @@ def reconcile(state: State, store: ResultsStore, campaign: Campaign, notify: Not
     stored = campaign_runs(store, campaign)
     for key, entry in state.doc["runs"].items():
         complete = [r for r in stored.get(key, []) if r.record.status == "complete"]
+        if entry["status"] == "done" and entry.get("run_id") not in {r.run_id for r in complete}:
+            # Its run left the store (deleted, moved): the campaign is missing it, so it is made again.
+            entry.update(status="pending", lost_run=entry.get("run_id"))
+            entry.pop("run_id", None)
         if entry["status"] != "done" and complete:
             entry.update(status="done", run_id=complete[0].run_id, adopted=True)
             if entry["attempts"] and entry["attempts"][-1].get("outcome") is None:
@@ -350,7 +354,7 @@ def status(campaign: Campaign, store: ResultsStore) -> dict[str, Any]:
     cells: dict[str, dict[str, Any]] = {}
     for run in campaign.plan():
         entry = state.entry(run)
-        st = "done" if run.key in done else entry["status"]
+        st = "done" if run.key in done else "pending" if entry["status"] == "done" else entry["status"]
         c = cells.setdefault(run.cell.name, {"cell": run.cell.name, "levels": dict(run.cell.levels), "done": 0,
                                              "to_do": 0, "failed": 0, "running": 0, "run_ids": [], "errors": [],
                                              "interrupted_attempts": 0})
