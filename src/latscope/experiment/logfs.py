@@ -180,4 +180,4 @@ class LogFs:
         device = device or m.source
         self.info = {"device": device, "backing_file": mounts.loop_backing(device) if self.image else None,
                      "image_bytes": self.size_bytes, "mount_options": m.options, "fs_options": m.super_options,
-                     "fstype": m.fstype}
+                     "fstype": m.fstype, "mkfs_options": MKFS_EXTRA.get(self.fs, [])}
