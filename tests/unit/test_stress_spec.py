@@ -9,7 +9,12 @@ import pytest
 from latscope.errors import ConfigError
 from latscope.experiment import results
 from latscope.experiment.spec import (
-    DEFAULT_IO_SIZE, DEFAULT_NET_RATE, check_plan, check_tools, parse_all, parse_stress,
+    DEFAULT_IO_SIZE,
+    DEFAULT_NET_RATE,
+    check_plan,
+    check_tools,
+    parse_all,
+    parse_stress,
 )
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "stress"
