@@ -12,10 +12,12 @@ a name whose process no longer exists is a leftover:
 - the scratch directory of `latscope send`, ``latscope-send-<pid>-*`` in the temporary directory;
 - the directory the workers of a run write their results to, ``latscope-work-<pid>-*`` in /dev/shm
   (session.worker_dir);
-- a VM run's work directory and disk image (topo.vm.guest; QEMU itself dies with its controller).
+- a VM run's work directory and disk image (topo.vm.guest; QEMU itself dies with its controller);
+- the file system of a run's stream logs (--log-fs): a tmpfs named ``latscope-<pid>-logs``, or an ext2/ext4
+  image in ``latscope-logfs-<pid>-*`` in the temporary directory, mounted through a loop device (latscope.mounts).
 
 Worker processes are not in the list: they end with their controller
-(probe.worker.die_with_parent).
+(probe.worker.die_with_parent), and so do --stress loads (experiment.procs).
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
     from latscope.topo.vm.guest import reap_stale as reap_vm_work
 
     removed += [f"VM work {p}" for p in reap_vm_work(tmp)]
+    from latscope import mounts
+
+    gone, left = mounts.reap_stale(tmp)
+    removed += gone
+    kept += left
     return Reaped(tuple(removed), tuple(kept))
 
 

@@ -47,13 +47,14 @@ class Capture(Protocol):
     """Something recorded alongside the probe (kernel traces): started before, stopped after."""
 
     def start(self, workdir: Path, path: TopologyPath) -> dict[str, Any]:
-        """Begin recording; return extra worker spec fields (e.g. ``trace_marker``)."""
+        """Begin recording; return extra worker spec fields (``trace_marker``; ``stream_logs``: role -> path)."""
 
     def stop(self, workdir: Path) -> dict[str, Any]:
-        """Stop recording, leave files in ``workdir``; return {'record': {...}, 'completeness': {...}}."""
+        """Stop recording, leave files in ``workdir``; return {'record': {...}, 'completeness': {...}} and
+        optionally 'config': {...} (settings to record in run.json's config)."""
 
     def close(self) -> None:
-        """Release everything (also after errors); must be safe to call twice."""
+        """Release everything (also after errors); must be safe to call twice. Captures close in reverse order."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,8 @@ def measure_all(
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
             cap_results = [cap.stop(runs[0].stage) for cap in captures]
         finally:
-            for cap in captures:
+            # Last started, first closed: a load writing into a log file system ends before it is unmounted.
+            for cap in reversed(captures):
                 cap.close()
         guest_doc = _finish_guest(topo.guest) if topo.guest is not None else None
         outcomes = []
@@ -237,17 +239,20 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
     # A half in the guest writes the marker of the guest's own trace instance (trace.guestcapture).
     recv_marker = extra.get("trace_marker" if leg.receiver.agent is None else "guest_trace_marker")
     send_marker = extra.get("trace_marker" if leg.sender.agent is None else "guest_trace_marker")
+    # --log-dir/--log-fs (experiment.logfs) put the stream logs elsewhere during the run.
+    logs = extra.get("stream_logs") or {}
     recv_spec = ReceiverSpec(
         listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
         mlock=cfg.mlock, netns=leg.receiver.netns,
-        stream_log=str(stage / "stream-receiver.log") if cfg.stream_log else None,
+        stream_log=logs.get("receiver", str(stage / "stream-receiver.log")) if cfg.stream_log else None,
         trace_marker=recv_marker,
         idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
         key_file=cfg.key_file,
     )
     hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
     send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
-                            stream_log=stage / "stream-sender.log" if cfg.stream_log else None,
+                            stream_log=Path(logs.get("sender", stage / "stream-sender.log")) if cfg.stream_log
+                            else None,
                             trace_marker=send_marker, stream=leg.stream, hello=hello)
     return _LegRun(leg, run_id, stage, send_spec, recv_spec, tx_ep, rx_ep)
 
@@ -362,6 +367,8 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     config = {**cfg.to_json(), "sender_endpoint": endpoint_doc(lr.tx_ep),
               "receiver_endpoint": endpoint_doc(lr.rx_ep), "base_time_ns": s_info.get("base_time_ns"),
               "stream": lr.leg.stream}
+    for res in cap_results:
+        config.update(res.get("config", {}))
     name = cfg.name
     if guest is not None:
         env["guest"] = guest_env

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"safetext", "files"},
     {"units", "contract", "timebase", "privileges", "process", "stopping", "testhooks"},
-    {"store"},
+    {"store", "mounts"},
     {"netns"},
     {"env"},
     {"probe"},

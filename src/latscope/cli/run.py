@@ -197,6 +197,9 @@ class RunArgs:
     tags: tuple[str, ...]
     trace: bool
     trace_events: str | None
+    stress: tuple[str, ...]
+    log_dir: str | None
+    log_fs: str | None
     results: str | None
     as_json: bool
     quiet: bool
@@ -247,21 +250,36 @@ class RunArgs:
               help="Record kernel events during the run (for `latscope breakdown`; needs root).")
 @click.option("--trace-events", "trace_events", default=None, metavar="CHANGES",
               help="Add or remove traced events: +GROUP[:EVENT],-GROUP[:EVENT] (e.g. -block,+kvm:kvm_exit).")
+@click.option("--stress", "stress", multiple=True, metavar="KIND[:ITEMS]",
+              help="A load during the run (repeatable): net[:udp|tcp,streams=N,rate=R,size=B] (iperf3 on the "
+                   "probe's path), io[:dir=PATH,bs=,size=,rate=] (fio), cpu[:workers=N,cpus=0-1] or "
+                   "vm[:workers=N,cpus=,bytes=] (stress-ng); see docs/stress.md.")
+@click.option("--log-dir", "log_dir", default=None, metavar="DIR",
+              help="With --stream-log: write the logs into DIR during the run (moved into the run afterwards).")
+@click.option("--log-fs", "log_fs", type=click.Choice(["tmpfs", "ext2", "ext4"]), default=None,
+              help="With --stream-log: write the logs to a file system made for the run (on --log-dir DIR, "
+                   "else a scratch directory), removed afterwards.")
 @results_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def run(ctx: click.Context, **kwargs: Any) -> None:
     """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
+    from latscope.experiment.runopts import experiment
     from latscope.session import measure_all
 
     args = RunArgs(**kwargs)
     cfg, vm = prepare(args)
     store = store_from(args.results)
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
-    captures = trace_captures(args.trace, args.trace_events, cfg, args.quiet) + disk_load(args.vm_disk_load, cfg)
+    exp = experiment(args.stress, args.log_dir, args.log_fs, cfg) if args.stress or args.log_dir or args.log_fs \
+        else None
+    captures = (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
+        disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
         outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
+    for problem in exp.logfs.problems if exp and exp.logfs else []:
+        warn(problem)
     for outcome in outcomes:
         for w in outcome.warnings:
             warn(w)
