@@ -323,6 +323,10 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
 
         resolve(args.trace_events)
     disk_load(args.vm_disk_load, cfg)
+    if args.stress or args.log_dir or args.log_fs:
+        from latscope.experiment.runopts import check
+
+        check(args.stress, args.log_dir, args.log_fs, cfg)
     return cfg, vm
 
 

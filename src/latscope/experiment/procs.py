@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import CaptureError
-from latscope.probe import netns as _netns
+from latscope import netns as _netns
 
 #: How long a tool has to end after SIGINT (writing its results) before its group is killed.
 STOP_GRACE_S = 15.0

@@ -21,13 +21,22 @@ class Experiment:
     logfs: LogFs | None = None
 
 
-def experiment(stress: Sequence[str], log_dir: str | None, log_fs: str | None, cfg: MeasureConfig) -> Experiment:
-    """Validate --stress/--log-dir/--log-fs against ``cfg`` (ConfigError, exit 2) and build their captures."""
+def check(stress: Sequence[str], log_dir: str | None, log_fs: str | None, cfg: MeasureConfig) -> list[Any]:
+    """Validate --stress/--log-dir/--log-fs against ``cfg`` (ConfigError, exit 2); the parsed stress specs.
+
+    Nothing is set up: `campaign plan` calls it for every cell before the first run.
+    """
     check_log_options(log_dir, log_fs, stream_log=cfg.stream_log, topology=cfg.topology)
     specs = parse_all(stress)
-    log_target = log_dir is not None or log_fs is not None
-    check_plan(specs, topology=cfg.topology, log_target=log_target)
+    check_plan(specs, topology=cfg.topology, log_target=log_dir is not None or log_fs is not None)
     check_tools(specs)
+    return list(specs)
+
+
+def experiment(stress: Sequence[str], log_dir: str | None, log_fs: str | None, cfg: MeasureConfig) -> Experiment:
+    """Validate --stress/--log-dir/--log-fs against ``cfg`` (ConfigError, exit 2) and build their captures."""
+    specs = check(stress, log_dir, log_fs, cfg)
+    log_target = log_dir is not None or log_fs is not None
     captures: list[Any] = []
     logfs = None
     if log_target:
