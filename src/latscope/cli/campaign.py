@@ -18,6 +18,7 @@ from latscope.cli.common import (
     store_from,
     warn,
 )
+from latscope.cli.ranges import make_range, range_options
 from latscope.errors import ConfigError
 from latscope.experiment.campaign import (
     Campaign,
@@ -192,21 +193,23 @@ def status(file: Path, sets: tuple[str, ...], repeats: int | None, results: str 
 @click.option("--bootstrap", "resamples", type=click.IntRange(100, 100_000), default=1000, show_default=True,
               help="Bootstrap resamples per comparison.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling.")
+@range_options
 @results_option
 @json_option
 def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path | None, png_dir: Path | None,
-           title: str | None, resamples: int, seed: int, results: str | None, as_json: bool) -> None:
+           title: str | None, resamples: int, seed: int, range_from: int | None, range_to: int | None,
+           skip_warmup: int | None, results: str | None, as_json: bool) -> None:
     """One HTML page: every factor's levels against its baseline, interactions, spread, figures."""
     from latscope.analysis.compare import Settings
-    from latscope.analysis.window import Range
     from latscope.experiment.analysis import findings, read_repeats
     from latscope.experiment.runner import done_runs
 
     c = loaded(file, sets, repeats)
     store = store_from(results)
     run_ids = done_runs(c, store)
-    rng = Range(c.from_ns, c.to_ns, c.skip_warmup_ns or 0)
-    rng.check()
+    # The options, where given, replace the file's windows (a trial at a small count may need no warm-up).
+    rng = make_range(c.from_ns if range_from is None else range_from, c.to_ns if range_to is None else range_to,
+                     c.skip_warmup_ns if skip_warmup is None else skip_warmup)
     made, missing = read_repeats(c, store, run_ids, rng)
     found = findings(c, made, missing, Settings(resamples=resamples, seed=seed))
     if missing:

@@ -20,7 +20,6 @@ import numpy as np
 from latscope.analysis.compare import (
     HIGHER,
     LOWER,
-    SAME,
     Comparison,
     RunData,
     Settings,
@@ -33,8 +32,10 @@ from latscope.experiment.campaign import Campaign, Cell
 from latscope.store.layout import ResultsStore
 from latscope.store.samples import MISSING
 
-#: The tail statistic each conclusion is about, and the ones the tables show.
-HEADLINE = ("p999", "p99.9")
+#: The tail statistics a conclusion is about, in order: it names the first with a significant difference
+#: (p99.9, the headline, then p99, whose interval is tighter on short runs), else says neither moved.
+TAIL = (("p999", "p99.9"), ("p99", "p99"))
+HEADLINE = TAIL[0]
 CELL_STATS = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
 
 
@@ -61,25 +62,35 @@ class Effect:
     def headline(self) -> dict[str, Any]:
         return self.comparison.metric(HEADLINE[0]).as_json()
 
+    def tail(self) -> tuple[str, str]:
+        """The tail metric the conclusion names: the first of TAIL with a verdict, else the headline."""
+        for key, label in TAIL:
+            if self.comparison.metric(key).verdict in (HIGHER, LOWER):
+                return key, label
+        return HEADLINE
+
+    def significant(self) -> bool:
+        return self.comparison.metric(self.tail()[0]).verdict in (HIGHER, LOWER)
+
     def span(self) -> str:
-        """The headline difference and its interval: '+31.7 us [-6.0, +54.2]'."""
-        m = self.comparison.metric(HEADLINE[0])
+        """The named tail metric's difference and interval: 'p99.9 +31.7 us [-6.0, +54.2]'."""
+        key, label = self.tail()
+        m = self.comparison.metric(key)
         if m.difference is None or m.interval is None:
-            return f"not comparable: {m.note or 'no data'}"
-        return f"{m.difference:+.1f} us [{m.interval[0]:+.1f}, {m.interval[1]:+.1f}]"
+            return f"{label} not comparable: {m.note or 'no data'}"
+        return f"{label} {m.difference:+.1f} us [{m.interval[0]:+.1f}, {m.interval[1]:+.1f}]"
 
     def sentence(self) -> str:
-        m = self.comparison.metric(HEADLINE[0])
+        """'udp3 raises p99.9 by 41.0 us [33.0, 52.0]', or why it does not."""
+        key, label = self.tail()
+        m = self.comparison.metric(key)
         if m.difference is None or m.interval is None:
-            return f"{self.level}: {HEADLINE[1]} could not be compared ({m.note or 'no data'})"
-        span = self.span()
+            return f"{self.level}: {label} could not be compared ({m.note or 'no data'})"
         if m.verdict == HIGHER:
-            return (f"{self.level} raises {HEADLINE[1]} by {abs(m.difference):.1f} us "
-                    f"[{m.interval[0]:.1f}, {m.interval[1]:.1f}]")
+            return f"{self.level} raises {label} by {abs(m.difference):.1f} us [{m.interval[0]:.1f}, {m.interval[1]:.1f}]"
         if m.verdict == LOWER:
-            return (f"{self.level} lowers {HEADLINE[1]} by {abs(m.difference):.1f} us "
-                    f"[{-m.interval[1]:.1f}, {-m.interval[0]:.1f}]")
-        return f"{self.level}: no significant difference in {HEADLINE[1]} ({span})"
+            return f"{self.level} lowers {label} by {abs(m.difference):.1f} us [{-m.interval[1]:.1f}, {-m.interval[0]:.1f}]"
+        return f"{self.level}: no significant difference in p99.9 or p99 ({self.span()})"
 
 
 @dataclass
@@ -193,8 +204,7 @@ def conclude(factor: str, baseline: str, effects: list[Effect]) -> str:
     """One line per factor: what its levels do to the tail, against its baseline level."""
     if not effects:
         return f"{factor}: only the baseline level {baseline} has runs"
-    verdicts = [e.comparison.metric(HEADLINE[0]).verdict for e in effects]
-    if all(v == SAME for v in verdicts):
+    if not any(e.significant() for e in effects):
         spans = "; ".join(f"{e.level} {e.span()}" for e in effects)
-        return f"{factor}: the levels make no significant difference to {HEADLINE[1]} against {baseline} ({spans})"
+        return f"{factor}: the levels make no significant difference to p99.9 or p99 against {baseline} ({spans})"
     return f"{factor} (against {baseline}): " + "; ".join(e.sentence() for e in effects)
