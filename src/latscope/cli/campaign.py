@@ -140,8 +140,8 @@ def plan(file: Path, sets: tuple[str, ...], repeats: int | None, as_json: bool) 
 def run_(ctx: click.Context, file: Path, sets: tuple[str, ...], repeats: int | None, retry_failed: bool,
          max_runs: int | None, results: str | None) -> None:
     """Make the campaign's runs that are not made yet (Ctrl-C, then run again: it resumes)."""
-    from latscope.experiment.runner import Runner
-    from latscope.stopping import raise_on_signals
+    from latscope.experiment.runner import Runner, done_runs
+    from latscope.stopping import Stopped, raise_on_signals
 
     c = checked(file, sets, repeats)
     store = store_from(results)
@@ -150,7 +150,15 @@ def run_(ctx: click.Context, file: Path, sets: tuple[str, ...], repeats: int | N
     def notify(text: str) -> None:
         click.echo(f"latscope: campaign {c.name}: {text}", err=True)  # echo flushes: progress shows in logs too
 
-    state = Runner(c, store, notify, retry_failed, max_runs).run()
+    try:
+        state = Runner(c, store, notify, retry_failed, max_runs).run()
+    except Stopped as exc:
+        # The runner's own line: main's generic "stopped before the measurement started; nothing was
+        # stored" would be wrong here (runs were made, and the one in progress keeps what it measured).
+        made = len(done_runs(c, store))
+        click.echo(f"latscope: campaign {c.name} stopped by {exc.name}: {made} of {len(c.plan())} runs made; "
+                   f"run the same `campaign run` again to go on", err=True)
+        ctx.exit(1)
     counts = state.counts()
     click.echo(f"campaign {c.name}: {counts['done']} of {len(c.plan())} runs made, {counts['failed']} failed"
                f" (state: {state.path})")
