@@ -129,3 +129,15 @@ def test_fio_and_stressng_reports() -> None:
         assert got["bogo_ops"] > 0 and got["bogo_ops_per_second"] > 0
     assert "error" in results.stressng_achieved((FIX / "stress-ng-cpu.yaml").read_text(), "vm")
     assert "error" in results.stressng_achieved("", "cpu")
+
+
+def test_log_options_without_stream_log_are_refused_in_one_sentence(tmp_path: Path) -> None:
+    from latscope.experiment.logfs import check_log_options
+
+    with pytest.raises(ConfigError, match=r"^--log-fs only makes sense with --stream-log \("):
+        check_log_options(None, "ext4", stream_log=False, topology="veth")
+    with pytest.raises(ConfigError, match=r"^--log-dir only makes sense with --stream-log \("):
+        check_log_options("/tmp", None, stream_log=False, topology="veth")
+    with pytest.raises(ConfigError, match=r"^--log-dir and --log-fs only make sense with --stream-log \("):
+        check_log_options("/tmp", "tmpfs", stream_log=False, topology="veth")
+    check_log_options(str(tmp_path), "tmpfs", stream_log=True, topology="veth")

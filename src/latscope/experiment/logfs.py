@@ -43,8 +43,9 @@ def check_log_options(log_dir: str | None, log_fs: str | None, *, stream_log: bo
         return
     given = " and ".join(o for o, v in (("--log-dir", log_dir), ("--log-fs", log_fs)) if v is not None)
     if not stream_log:
-        raise ConfigError(f"{given} only make sense with --stream-log (without it the logs are written after the "
-                          "run, to the run's directory)")
+        verb = "make" if log_dir is not None and log_fs is not None else "makes"
+        raise ConfigError(f"{given} only {verb} sense with --stream-log (without it the logs are written after "
+                          "the run, to the run's directory)")
     if topology == "vm" or topology.startswith("vm:"):
         raise ConfigError(f"{given}: on --topology vm the guest's half writes its log to --vm-cwd "
                           "(tmpfs, 9p, ext2, ext4); use that")
