@@ -147,3 +147,18 @@ def test_tags_tie_a_run_to_its_place(tmp_path: Path) -> None:
 def test_expected_time_follows_count_period_duration_and_topology() -> None:
     assert expected_seconds({"count": 1000, "period": "2ms"}) == pytest.approx(2.0 + 4.0)
     assert expected_seconds({"duration": "30s", "topology": "vm"}) == pytest.approx(30.0 + 60.0)
+
+
+def test_a_state_made_for_another_plan_is_refused_naming_the_trial_options(tmp_path: Path) -> None:
+    from latscope.experiment.runner import State
+
+    text = 'name = "tr"\n[base]\ntopology = "loopback"\ncount = 500\n'
+    camp = write(tmp_path, text)
+    root = tmp_path / "results"
+    State.open(root, load(camp, {"count": "100"}, 1), create=True)          # a trial made the state
+    State.open(root, load(camp, {"count": "100"}, 1), create=False)         # the same trial goes on
+    with pytest.raises(ConfigError) as exc:
+        State.open(root, load(camp), create=False)                          # the file's own plan: refused
+    msg = str(exc.value)
+    assert "made for another plan" in msg and "--set/--repeats" in msg
+    assert str(root / ".campaigns" / "tr") in msg

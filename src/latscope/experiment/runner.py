@@ -81,10 +81,12 @@ class State:
                 raise StoreError(f"{path}: campaign state version {doc.get('schema_version')!r}; this latscope "
                                  f"reads version {STATE_SCHEMA}")
             if doc.get("plan") != campaign.fingerprint:
+                # A trial (--set/--repeats) is a plan of its own under the same name: say so, since "the
+                # file changed" is what a user who only added --set would not think of.
                 raise ConfigError(
-                    f"campaign {campaign.name}: the file's plan changed since its runs began (plan "
-                    f"{doc.get('plan')}, now {campaign.fingerprint}); give the campaign a new name, or move "
-                    f"{path.parent} away to start again")
+                    f"campaign {campaign.name}: its runs so far were made for another plan ({doc.get('plan')}, "
+                    f"now {campaign.fingerprint}): the file changed, or --set/--repeats differ from theirs; give "
+                    f"the same --set/--repeats, the campaign a new name, or move {path.parent} away to start again")
         state = cls(path, doc)
         for run in campaign.plan():
             entry = doc["runs"].setdefault(run.key, {"status": "pending", "attempts": []})
