@@ -194,7 +194,7 @@ def status(file: Path, sets: tuple[str, ...], repeats: int | None, results: str 
 @FILE
 @trial_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The HTML file to write [default: NAME.html next to FILE].")
+              help="The HTML file to write [default: FILE with .html for its suffix, next to it].")
 @click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Also write every figure as a PNG file into DIR.")
 @click.option("--title", default=None, help="Title of the report [default: the campaign's name].")
