@@ -149,16 +149,19 @@ def test_expected_time_follows_count_period_duration_and_topology() -> None:
     assert expected_seconds({"duration": "30s", "topology": "vm"}) == pytest.approx(30.0 + 60.0)
 
 
-def test_a_state_made_for_another_plan_is_refused_naming_the_trial_options(tmp_path: Path) -> None:
+def test_a_trial_has_its_own_state_and_an_edited_file_is_refused(tmp_path: Path) -> None:
     from latscope.experiment.runner import State
 
     text = 'name = "tr"\n[base]\ntopology = "loopback"\ncount = 500\n'
     camp = write(tmp_path, text)
     root = tmp_path / "results"
-    State.open(root, load(camp, {"count": "100"}, 1), create=True)          # a trial made the state
-    State.open(root, load(camp, {"count": "100"}, 1), create=False)         # the same trial goes on
+    trial = State.open(root, load(camp, {"count": "100"}, 1), create=True)   # a trial makes its own state
+    real = State.open(root, load(camp), create=True)                         # the real campaign is not in its way
+    assert trial.path != real.path and trial.path.parent.parent == real.path.parent / "trials"
+    assert State.open(root, load(camp, {"count": "100"}, 1), create=False).path == trial.path
+    camp.write_text(text.replace("count = 500", "count = 600"))
     with pytest.raises(ConfigError) as exc:
-        State.open(root, load(camp), create=False)                          # the file's own plan: refused
+        State.open(root, load(camp), create=False)                          # the file changed: refused
     msg = str(exc.value)
-    assert "made for another plan" in msg and "--set/--repeats" in msg
+    assert "made for another plan" in msg and "file changed" in msg
     assert str(root / ".campaigns" / "tr") in msg

@@ -126,7 +126,9 @@ def plan(file: Path, sets: tuple[str, ...], repeats: int | None, as_json: bool) 
     click.echo("order:")
     for r in runs:
         click.echo(f"  {r.index + 1:>4}  {r.cell.name}  repeat {r.repeat + 1}")
-    click.echo(f"expected duration: about {_human(total)} (streams plus set-up; the runner refines it as it goes)")
+    from latscope.experiment.runner import eta
+
+    click.echo(f"expected duration: about {eta(total)} (streams plus set-up; the runner refines it as it goes)")
 
 
 @campaign.command(name="run")
@@ -237,8 +239,3 @@ def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path 
     if png_dir is not None:
         for path in html.write_pngs(pngs, png_dir):
             click.echo(f"wrote {path}")
-
-
-def _human(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

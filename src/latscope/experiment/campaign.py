@@ -18,7 +18,7 @@ import random
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,8 @@ class Campaign:
     to_ns: int | None
     retries: int
     lines: dict[str, int] = field(default_factory=dict, compare=False)
+    #: Made with --set/--repeats: a trial of the file's plan, with a state of its own (see runner.state_dir).
+    trial: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -167,7 +169,8 @@ def load(path: str | Path, overrides: Mapping[str, str] | None = None, repeats: 
             doc["base"] = base
         if repeats is not None:
             doc["repeats"] = repeats
-    return parse(doc, path, key_lines(text))
+    campaign = parse(doc, path, key_lines(text))
+    return replace(campaign, trial=True) if overrides or repeats is not None else campaign
 
 
 def _scalar(text: str) -> str | int | float | bool:

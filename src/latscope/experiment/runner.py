@@ -42,8 +42,11 @@ ORPHAN_WAIT_S = 120.0
 Notify = Callable[[str], None]
 
 
-def state_dir(root: Path, name: str) -> Path:
-    return root / ".campaigns" / name
+def state_dir(root: Path, campaign: Campaign) -> Path:
+    """Where a campaign keeps its state; a trial (--set/--repeats) beside it, one directory per trial plan,
+    so that trying a campaign small never stands in the way of making it for real."""
+    d = root / ".campaigns" / campaign.name
+    return d / "trials" / campaign.fingerprint if campaign.trial else d
 
 
 def now_iso() -> str:
@@ -59,7 +62,7 @@ class State:
 
     @classmethod
     def open(cls, root: Path, campaign: Campaign, *, create: bool) -> State:
-        path = state_dir(root, campaign.name) / "state.json"
+        path = state_dir(root, campaign) / "state.json"
         try:
             raw = read_regular(path, MAX_STATE_BYTES)
         except FileNotFoundError:
@@ -81,12 +84,10 @@ class State:
                 raise StoreError(f"{path}: campaign state version {doc.get('schema_version')!r}; this latscope "
                                  f"reads version {STATE_SCHEMA}")
             if doc.get("plan") != campaign.fingerprint:
-                # A trial (--set/--repeats) is a plan of its own under the same name: say so, since "the
-                # file changed" is what a user who only added --set would not think of.
                 raise ConfigError(
                     f"campaign {campaign.name}: its runs so far were made for another plan ({doc.get('plan')}, "
-                    f"now {campaign.fingerprint}): the file changed, or --set/--repeats differ from theirs; give "
-                    f"the same --set/--repeats, the campaign a new name, or move {path.parent} away to start again")
+                    f"now {campaign.fingerprint}): the file changed since; give the campaign a new name, or "
+                    f"move {path.parent} away to start again")
         state = cls(path, doc)
         for run in campaign.plan():
             entry = doc["runs"].setdefault(run.key, {"status": "pending", "attempts": []})
@@ -114,9 +115,10 @@ class State:
 
 
 @contextlib.contextmanager
-def locked(root: Path, name: str) -> Iterator[None]:
-    """One runner per campaign and results root at a time."""
-    d = state_dir(root, name)
+def locked(root: Path, campaign: Campaign) -> Iterator[None]:
+    """One runner per campaign (or trial) and results root at a time."""
+    name = campaign.name
+    d = state_dir(root, campaign)
     try:
         d.mkdir(parents=True, exist_ok=True)
         fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -167,9 +169,13 @@ def reconcile(state: State, store: ResultsStore, campaign: Campaign, notify: Not
             entry.pop("run_id", None)
         if entry["status"] != "done" and complete:
             entry.update(status="done", run_id=complete[0].run_id, adopted=True)
-            if entry["attempts"] and entry["attempts"][-1].get("outcome") is None:
-                entry["attempts"][-1].update(outcome="done", run_id=complete[0].run_id, ended=now_iso(),
-                                             note="stored before the runner was stopped")
+            if entry["attempts"] and entry["attempts"][-1].get("outcome") in (None, "interrupted"):
+                # The run process finished storing after the runner was stopped (or ended by its signal
+                # after the measurement): that attempt made the run.
+                entry["attempts"][-1].update(outcome="done", run_id=complete[0].run_id,
+                                             ended=entry["attempts"][-1].get("ended") or now_iso(),
+                                             note="stored after the runner was stopped")
+                entry["attempts"][-1].pop("error", None)
         elif entry["status"] == "running":
             entry["status"] = "pending"
             if entry["attempts"] and entry["attempts"][-1].get("outcome") is None:
@@ -258,7 +264,7 @@ class Runner:
         self.retry_failed = retry_failed
 
     def run(self) -> State:
-        with locked(self.store.root, self.campaign.name):
+        with locked(self.store.root, self.campaign):
             state = State.open(self.store.root, self.campaign, create=True)
             reconcile(state, self.store, self.campaign, self.notify)
             plan = self.campaign.plan()
@@ -275,7 +281,7 @@ class Runner:
                 left = len(todo) - i
                 each = sum(spent) / len(spent) if spent else expected_seconds(run.cell.options)
                 self.notify(f"run {done_before + i + 1} of {len(plan)}: cell {run.cell.name}, repeat "
-                            f"{run.repeat + 1}/{self.campaign.repeats}; ETA {_eta(each * left)}")
+                            f"{run.repeat + 1}/{self.campaign.repeats}; ETA {eta(each * left)}")
                 t0 = time.monotonic()
                 self._make(state, run)
                 spent.append(time.monotonic() - t0)
@@ -320,7 +326,8 @@ class Runner:
                         f"{attempt['error']}" + ("; retrying" if k < tries - 1 else ""))
 
 
-def _eta(seconds: float) -> str:
+def eta(seconds: float) -> str:
+    """A duration for people: 40s, 3m05s, 1h15m."""
     s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
