@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latscope.errors import CaptureError
 from latscope import netns as _netns
+from latscope.errors import CaptureError
 
 #: How long a tool has to end after SIGINT (writing its results) before its group is killed.
 STOP_GRACE_S = 15.0
