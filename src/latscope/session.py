@@ -22,9 +22,9 @@ from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError, ConfigError, error_from
 from latscope.leftovers import reap
-from latscope.probe import controller, ending, rt
+from latscope.probe import controller, ending, rt, rttjoin
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec, to_json
+from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, ReflectorSpec, SenderSpec, to_json
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
@@ -241,7 +241,15 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
     send_marker = extra.get("trace_marker" if leg.sender.agent is None else "guest_trace_marker")
     # --log-dir/--log-fs (experiment.logfs) put the stream logs elsewhere during the run.
     logs = extra.get("stream_logs") or {}
-    recv_spec = ReceiverSpec(
+    hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
+    send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
+                            stream_log=Path(logs.get("sender", stage / "stream-sender.log")) if cfg.stream_log
+                            else None,
+                            trace_marker=send_marker, stream=leg.stream, hello=hello)
+    # Round trips: a reflector takes the receiver's place; it knows the sender's nonce from the start.
+    far_cls, far_nonce = (ReflectorSpec, send_spec.nonce) if cfg.mode == "rtt" else (ReceiverSpec, None)
+    recv_spec = far_cls(
+        nonce=far_nonce,
         listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
         mlock=cfg.mlock, netns=leg.receiver.netns,
         stream_log=logs.get("receiver", str(stage / "stream-receiver.log")) if cfg.stream_log else None,
@@ -249,11 +257,6 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
         idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
         key_file=cfg.key_file,
     )
-    hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
-    send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
-                            stream_log=Path(logs.get("sender", stage / "stream-sender.log")) if cfg.stream_log
-                            else None,
-                            trace_marker=send_marker, stream=leg.stream, hello=hello)
     return _LegRun(leg, run_id, stage, send_spec, recv_spec, tx_ep, rx_ep)
 
 
@@ -271,7 +274,8 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
     try:
         progress = [controller.progress_file(lr.workdir) for lr in runs]
         for lr, prog in zip(runs, progress):
-            receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.workdir, prog))
+            role = "reflector" if isinstance(lr.recv_spec, ReflectorSpec) else "receiver"
+            receivers.append(_spawn(lr.leg.receiver, role, lr.recv_spec, lr.workdir, prog))
         asked = time.monotonic()
         for lr, rx in zip(runs, receivers):
             port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
@@ -349,7 +353,11 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     clock_doc = None
     if guest is not None:
         s_arr, r_arr, s_info, clock_doc = _onto_host_clock(lr.leg, guest, s_arr, r_arr, s_info)
-    cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
+    if cfg.mode == "rtt":
+        cols, counts, end = rttjoin.join(s_arr, s_info, r_arr if lr.leg.receiver.agent is None else None, r_info,
+                                         lr.leg.stream, stop.during_measurement)
+    else:
+        cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
     for res in cap_results:
         counts.update(res.get("completeness", {}))
     interrupted = end.interrupted
@@ -386,7 +394,7 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         run_id=lr.run_id, name=name, tags=cfg.tags, created=created,
         status="interrupted" if interrupted else "complete",
         config=config, environment=env, completeness=counts, summary=summary,
-        source={"kind": "measured", "verb": "run", "metric": "one-way latency",
+        source={"kind": "measured", "verb": "run", "metric": "round-trip" if cfg.mode == "rtt" else "one-way latency",
                 **({"direction": lr.leg.direction} if lr.leg.direction else {})},
         extra=record_extra,
     )
@@ -438,12 +446,12 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
                                                 "hw_timestamping", "signal", "died", "authenticated", "capacity",
-                                                "refused")},
+                                                "refused", "echoed", "echo_failed", "echo_end_sent")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
                                                      "txtime_errors", "tx_timestamps", "hw_timestamping",
-                                                     "signal", "died", "authenticated")}
+                                                     "signal", "died", "authenticated", "echoes", "echo_end")}
     return facts
 
 
@@ -463,6 +471,7 @@ def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id
         txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
         netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
         hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps, key_file=cfg.key_file,
+        echo=cfg.mode == "rtt",
     )
 
 
