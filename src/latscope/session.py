@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from latscope import privileges, testhooks
+from latscope.analysis import clockbound
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
-from latscope.errors import CaptureError, ConfigError, error_from
+from latscope.errors import CaptureError, CheckFailed, ConfigError, error_from
 from latscope.leftovers import reap
 from latscope.probe import controller, ending, rt, rttjoin
 from latscope.probe.config import MeasureConfig, parse_hostport
@@ -192,6 +193,7 @@ def measure_all(
                 runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
                 runs[-1].work = stages.enter_context(worker_dir(stage, cfg.count))
             stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
+            clock_check = check_clocks(cfg, topo, runs[0], stop)
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
             cap_results = [cap.stop(runs[0].stage) for cap in captures]
@@ -204,7 +206,7 @@ def measure_all(
         for i, lr in enumerate(runs):
             outcomes.append(_store_run(cfg, store, lr, topo, stop, env_before, created, pm_qos,
                                        cap_results if i == 0 else [], guest_doc,
-                                       [r.run_id for r in runs if r is not lr]))
+                                       [r.run_id for r in runs if r is not lr], clock_check))
     outcomes[0] = replace(outcomes[0], warnings=(*reaped.notes(), *outcomes[0].warnings))
     return outcomes
 
@@ -346,7 +348,7 @@ def _finish_guest(guest: Any) -> dict[str, Any]:
 def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: TopologyPath,
                stop: controller.StopRequest, env_before: dict[str, Any], created: str, pm_qos: Any,
                cap_results: list[dict[str, Any]], guest_env: dict[str, Any] | None,
-               siblings: list[str]) -> Outcome:
+               siblings: list[str], clock_check: dict[str, Any] | None = None) -> Outcome:
     (s_arr, s_info), (r_arr, r_info) = lr.results
     raise_worker_error(s_info, r_info)
     guest = topo.guest
@@ -390,6 +392,8 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         config["vm"]["accel"] = guest.accel
         if cfg.direction == "both" and name:
             name = f"{name}-{lr.leg.direction}"
+    if clock_check is not None:
+        summary["clock_check"] = clockbound.flag(clock_check, (summary.get("latency_us") or {}).get("p50"))
     record = RunRecord(
         run_id=lr.run_id, name=name, tags=cfg.tags, created=created,
         status="interrupted" if interrupted else "complete",
@@ -404,6 +408,59 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     stored = store.store_run(lr.stage, record, cols)
     warnings = [*end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted)]
     return Outcome(stored, summary, interrupted, end.reason, tuple(warnings))
+
+
+#: Round trips in the burst before a one-way run (--require-sync): 64 ms at 1 kHz.
+CLOCK_BURST = 64
+
+
+def check_clocks(cfg: MeasureConfig, topo: TopologyPath, lr: _LegRun, stop: controller.StopRequest
+                 ) -> dict[str, Any] | None:
+    """The clock check before a one-way run (None for round trips); CheckFailed when --require-sync refuses.
+
+    This host's synchronisation (env.clock) is always recorded. With --require-sync
+    a burst of round trips between the two ends measures their offset directly
+    (not on a VM, whose clock latscope corrects by its own exchange).
+    """
+    from latscope.env.clock import check_host
+
+    if cfg.mode != "oneway":
+        return None
+    guest = topo.guest
+    rtt = None
+    if cfg.require_sync_ns is not None and guest is None and topo.kind != "none":
+        rtt = clock_burst(cfg, topo, lr, stop)
+    check = clockbound.assess(
+        {"local": check_host()}, same_clock=topo.kind in clockbound.SAME_CLOCK_TOPOLOGIES, rtt=rtt,
+        guest_bound_ns=guest.clock_before.uncertainty_ns if guest is not None and guest.clock_before else None)
+    if cfg.require_sync_ns is not None:
+        why = clockbound.refusal(check, cfg.require_sync_ns)
+        if why:
+            raise CheckFailed(why)
+    return check
+
+
+def clock_burst(cfg: MeasureConfig, topo: TopologyPath, lr: _LegRun, stop: controller.StopRequest
+                ) -> dict[str, Any] | None:
+    """A short round-trip run between the run's two ends (same path, same ports); its offset estimate."""
+    import numpy as np
+
+    from latscope.analysis import metrics, roundtrip
+
+    burst_cfg = replace(cfg, mode="rtt", count=CLOCK_BURST, period_ns=1_000_000, require_sync_ns=None,
+                        stream_log=False, base_time_ns=None, txtime_offset_ns=None, cpu_dma_latency_us=None)
+    work = lr.workdir / "clock-burst"
+    work.mkdir()
+    try:
+        burst = _plan_run(burst_cfg, topo, lr.leg, lr.run_id, work, {})
+        _run_workers([burst], stop, None, CLOCK_BURST)
+        (s_arr, s_info), (r_arr, r_info) = burst.results
+        raise_worker_error(s_info, r_info)
+        cols, _counts, _end = rttjoin.join(s_arr, s_info, r_arr, r_info, burst.leg.stream)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    samples = Samples({k: np.asarray(v) for k, v in cols.items()})
+    return roundtrip.estimate(metrics.forward_delay(samples), metrics.reverse_delay(samples))
 
 
 def _onto_host_clock(leg: Leg, guest: Any, s_arr, r_arr, s_info):
