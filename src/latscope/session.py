@@ -25,7 +25,14 @@ from latscope.errors import CaptureError, CheckFailed, ConfigError, error_from
 from latscope.leftovers import reap
 from latscope.probe import controller, ending, rt, rttjoin
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, ReflectorSpec, SenderSpec, to_json
+from latscope.probe.spec import (
+    DEFAULT_PORT,
+    Endpoint,
+    ReceiverSpec,
+    ReflectorSpec,
+    SenderSpec,
+    to_json,
+)
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
@@ -570,4 +577,4 @@ def warnings_for(counts: dict[str, int]) -> list[str]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")

@@ -24,6 +24,7 @@ inconsistent timestamps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ def estimate(forward_ns: np.ndarray, reverse_ns: np.ndarray) -> dict[str, Any] |
     else:
         best = int(np.argmin(rtt))
         offset, bound, method = (lower[best] + upper[best]) / 2, rtt[best] / 2, "min-rtt"
-    return {"offset_ns": int(round(offset)), "bound_ns": int(np.ceil(bound)), "method": method,
+    return {"offset_ns": int(np.rint(offset)), "bound_ns": math.ceil(bound), "method": method,
             "round_trips": int(ok.sum()), "min_rtt_ns": int(rtt.min())}
 
 

@@ -11,8 +11,18 @@ from typing import Any
 import click
 
 from latscope.cli.common import (
-    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
-    tag_list, warn,
+    DURATION,
+    INT_OR_HEX,
+    NAME,
+    TAG,
+    check_memory,
+    emit_json,
+    json_option,
+    results_option,
+    stderr_is_tty,
+    store_from,
+    tag_list,
+    warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError

@@ -88,11 +88,11 @@ class EchoReader:
         if nonce != self.nonce:
             self.foreign[wire.FOREIGN_NONCE] += 1
             return
-        if self.signer is not None or flags & wire.FLAG_MAC:
-            if self.signer is None or not flags & wire.FLAG_MAC or nbytes < wire.MIN_SIZE_MAC \
-                    or not wire.mac_ok(self.signer, self.view, nbytes):
-                self.foreign[wire.FOREIGN_AUTH] += 1
-                return
+        if (self.signer is not None or flags & wire.FLAG_MAC) and (
+                self.signer is None or not flags & wire.FLAG_MAC or nbytes < wire.MIN_SIZE_MAC
+                or not wire.mac_ok(self.signer, self.view, nbytes)):
+            self.foreign[wire.FOREIGN_AUTH] += 1
+            return
         if kind == wire.KIND_ECHO_END:
             pairs = wire.end_tx_pairs(self.buf, nbytes, h[13], flags)
             if pairs is None or not 0 <= seq <= self.count:

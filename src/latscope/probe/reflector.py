@@ -136,7 +136,7 @@ def run_reflector(
     on_ready=None,
 ) -> ReflectorResult:
     """Echo every data packet of the stream until the sender's end (plus grace), idle timeout or Interrupted."""
-    res = ReflectorResult(*(column(0) for _ in _COLUMNS), column(0, 0))
+    res = ReflectorResult(column(0), column(0, 0), column(0), column(0, 0), column(0), column(0, 0))
     key = optional_key(spec.key_file)
     clf = Classifier(max_slots=memory_budget(spec) // SLOT_BYTES, alloc=_allocator(res), on_end=lambda _p: None,
                      stream=spec.stream, nonce=spec.nonce, count=spec.count, key=key, max_size=spec.max_size)

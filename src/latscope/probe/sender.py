@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latscope.contract import FLAG_SEND_FAILED, MISSING
 from latscope.errors import ConfigError
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
@@ -25,7 +26,6 @@ from latscope.probe.columns import column
 from latscope.probe.echoes import EchoReader
 from latscope.probe.sockets import SenderSocket
 from latscope.probe.spec import SenderSpec
-from latscope.contract import FLAG_SEND_FAILED, MISSING
 
 HELLO_COPIES = 3
 END_COPIES = 3
@@ -107,8 +107,7 @@ class _TxCollector:
                     self.tx_sw[seq] = rep[1]
                 if rep[2]:
                     self.tx_hw[seq] = rep[2]
-                if seq > self.latest_seq:
-                    self.latest_seq = seq
+                self.latest_seq = max(self.latest_seq, seq)
 
 
 def run_sender(

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from latscope import netns
 from latscope.errors import ConfigError, LatscopeError
 from latscope.files import atomic_output, write_atomic
-from latscope import netns
 from latscope.probe import rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import to_numpy
@@ -35,7 +35,13 @@ from latscope.probe.receiver import ReceiverResult, run_receiver
 from latscope.probe.reflector import ReflectorResult, enable_timestamps, run_reflector
 from latscope.probe.sender import Interrupted, SenderResult, run_sender
 from latscope.probe.sockets import open_receiver, open_sender
-from latscope.probe.spec import ROLES, ReceiverSpec, ReflectorSpec, SenderSpec, spec_from_json
+from latscope.probe.spec import (
+    ROLES,
+    ReceiverSpec,
+    ReflectorSpec,
+    SenderSpec,
+    spec_from_json,
+)
 from latscope.testhooks import hold
 
 READY = "ready"
@@ -152,7 +158,7 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
         stopper.install()
         marker_fd, log_fd, info["scheduling"] = _prepare(spec)
         clock = RealClock(spin_ns=getattr(spec, "spin_ns", 0))
-        endpoint = spec.listen if is_recv else spec.dest
+        endpoint = spec.listen if isinstance(spec, ReceiverSpec) else spec.dest
         with hardware_timestamping(endpoint.ifname, spec.hw_timestamps) as info["hw_timestamping"]:
             if isinstance(spec, ReflectorSpec):
                 if spec.listen.family == "packet":
@@ -214,8 +220,8 @@ def _write_columns(result: Path, res: SenderResult | ReceiverResult | ReflectorR
                            for k in ("rx_sw", "rx_hw", "rx_user", "far_rx", "far_tx", "flags")})
     elif isinstance(res, ReflectorResult):
         n = res.capacity
-        names = ("far_rx", "far_rx_is_hw", "far_tx", "far_tx_is_hw", "far_user", "flags")
-        arrays = {k: to_numpy(getattr(res, k), n) for k in names}
+        arrays = {k: to_numpy(getattr(res, k), n)
+                  for k in ("far_rx", "far_rx_is_hw", "far_tx", "far_tx_is_hw", "far_user", "flags")}
     else:
         n = res.capacity
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
