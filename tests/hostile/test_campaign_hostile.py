@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -90,6 +91,37 @@ def test_options_that_would_change_what_the_campaign_sets_are_refused(tmp_path: 
         load(path)
     assert needle in str(exc.value)
     assert str(exc.value).startswith(f"{path}:")
+
+
+def state_of(results: Path, name: str = "h") -> Path:
+    return results / ".campaigns" / name / "state.json"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda e: e.update(status="bogus"),
+    lambda e: e.update(attempts="x"),
+    lambda e: e.update(attempts=[5]),
+    lambda e: e.update(status="running", pid="abc"),
+    lambda e: e.update(status="done", run_id=7),
+    lambda e: e.clear(),
+], ids=["status", "attempts", "attempt", "pid", "run_id", "empty"])
+def test_a_hand_edited_state_is_one_line(latscope, results: Path, tmp_path: Path, edit) -> None:
+    """Entries of the wrong shape: status and run refuse the state with one line (no traceback, no run made)."""
+    path = write(tmp_path, BASE + "[factors]\nf = { a = {}, b = {} }\n")
+    r = latscope("campaign", "run", str(path), "--max-runs", "1", "--results", str(results), timeout=120)
+    assert r.returncode == 0, r.stderr
+    state = state_of(results)
+    doc = json.loads(state.read_text())
+    for entry in doc["runs"].values():
+        edit(entry)
+    state.write_text(json.dumps(doc))
+    before = sorted(p.name for p in results.iterdir())
+    for verb, extra in (("status", []), ("run", ["--max-runs", "1"])):
+        r = latscope("campaign", verb, str(path), "--results", str(results), *extra, timeout=120)
+        assert r.returncode == 1, (verb, r.stderr)
+        assert "campaign state" in one_line_error(r)
+    assert sorted(p.name for p in results.iterdir()) == before
+    assert json.loads(state.read_text()) == doc
 
 
 def test_a_campaign_file_that_is_a_fifo_or_device_is_refused(latscope, tmp_path: Path) -> None:
