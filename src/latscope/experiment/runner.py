@@ -83,6 +83,10 @@ class State:
             if doc.get("schema_version") != STATE_SCHEMA:
                 raise StoreError(f"{path}: campaign state version {doc.get('schema_version')!r}; this latscope "
                                  f"reads version {STATE_SCHEMA}")
+            problem = _bad_entry(doc["runs"])
+            if problem:
+                raise StoreError(f"{path}: not a latscope campaign state: {problem} (hand-edited? move it away "
+                                 "to start afresh)")
             if doc.get("plan") != campaign.fingerprint:
                 raise ConfigError(
                     f"campaign {campaign.name}: its runs so far were made for another plan ({doc.get('plan')}, "
@@ -112,6 +116,29 @@ class State:
         for entry in self.doc["runs"].values():
             out[entry["status"]] = out.get(entry["status"], 0) + 1
         return out
+
+
+STATUSES = ("pending", "running", "done", "failed")
+
+
+def _bad_entry(runs: dict[str, Any]) -> str | None:
+    """What is wrong with the state's runs (entries of the shape the runner writes), or None."""
+    for key, entry in runs.items():
+        where = f"runs[{printable(str(key))[:60]!r}]"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        if entry.get("status") not in STATUSES:
+            return f"{where}: status {printable(str(entry.get('status')))[:40]!r} is none of {', '.join(STATUSES)}"
+        attempts = entry.get("attempts")
+        if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+            return f"{where}: attempts is not a list of objects"
+        pid = entry.get("pid")
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+            return f"{where}: pid is not a process id"
+        for k in ("run_id", "lost_run"):
+            if entry.get(k) is not None and not isinstance(entry[k], str):
+                return f"{where}: {k} is not a run id"
+    return None
 
 
 @contextlib.contextmanager
