@@ -13,6 +13,7 @@ stores what it measured as an interrupted run, which is kept but never counted).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import fcntl
 import json
@@ -230,11 +231,19 @@ class Attempt:
     error: str | None
 
 
-def _die_with_parent() -> None:
-    # Only async-signal-safe work here: one prctl.
-    import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """Between fork and exec of a run: end with the runner, also if it died before this was armed."""
+
+    def arm() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner is already gone: no signal would ever come
+            os._exit(1)
+
+    return arm
 
 
 def run_argv(campaign: Campaign, run: PlannedRun, root: Path) -> list[str]:
@@ -250,7 +259,7 @@ def launch(cmd: list[str], log: Path, on_start: Callable[[int], None]) -> Attemp
     with open(log, "wb") as err:
         # preexec_fn runs one prctl between fork and exec; the runner has no other threads.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
         on_start(proc.pid)
         try:
             out, _ = proc.communicate()
