@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from latscope.cli.common import json_option, results_option, selected_runs, warn
+from latscope.cli.common import json_header, json_option, results_option, selected_runs, warn
 from latscope.errors import LatscopeError
 from latscope.safetext import printable
 
@@ -165,7 +165,8 @@ class Interrupter:
 def _emit_json(result: Any) -> None:
     # Rows are streamed so a large result never sits in memory as one document.
     out = sys.stdout
-    out.write('{\n  "columns": ')
+    out.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v)},\n" for k, v in json_header("sql").items()))
+    out.write('  "columns": ')
     out.write(json.dumps([{"name": n, "type": t} for n, t in zip(result.columns, result.types)]))
     out.write(',\n  "rows": [')
     count = 0
