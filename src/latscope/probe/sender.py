@@ -15,6 +15,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from latscope.contract import FLAG_SEND_FAILED, MISSING
 from latscope.errors import ConfigError
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
@@ -23,7 +24,6 @@ from latscope.probe.clock import Clock
 from latscope.probe.columns import column
 from latscope.probe.sockets import SenderSocket
 from latscope.probe.spec import SenderSpec
-from latscope.contract import FLAG_SEND_FAILED, MISSING
 
 HELLO_COPIES = 3
 END_COPIES = 3
@@ -103,8 +103,7 @@ class _TxCollector:
                     self.tx_sw[seq] = rep[1]
                 if rep[2]:
                     self.tx_hw[seq] = rep[2]
-                if seq > self.latest_seq:
-                    self.latest_seq = seq
+                self.latest_seq = max(self.latest_seq, seq)
 
 
 def run_sender(
@@ -174,7 +173,7 @@ def run_sender(
                 back = tx_val = txf = 0
             pack_header(buf, off, magic, version, kind, size, stream, nonce, seq, deadline, wake, 0,
                         tx_val, back, txf | mac_flag, 0)
-            if key is not None:
+            if mac is not None:  # a key was given
                 # Before the clock read for send_ns (which the MAC leaves out, as zero):
                 # the MAC's cost shows in the sender's own work, not in the latency.
                 pack_mac(buf, mac_off, mac(signed))

@@ -143,16 +143,16 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     rt.set_thread_name("latscope-rx" if role == "receiver" else "latscope-tx")
     progress, _mm = open_progress(progress_path)
     is_recv = role == "receiver"
-    spec = receiver_from_json(spec_doc) if is_recv else sender_from_json(spec_doc)
-    stopper = _Stopper(progress, spec if is_recv else None)
+    spec: ReceiverSpec | SenderSpec = receiver_from_json(spec_doc) if is_recv else sender_from_json(spec_doc)
+    stopper = _Stopper(progress, spec if isinstance(spec, ReceiverSpec) else None)
     res: SenderResult | ReceiverResult | None = None
     try:
         stopper.install()
         marker_fd, log_fd, info["scheduling"] = _prepare(spec)
         clock = RealClock(spin_ns=getattr(spec, "spin_ns", 0))
-        endpoint = spec.listen if is_recv else spec.dest
+        endpoint = spec.listen if isinstance(spec, ReceiverSpec) else spec.dest
         with hardware_timestamping(endpoint.ifname, spec.hw_timestamps) as info["hw_timestamping"]:
-            if is_recv:
+            if isinstance(spec, ReceiverSpec):
                 sock = open_receiver(spec.listen)
                 with rt.gc_paused():
                     res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
@@ -203,7 +203,8 @@ def _write_columns(result: Path, res: SenderResult | ReceiverResult) -> None:
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
         arrays = {k: to_numpy(getattr(res, k), n) for k in names}
     with atomic_output(result) as fh:
-        np.savez(fh, **arrays)
+        # numpy's stub types **kwds as if a column could be named allow_pickle; these names cannot.
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:

@@ -67,9 +67,9 @@ def context_lines(record: Any) -> list[str]:
     direction = vm.get("direction") or "forward"
     arrow = "host -> guest" if direction == "forward" else "guest -> host"
     net = vm.get("network") or {}
-    out = [f"  vm: {arrow} over {net.get('variant', '?')}, {vm.get('accel')} "
+    out = [(f"  vm: {arrow} over {net.get('variant', '?')}, {vm.get('accel')} "
            f"({'emulated CPU: not a hardware figure' if vm.get('emulated_cpu') else 'hardware-assisted'}), "
-           f"guest cwd {((vm.get('cwd') or {}).get('kind'))}, root {(vm.get('options') or {}).get('root', '9p')}"]
+           f"guest cwd {((vm.get('cwd') or {}).get('kind'))}, root {(vm.get('options') or {}).get('root', '9p')}")]
     clock = (record.summary or {}).get("clock") or {}
     if clock:
         after = clock.get("offset_after_ns")

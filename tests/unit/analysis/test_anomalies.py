@@ -20,7 +20,7 @@ def _run(lat: np.ndarray, lost: np.ndarray | None = None, same_clock: bool | Non
                      PERIOD, same_clock)
 
 
-def _kinds(found) -> list[str]:  # noqa: ANN001
+def _kinds(found) -> list[str]:
     return [a.kind for a in found]
 
 

@@ -101,9 +101,8 @@ def test_cpu_dma_latency_needs_the_device(tmp_path) -> None:
 
     with cpu_dma_latency(None) as held:
         assert held == {"requested": None}
-    with pytest.raises(ConfigError, match="does not exist"):
-        with cpu_dma_latency(0, str(tmp_path / "missing")):
-            pass
+    with pytest.raises(ConfigError, match="does not exist"), cpu_dma_latency(0, str(tmp_path / "missing")):
+        pass
     with pytest.raises(ConfigError, match="--cpu-dma-latency"):
         MeasureConfig(cpu_dma_latency_us=-1)
 
