@@ -85,7 +85,7 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
 
 def _dead_owner(name: str, pattern: re.Pattern[str]) -> bool:
     m = pattern.match(name)
-    return bool(m) and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))
+    return m is not None and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))
 
 
 def _namespaces(removed: list[str], kept: list[str]) -> None:
@@ -113,7 +113,7 @@ def _instances(root: Path | None, removed: list[str], kept: list[str]) -> None:
 
 
 def _send_scratch(tmp: Path, pattern: re.Pattern[str] = _SEND_SCRATCH) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         entries = list(tmp.iterdir())
     except OSError:

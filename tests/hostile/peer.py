@@ -44,7 +44,7 @@ def in_netns(netns: str, fn: Callable[[], Any]) -> Any:
                         raise
                     time.sleep(0.02)
             box["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below, which re-raises it
             box["error"] = exc
 
     t = threading.Thread(target=body)

@@ -37,7 +37,7 @@ def packet_counts(samples: Samples, recorded: dict[str, int] | None = None) -> d
     received = int(np.count_nonzero(rx != MISSING))
     failed = int(np.count_nonzero(flags & FLAG_SEND_FAILED))
     return {
-        "sent": int(len(flags)) - failed,
+        "sent": len(flags) - failed,
         "received": received,
         "lost": int(np.count_nonzero(flags & FLAG_LOST)),
         "duplicated": int(recorded.get("duplicated", 0)),
@@ -120,7 +120,7 @@ def missed_periods(wakeup_ns: np.ndarray, doc: dict[str, Any]) -> dict[str, Any]
         return {"scheduled": sent, "missed_periods": 0, "period_ns": None}
     period = span / (sent - 1)
     return {"scheduled": sent, "missed_periods": int(np.count_nonzero(finite >= period)),
-            "period_ns": int(round(period))}
+            "period_ns": round(period)}
 
 
 #: Metrics computed per pass over the file: each holds one 8-byte array per packet.

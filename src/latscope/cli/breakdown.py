@@ -67,8 +67,12 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
         bd = analyse_vm_run(run.path, run.record.extra, run.samples(), options, run_id=run.run_id,
                             overruns=overruns)
     else:
-        table = load_trace_file(trace_file) if trace_file is not None else \
-            load_run_table(run.path, run.record.extra.get("trace"))
+        if trace_file is not None:
+            table = load_trace_file(trace_file)
+        elif run is not None:
+            table = load_run_table(run.path, run.record.extra.get("trace"))
+        else:  # ruled out above; says so to the type checker too
+            raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
         samples = run.samples() if run is not None else None
         bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns)
     if perfetto_file is not None:

@@ -66,7 +66,10 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their summaries, as click lists them, from VERBS instead of the commands."""
         width = formatter.width - 6 - max(len(name) for name in VERBS)
-        rows = [(name, click.utils.make_default_short_help(summary, width)) for name, (_, summary) in VERBS.items()]
+        # A bare Command shortens the summary exactly as click would the verb's own (click.utils'
+        # make_default_short_help is deprecated).
+        rows = [(name, click.Command(name, help=summary).get_short_help_str(width))
+                for name, (_, summary) in VERBS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

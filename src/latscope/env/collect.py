@@ -15,7 +15,7 @@ from latscope.timebase import tai_offset_ns
 
 def _time() -> dict[str, Any]:
     return {
-        "captured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "captured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tai_offset_s": tai_offset_ns() // 1_000_000_000,
     }
 

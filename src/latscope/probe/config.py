@@ -10,7 +10,7 @@ from typing import Any
 from latscope.errors import ConfigError
 from latscope.probe import wire
 from latscope.probe.auth import load_key
-from latscope.probe.spec import DEFAULT_ETHERTYPE
+from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.safetext import check_name, check_tags
 from latscope.units import MAX_DURATION_NS, format_duration
 
@@ -22,6 +22,9 @@ MAX_CPU_DMA_LATENCY_US = 2_000_000_000
 #: Stream ids are 31-bit: samples.parquet stores them as int32.
 MAX_STREAM = 2**31 - 1
 MODES = ("oneway", "rtt")
+#: The topology of `latscope send`: the receiver is another host's `latscope recv`, reached at the endpoint
+#: given to the sender (an address, or a MAC with --l2); latscope builds nothing. `run` does not offer it.
+REMOTE = "remote"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError("--topology none needs --dest HOST:PORT")
     if cfg.topology != "none" and cfg.dest:
         raise ConfigError("--dest is only for --topology none (veth and loopback choose their own addresses)")
+    if cfg.dest:
+        host_and_port(cfg.dest, cfg.port, "--dest")  # a port in --dest and another --port: say so now
     if cfg.topology == "none" and cfg.family == "packet":
         raise ConfigError(
             "raw Ethernet over a real network needs two hosts: use `latscope recv --l2` and `latscope send --l2`"
@@ -161,22 +166,47 @@ def validate(cfg: MeasureConfig) -> None:
             raise ConfigError(f"{opt} must be 1..99 (SCHED_FIFO), got {prio}")
 
 
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' or 'v6addr' -> (host, port)."""
+def split_hostport(text: str, option: str = "--dest") -> tuple[str, int | None]:
+    """'host', 'host:port', '[v6]', '[v6]:port' or a bare IPv6 address -> (host, port or None)."""
     text = text.strip()
+    port: str | None = None
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"invalid {option} {text!r}: expected HOST, HOST:PORT or [IPV6]:PORT")
+        port = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
-        host, port = text, str(default_port)
+        host = text
     if not host:
-        raise ConfigError(f"invalid destination {text!r}: expected HOST:PORT")
+        raise ConfigError(f"invalid {option} {text!r}: expected HOST, HOST:PORT or [IPV6]:PORT")
+    if port is None:
+        return host, None
     try:
         p = int(port)
     except ValueError:
-        raise ConfigError(f"invalid port in {text!r}") from None
+        raise ConfigError(f"invalid port in {option} {text!r}") from None
     if not 1 <= p <= 65535:
-        raise ConfigError(f"invalid port {p} in {text!r}")
+        raise ConfigError(f"invalid port {p} in {option} {text!r}")
     return host, p
+
+
+def host_and_port(text: str, port: int | None, option: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """The address and port of ``option`` (HOST, HOST:PORT, [V6]:PORT) together with ``--port`` (None: not given).
+
+    Either may give the port, or both when they agree; ConfigError when they disagree.
+    """
+    host, given = split_hostport(text, option)
+    if given is not None and port is not None and given != port:
+        raise ConfigError(f"{option} {text} says port {given} but --port says {port}: give the port once")
+    chosen = given if given is not None else port if port is not None else default_port
+    if not 1 <= chosen <= 65535:
+        raise ConfigError(f"--port must be 1..65535, got {chosen}")
+    return host, chosen
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' or 'v6addr' -> (host, port); ``default_port`` when the text has none."""
+    host, port = split_hostport(text)
+    return host, default_port if port is None else port

@@ -20,8 +20,9 @@ import numpy as np
 from latscope.errors import CaptureError, error_from
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
 from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progress
+
 # StopRequest lives with the rest of the signal policy; callers know it as controller.StopRequest.
-from latscope.stopping import StopRequest, signal_name  # noqa: F401
+from latscope.stopping import StopRequest, signal_name
 
 
 class WorkerControl:
@@ -268,7 +269,7 @@ def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None]
     """
     if on_tick is None:
         tick_s = 1.0
-    pairs = list(zip(workers, partners or [None] * len(workers)))
+    pairs = list(zip(workers, partners or [None] * len(workers), strict=True))
     signalled: set[int] = set()
     while any(w.alive() for w in workers):
         for i, (w, partner) in enumerate(pairs):

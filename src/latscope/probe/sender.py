@@ -180,7 +180,7 @@ def run_sender(
                 back = tx_val = txf = 0
             pack_header(buf, off, magic, version, kind, size, stream, nonce, seq, deadline, wake, 0,
                         tx_val, back, txf | mac_flag, 0)
-            if key is not None:
+            if mac is not None:  # a key was given
                 # Before the clock read for send_ns (which the MAC leaves out, as zero):
                 # the MAC's cost shows in the sender's own work, not in the latency.
                 pack_mac(buf, mac_off, mac(signed))

@@ -227,7 +227,8 @@ def _write_columns(result: Path, res: SenderResult | ReceiverResult | ReflectorR
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
         arrays = {k: to_numpy(getattr(res, k), n) for k in names}
     with atomic_output(result) as fh:
-        np.savez(fh, **arrays)
+        # numpy's stub types **kwds as if a column could be named allow_pickle; these names cannot.
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _describe(res: SenderResult | ReceiverResult | ReflectorResult) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import CaptureError, TopologyError
-from latscope.probe.controller import WorkerControl, read_results
 from latscope.files import write_atomic
+from latscope.probe.controller import WorkerControl, read_results
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
-from latscope.stopping import StopRequest, Stopped
+from latscope.stopping import Stopped, StopRequest
 
 PROGRESS_SLOT = {"receiver": 0, "sender": 1}
 

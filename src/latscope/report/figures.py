@@ -13,18 +13,24 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402  (the backend must be chosen first)
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
-from latscope.analysis.histogram import histogram  # noqa: E402
+from latscope.analysis.histogram import histogram
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Runs with more points than this are drawn as an envelope.
 POINTS = 5000
@@ -32,7 +38,7 @@ POINTS = 5000
 COLUMNS = 1200
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 #: Applied around every figure (creation and saving), never to matplotlib's global state.
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",  # glyphs as paths: the SVG needs no font from anywhere
     "svg.hashsalt": "latscope",  # stable element ids: the same data gives the same file
     "font.size": 9,
@@ -41,9 +47,9 @@ STYLE = {
 }
 
 
-def _styled(fn):  # type: ignore[no-untyped-def]
+def _styled(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
     return wrapper
@@ -234,7 +240,7 @@ def repeat_spread(cells: Sequence[tuple[str, np.ndarray]], metric: str = "p99",
     return fig
 
 
-_SVG_START = re.compile(r"<svg\b", re.S)
+_SVG_START = re.compile(r"<svg\b", re.DOTALL)
 
 
 @_styled
@@ -246,7 +252,7 @@ def svg(fig: Figure) -> str:
     match = _SVG_START.search(text)
     text = text[match.start():] if match else text
     # The RDF metadata block names external vocabularies; inline figures do not need it.
-    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
 
 
 @_styled

@@ -25,8 +25,8 @@ from latscope.errors import LatscopeError, StoreError
 from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.store.layout import StoredRun
 from latscope.report.text import context_lines
+from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -128,7 +128,7 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
     envdiff = differences([setup_document(v.run.record) for v in views]) if len(views) > 1 else []
     return ReportData(
         title=title,
-        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         runs=sections, comparisons=comparisons,
         tail=Figure("tail-ccdf", "Latency tail (CCDF, log scale)", figures.svg(tail_fig)),
         inter_arrival=Figure("inter-arrival", "Inter-arrival time (delta)", figures.svg(delta_fig)),

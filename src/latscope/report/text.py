@@ -12,8 +12,11 @@ def _line(stats: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str | None = None,
-                 context: list[str] | None = None) -> str:
-    """The classic three lines, then percentiles, wakeup latency, packet counts, context lines and the run id."""
+                 context: list[str] | None = None, *, deep: bool = False) -> str:
+    """The classic three lines, then percentiles, wakeup latency, packet counts, context lines and the run id.
+
+    ``deep`` adds the latency p99.999 line after the percentiles (`show`, which recomputes it from the samples).
+    """
     pk = summary["packets"]
     lat = summary["latency_us"]
     dlt = summary["delta_us"]
@@ -23,6 +26,8 @@ def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str
         f"  delta min/avg/max/stdev (usec): {_line(dlt, ('min', 'avg', 'max', 'stddev'))}",
         f"  latency p50/p90/p99/p99.9/p99.99 (usec): {_line(lat, ('p50', 'p90', 'p99', 'p999', 'p9999'))}",
     ]
+    if deep:
+        lines.append(f"  latency p99.999 (usec): {_line(lat, ('p99999',))}")
     wake = summary.get("wakeup_latency_us") or {}
     if wake.get("count"):
         lines.append(
@@ -84,9 +89,9 @@ def context_lines(record: Any) -> list[str]:
     direction = vm.get("direction") or "forward"
     arrow = "host -> guest" if direction == "forward" else "guest -> host"
     net = vm.get("network") or {}
-    out = [f"  vm: {arrow} over {net.get('variant', '?')}, {vm.get('accel')} "
+    out = [(f"  vm: {arrow} over {net.get('variant', '?')}, {vm.get('accel')} "
            f"({'emulated CPU: not a hardware figure' if vm.get('emulated_cpu') else 'hardware-assisted'}), "
-           f"guest cwd {((vm.get('cwd') or {}).get('kind'))}, root {(vm.get('options') or {}).get('root', '9p')}"]
+           f"guest cwd {((vm.get('cwd') or {}).get('kind'))}, root {(vm.get('options') or {}).get('root', '9p')}")]
     clock = (record.summary or {}).get("clock") or {}
     if clock:
         after = clock.get("offset_after_ns")

@@ -380,10 +380,10 @@ def _timestamp(text: Any) -> _dt.datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = _dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
 @dataclass(frozen=True)

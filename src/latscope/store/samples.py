@@ -28,9 +28,23 @@ from latscope.errors import FormatError
 from latscope.files import atomic_output
 from latscope.store.versioned import first_line, open_parquet
 
-__all__ = ["ARROW_SCHEMA", "FLAG_DUPLICATE", "FLAG_LOST", "FLAG_NAMES", "FLAG_REORDERED", "FLAG_SEND_FAILED",
-           "MISSING", "SAMPLE_COLUMNS", "SAMPLES_MAGIC", "SAMPLES_SCHEMA_VERSION", "Samples", "TIME_COLUMNS",
-           "read_samples", "samples_table", "write_samples"]
+__all__ = [
+    "ARROW_SCHEMA",
+    "FLAG_DUPLICATE",
+    "FLAG_LOST",
+    "FLAG_NAMES",
+    "FLAG_REORDERED",
+    "FLAG_SEND_FAILED",
+    "MISSING",
+    "SAMPLES_MAGIC",
+    "SAMPLES_SCHEMA_VERSION",
+    "SAMPLE_COLUMNS",
+    "TIME_COLUMNS",
+    "Samples",
+    "read_samples",
+    "samples_table",
+    "write_samples",
+]
 
 #: 2 added far_rx_ns and far_tx_ns (round trips); a version 1 file reads as if they were null.
 SAMPLES_SCHEMA_VERSION = 2

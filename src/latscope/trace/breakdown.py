@@ -31,10 +31,10 @@ from latscope.files import open_regular, reason
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
+from latscope.trace.model import Timeline
 from latscope.trace.stagemodel import StageModel
 from latscope.trace.stages import (
     ONE_HOST,
-    STAGES,
     Packets,
     by_send_calls,
     locate,
@@ -86,7 +86,7 @@ class Breakdown:
     model: StageModel = ONE_HOST
     #: Across a hypervisor: direction, QEMU's threads, the guest trace and its clock mapping.
     vm: dict[str, Any] | None = None
-    guest_timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
+    guest_timeline: Timeline | None = field(default=None, repr=False, compare=False)
 
 
 # -- loading --------------------------------------------------------------

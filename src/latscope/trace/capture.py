@@ -246,7 +246,7 @@ def store_trace(inst: tracefs.Instance, out: Path, info: dict[str, Any]) -> dict
         fh.write(text)
     timings["compress_s"] = time.monotonic() - t
     t = time.monotonic()
-    meta = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
+    meta: dict[str, Any] = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
     meta["overruns"] = info.get("overruns", 0)
     meta["per_cpu"] = info.get("per_cpu", {})
     table = parse_kernel_text(text, raw, meta=meta)

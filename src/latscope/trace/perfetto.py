@@ -22,6 +22,7 @@ from typing import Any
 from latscope.files import write_atomic
 from latscope.store.samples import MISSING
 from latscope.trace.breakdown import Breakdown
+
 PID_CPUS, PID_IRQS, PID_PACKETS, PID_GUEST = 1, 2, 3, 4
 MAX_PACKETS = 500
 
@@ -57,7 +58,7 @@ def document(bd: Breakdown) -> dict[str, Any]:
             ev.append({"ph": "M", "pid": PID_PACKETS, "tid": tid, "name": "thread_name",
                        "args": {"name": f"seq {late.seq} ({late.value_ns / 1000:.1f} us)"}})
             times, cpus = pk.times[i], pk.cpus[i]
-            culprits = {}
+            culprits: dict[str, list[str]] = {}
             for c in late.culprits:
                 for s in c.stage.split(","):
                     culprits.setdefault(s, []).append(f"{c.name} {c.ns / 1000:.3f} us")
