@@ -89,6 +89,18 @@ RUN: dict[str, str] = {
     "topology.namespaces": VOLATILE,  # names carry the pid
     "topology.interfaces": VOLATILE,  # names carry the pid
     "topology.addresses": COMPARED,
+    "topology.devices.*.ifname": VOLATILE,  # names carry the pid
+    "topology.devices.*.namespace": VOLATILE,  # names carry the pid
+    "topology.devices.*.peer": VOLATILE,  # a device name
+    "topology.devices.*.master": VOLATILE,  # a device name
+    "topology.devices.*.mac": VOLATILE,  # random per run
+    "topology.devices.*.settings.underlay": VOLATILE,  # a device name
+    "topology.devices.*.settings.xdp.prog_id": VOLATILE,  # the kernel's id of the loaded program
+    "topology.devices.*.settings.xdp.redirect_to": VOLATILE,  # a device name
+    "topology.devices.*.kind": COMPARED,
+    "topology.devices.*.mtu": COMPARED,
+    "topology.devices.*.addresses": COMPARED,
+    "topology.devices.*.settings.**": COMPARED,  # bridge, macvlan, vxlan and XDP settings as the kernel reports them
     "workers.*": COMPARED,  # null: the half reported no scheduling
     "workers.*.policy": COMPARED,
     "workers.*.priority": COMPARED,
