@@ -85,16 +85,18 @@ class StealSeries:
     def __len__(self) -> int:
         return len(self.ts_ns)
 
-    def grew(self, cpu: int, a: int, b: int) -> int | None:
-        """Steal on ``cpu`` between the last sample at or before ``a`` and the first at or after ``b``.
+    def grew(self, cpu: int, a: int, b: int, lag_ns: int = 0) -> int | None:
+        """Steal on ``cpu`` between the last sample at or before ``a`` and the first at or after ``b + lag_ns``.
 
-        None when the series does not cover [a, b] or does not know the CPU.
+        The kernel accounts steal at the CPU's next tick after it happened:
+        ``lag_ns`` reaches that far past the window (no further than the last
+        sample). None when the series does not cover [a, b] or does not know the CPU.
         """
         if cpu not in self.cpus or len(self.ts_ns) == 0 or a < self.ts_ns[0] or b > self.ts_ns[-1]:
             return None
         j = self.cpus.index(cpu)
         i0 = int(np.searchsorted(self.ts_ns, a, side="right")) - 1
-        i1 = int(np.searchsorted(self.ts_ns, b, side="left"))
+        i1 = int(np.searchsorted(self.ts_ns, min(b + lag_ns, int(self.ts_ns[-1])), side="left"))
         return int(self.steal_ns[i1, j] - self.steal_ns[i0, j])
 
     def summary(self) -> dict[str, Any]:
@@ -172,7 +174,9 @@ class StealSampler:
             self.interval_ns *= 2
         ts, values = sample
         self._ts[self._n] = ts
-        self._vals[self._n] = [values.get(c, 0) for c in self.cpus]
+        prev = self._vals[self._n - 1] if self._n else np.zeros(len(self.cpus), np.int64)
+        # a CPU missing from a reading (taken offline) keeps its last value: the series never goes back
+        self._vals[self._n] = [values.get(c, int(prev[j])) for j, c in enumerate(self.cpus)]
         self._n += 1
 
     def _loop(self) -> None:

@@ -164,7 +164,7 @@ def breakdown_summary(run: StoredRun) -> dict[str, Any] | None:
 
 def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
     try:
-        from latscope.trace.breakdown import Options, analyse, load_run_table
+        from latscope.trace.breakdown import Options, analyse, load_run_steal, load_run_table
         from latscope.trace.report import to_json
     except ImportError as exc:
         return {"note": f"a kernel trace was recorded, but the breakdown is not available here ({exc})"}
@@ -177,7 +177,8 @@ def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
             bd = analyse_vm_run(run.path, run.record.extra, run.samples(), Options(), run_id=run.run_id,
                                 overruns=overruns)
         else:
-            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns)
+            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns,
+                         steal=load_run_steal(run.path))
     except LatscopeError as exc:
         return {"note": f"a kernel trace was recorded but could not be broken down: {exc}"}
     doc = to_json(bd)
