@@ -17,7 +17,6 @@ from latscope.env.steal import (
     StealSeries,
     parse_stat,
     read_series,
-    read_steal,
     write_series,
 )
 from latscope.errors import FormatError
