@@ -25,8 +25,8 @@ from latscope.errors import LatscopeError, StoreError
 from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.store.layout import StoredRun
 from latscope.report.text import context_lines
+from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -258,7 +258,12 @@ def worst_packet_timeline(bd: Any, margin_ns: int = 50_000) -> Any:
 def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
     """(the Breakdown or None, a note on how it was computed or why it could not be)."""
     try:
-        from latscope.trace.breakdown import Options, analyse, load_run_steal, load_run_table
+        from latscope.trace.breakdown import (
+            Options,
+            analyse,
+            load_run_steal,
+            load_run_table,
+        )
     except ImportError as exc:
         return None, f"a kernel trace was recorded, but the breakdown is not available here ({exc})"
     try:
