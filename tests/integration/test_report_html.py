@@ -170,6 +170,12 @@ def test_traced_run_gets_its_breakdown(latscope, tmp_path: Path) -> None:
     for i, total in enumerate(totals):
         assert abs(bars[f"culprit-{i}"][0] / bars["culprit-0"][0] - total / totals[0]) < 0.01
     assert len(bar_sizes(section, "excess-0-")) == sum(s["excess_us"] > 0 for s in doc["late_packets"][0]["stages"])
+    # the same breakdown as a Perfetto file: nothing its importer would drop or misnest (a real, long trace)
+    from latscope.trace.perfetto import problems
+
+    pf = latscope("breakdown", "latest", "--perfetto", str(tmp_path / "p.json"))
+    assert pf.returncode == 0, pf.stderr
+    assert problems(json.loads((tmp_path / "p.json").read_text())) == []
     if CHROMIUM is not None:
         dom = _chromium(["--dump-dom", html.as_uri()], tmp_path / "profile")
         assert dom.returncode == 0, dom.stderr[-2000:]
