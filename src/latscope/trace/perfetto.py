@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from typing import Any
 
 from latscope.files import write_atomic
 from latscope.store.samples import MISSING
@@ -70,7 +70,7 @@ def document(bd: Breakdown) -> dict[str, Any]:
             ev.append({"ph": "M", "pid": PID_PACKETS, "tid": tid, "name": "thread_name",
                        "args": {"name": f"seq {late.seq} ({late.value_ns / 1000:.1f} us)"}})
             times, cpus = pk.times[i], pk.cpus[i]
-            culprits = {}
+            culprits: dict[str, list[str]] = {}
             for c in late.culprits:
                 for s in c.stage.split(","):
                     culprits.setdefault(s, []).append(f"{c.name} {c.ns / 1000:.3f} us")
@@ -215,7 +215,7 @@ def problems(doc: Any) -> list[str]:
         key = (e["pid"], e.get("tid", 0))
         t = import_ns(e["ts"])
         st, en = starts.get(key), ends.get(key)
-        if st is None or not ((st <= t) & (en >= t)).any():
+        if st is None or en is None or not ((st <= t) & (en >= t)).any():
             out.append(f"event {i}: flow {e['ph']} id {e['id']} at {t} ns has no slice of pid {key[0]} tid {key[1]} "
                        "around it: Perfetto drops it")
     return out
