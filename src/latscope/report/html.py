@@ -150,7 +150,7 @@ def breakdown_summary(run: StoredRun, name: str = "run", pngs: list[tuple[str, A
         return None
     bd, note = _compute_breakdown(run)
     if bd is None:
-        return {"note": note, "sentence": "", "figures": [], "culprits": [], "dominant": {}}
+        return {"note": note, "sentence": "", "figures": [], "culprits": [], "dominant": {}, "warnings": []}
     from latscope.trace.report import culprit_label, to_json
 
     doc = to_json(bd)
