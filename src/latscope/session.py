@@ -59,7 +59,8 @@ class Capture(Protocol):
 
     def stop(self, workdir: Path) -> dict[str, Any]:
         """Stop recording, leave files in ``workdir``; return {'record': {...}, 'completeness': {...}} and
-        optionally 'config': {...} (settings to record in run.json's config)."""
+        optionally 'config': {...} (settings to record in run.json's config) and 'summary': {...} (keys
+        added to the run's summary)."""
 
     def close(self) -> None:
         """Release everything (also after errors); must be safe to call twice. Captures close in reverse order."""
@@ -372,6 +373,8 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     interrupted = end.interrupted
     samples = Samples(cols)
     summary = summarise(samples, counts)
+    for res in cap_results:
+        summary.update(res.get("summary", {}))  # facts of the capture (host steal) that samples cannot give
     env: dict[str, Any] = {
         "before": env_before,
         "after": {"captured_at": now_iso()},

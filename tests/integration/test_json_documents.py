@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from latscope.cli.common import JSON_DOCUMENTS
@@ -38,7 +39,7 @@ def documented() -> dict[str, dict[str, Any]]:
         for other in re.findall(r"`(latscope-[a-z-]+)`", cells[3]):  # "the keys of `latscope-...`"
             keys |= by_format[other]
         by_format[cells[1].strip("`")] = keys
-        for verb in re.findall(r"`([a-z]+)`", cells[0]):
+        for verb in re.findall(r"`([a-z]+(?: [a-z]+)?)`", cells[0]):
             rows[verb] = {"format": cells[1].strip("`"), "schema_version": int(cells[2]), "keys": keys}
     return rows
 
@@ -86,8 +87,23 @@ class Documents:
                                     "--json").stdout,
             "doctor": lambda: self.cli("doctor", "--json", ok=(0, 1)).stdout,
             "breakdown": lambda: self.cli("breakdown", self.traced(), "--json").stdout,
+            "campaign plan": lambda: self.cli("campaign", "plan", self.campaign(), "--json").stdout,
+            "campaign status": lambda: self.cli("campaign", "status", self.campaign(made=True), "--json").stdout,
+            "campaign report": lambda: self.cli("campaign", "report", self.campaign(made=True), "--json",
+                                                "--bootstrap", "100").stdout,
         }
         return self.json(verb, makers[verb])
+
+    def campaign(self, made: bool = False) -> str:
+        """A two-cell campaign on loopback (made once when ``made``)."""
+        path = self.root.parent / "json-docs.toml"
+        if not path.exists():
+            path.write_text('name = "docs"\n[base]\ntopology = "loopback"\ncount = 200\nperiod = "500us"\n'
+                            '[factors]\nsize = { small = {}, big = { size = 500 } }\n')
+        if made and "campaign-made" not in self.cache:
+            self.cli("campaign", "run", str(path))
+            self.cache["campaign-made"] = {}
+        return str(path)
 
     def traced(self) -> str:
         out = self.cli("run", "--topology", "loopback", "--count", "300", "--period", "500us", "--trace",
@@ -149,8 +165,10 @@ def test_every_verb_with_json_is_declared_and_documented() -> None:
     for verb, (target, _) in VERBS.items():
         module, _, attr = target.partition(":")
         command = getattr(importlib.import_module(module), attr)
-        if any("--json" in p.opts for p in command.params):
-            with_json.add(verb)
+        subs = command.commands if isinstance(command, click.Group) else {"": command}
+        for name, sub_command in subs.items():
+            if any("--json" in p.opts for p in sub_command.params):
+                with_json.add(f"{verb} {name}".strip())
     assert with_json == set(JSON_DOCUMENTS)
     assert set(documented()) == set(JSON_DOCUMENTS)
 

@@ -115,6 +115,9 @@ JSON_DOCUMENTS: dict[str, tuple[str, int]] = {
     "sql": ("latscope-sql", 1),
     "doctor": ("latscope-doctor", 1),
     "breakdown": ("latscope-breakdown", 1),
+    "campaign plan": ("latscope-campaign-plan", 1),
+    "campaign status": ("latscope-campaign-status", 1),
+    "campaign report": ("latscope-campaign-report", 1),
 }
 
 

@@ -284,6 +284,7 @@ class RunArgs:
 @click.pass_context
 def run(ctx: click.Context, **kwargs: Any) -> None:
     """Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, saved as a run."""
+    from latscope.env.steal import StealCapture
     from latscope.experiment.runopts import experiment
     from latscope.session import measure_all
 
@@ -293,7 +294,8 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     exp = experiment(args.stress, args.log_dir, args.log_fs, cfg) if args.stress or args.log_dir or args.log_fs \
         else None
-    captures = (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
+    # Host steal is sampled in every run; it starts first, so it covers the trace's whole window.
+    captures = (StealCapture(),) + (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
         disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
         outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)

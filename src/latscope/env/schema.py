@@ -75,6 +75,13 @@ COLLECTED: dict[str, str] = {
     "time.tai_offset_s": COMPARED,
     "user.euid": COMPARED,
     "qdisc.available.*": COMPARED,
+    "virt.is_vm": COMPARED,
+    "virt.evidence": COMPARED,
+    "virt.hypervisor_type": COMPARED,
+    "virt.dmi.*": COMPARED,
+    "virt.steal_readable": COMPARED,
+    "virt.steal_ns_since_boot": VOLATILE,  # grows all the time
+    "virt.steal_ns_per_cpu.*": VOLATILE,  # grows all the time
 }
 
 #: run.json ``environment``: the collected environment before the run (and the guest's), plus what the run

@@ -259,3 +259,117 @@ def svg(fig: Figure) -> str:
 def save_png(fig: Figure, out: Path | BinaryIO, dpi: int = 150) -> None:
     """Write the figure as PNG to a path or a binary file."""
     fig.savefig(out, format="png", dpi=dpi)
+
+
+def _stage_colors(stages: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per stage, stable in the stages' order (tab20: 20 distinct colours)."""
+    cmap = matplotlib.colormaps["tab20"]
+    return {s: tuple(cmap(i % 20)) for i, s in enumerate(stages)}
+
+
+@_styled
+def stage_excess(packets: Sequence[tuple[str, Sequence[float]]], stages: Sequence[str],
+                 titles: Sequence[str] | None = None, title: str = "Late packets: stages over their median") -> Figure:
+    """A stacked bar per late packet (worst first): each stage's excess over its median (µs), coloured by stage.
+
+    ``packets``: (label, excess µs per stage in ``stages`` order); negative excess (a stage faster than
+    usual) is not drawn. Bar segment k of packet i has the SVG id ``excess-{i}-{k}``.
+    """
+    n = max(1, len(packets))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    colors = _stage_colors(stages)
+    names = list(titles) if titles is not None else list(stages)
+    bottom = np.zeros(len(packets))
+    for k, stage in enumerate(stages):
+        vals = np.array([max(0.0, float(p[1][k])) for p in packets])
+        if not (vals > 0).any():
+            continue
+        bars = ax.bar(np.arange(len(packets)), vals, bottom=bottom, color=colors[stage], label=names[k], width=0.8)
+        for i, patch in enumerate(bars.patches):
+            patch.set_gid(f"excess-{i}-{k}")
+        bottom += vals
+    ax.set_xticks(np.arange(len(packets)), [p[0] for p in packets], rotation=90, fontsize=6)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("late packet (seq), worst first")
+    ax.set_ylabel("excess over the stage's median (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    if len(packets):
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+    return fig
+
+
+@_styled
+def culprit_bars(rows: Sequence[tuple[str, float, int]], title: str = "Culprits by total delay") -> Figure:
+    """Horizontal bars, largest first: each culprit's total delay (µs) over the late packets, with its packet count.
+
+    Bar i has the SVG id ``culprit-{i}``.
+    """
+    fig = Figure(figsize=(10, 1.2 + 0.3 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    bars = ax.barh(y, [r[1] for r in rows], color=COLORS[3], height=0.7)
+    top = max((r[1] for r in rows), default=0.0)
+    for i, (patch, (_label, total, count)) in enumerate(zip(bars.patches, rows)):
+        patch.set_gid(f"culprit-{i}")
+        ax.text(total + 0.01 * top, i, f"{total:.1f} µs, {count} packet{'s' if count != 1 else ''}",
+                va="center", fontsize=7)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25 if top > 0 else 1)
+    ax.set_xlabel("total delay over the late packets (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    return fig
+
+
+@dataclass(frozen=True)
+class CpuRow:
+    """What one CPU did in a window: (start µs, end µs, name) of each running task, and silent stretches."""
+
+    label: str
+    tasks: Sequence[tuple[float, float, str]]
+    silent: Sequence[tuple[float, float]] = ()
+
+
+@_styled
+def cpu_timeline(rows: Sequence[CpuRow], packet: str, stages: Sequence[tuple[float, float, str]],
+                 stage_order: Sequence[str], title: str = "Who ran when around the worst packet") -> Figure:
+    """The packet's stages on the top lane (coloured as in ``stage_excess``), then one lane per CPU: the tasks
+    that ran (coloured by name; idle blank) and, under each lane, the stretches without any event (hatched).
+
+    Times are µs from the window's start; ``stages``: (start, end, stage) with stage one of ``stage_order``.
+    """
+    fig = Figure(figsize=(10, 1.8 + 0.6 * (len(rows) + 1)), layout="constrained")
+    ax = fig.add_subplot()
+    stage_color = _stage_colors(stage_order)
+    handles: dict[str, Any] = {}
+    for s, e, name in stages:
+        bars = ax.broken_barh([(s, max(e - s, 1e-3))], (-0.35, 0.7), facecolors=stage_color.get(name, "gray"))
+        handles.setdefault(name, bars)
+    totals: dict[str, float] = {}
+    for r in rows:
+        for s, e, name in r.tasks:
+            totals[name] = totals.get(name, 0.0) + (e - s)
+    # tasks in another palette than the stages' (Dark2), the busiest seven named, the rest grey
+    task_colors = [tuple(matplotlib.colormaps["Dark2"](i)) for i in range(7)]
+    named = [n for n, _ in sorted(totals.items(), key=lambda kv: -kv[1])][:len(task_colors)]
+    color = {n: task_colors[i] for i, n in enumerate(named)}
+    for lane, r in enumerate(rows, start=1):
+        for s, e, name in r.tasks:
+            key = name if name in color else "other tasks"
+            bars = ax.broken_barh([(s, max(e - s, 1e-3))], (lane - 0.3, 0.55), facecolors=color.get(name, "#bbbbbb"))
+            handles.setdefault(key, bars)
+        if r.silent:
+            bars = ax.broken_barh([(s, e - s) for s, e in r.silent], (lane + 0.27, 0.13), facecolors="none",
+                                  edgecolors="black", hatch="//////", linewidth=0.4)
+            handles.setdefault("no event on the CPU", bars)
+    for s, _e, _name in stages:
+        ax.axvline(s, color="black", linewidth=0.5, linestyle=":")
+    ax.set_yticks(range(len(rows) + 1), [packet] + [r.label for r in rows])
+    ax.set_ylim(-0.6, len(rows) + 0.6)
+    ax.invert_yaxis()
+    ax.set_xlabel("time from the window's start (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    return fig

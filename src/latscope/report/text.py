@@ -53,6 +53,9 @@ def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str
     if sched.get("missed_periods"):
         lines.append(f"  sender: {sched['missed_periods']} of {sched['scheduled']} packets sent a full period or "
                      "more after their scheduled time (missed periods)")
+    steal = steal_line(summary.get("host_steal"))
+    if steal:
+        lines.append(steal)
     lines += context or []
     if run_id:
         suffix = f" ({status})" if status and status != "complete" else ""
@@ -79,6 +82,16 @@ def round_trip_lines(summary: dict[str, Any]) -> list[str]:
     if check:
         out.append(f"  clock check: {check['line']}")
     return out
+
+
+def steal_line(steal: dict[str, Any] | None) -> str | None:
+    """"host steal: 12.5% of CPU 0, 3.1% of CPU 1 during the run", when the host took any CPU time."""
+    cpus = (steal or {}).get("cpus") or {}
+    if not any(c.get("steal_ns") for c in cpus.values()):
+        return None
+    parts = [(f"{c['percent']:.1f}%" if c["percent"] >= 0.05 or not c.get("steal_ns") else "<0.1%") + f" of CPU {cpu}"
+             for cpu, c in sorted(cpus.items(), key=lambda kv: int(kv[0]))]
+    return f"  host steal: {', '.join(parts)} during the run"
 
 
 def context_lines(record: Any) -> list[str]:

@@ -120,6 +120,11 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
     out.append(f"  trace: {tr.get('events')} events on {tr.get('cpus')} CPUs over {tr.get('span_s')} s, "
                f"clock {tr.get('clock') or '?'} ({tr.get('clock_mapping')}), "
                f"{tr.get('overruns', 0)} overruns, sender pid {bd.sender_pid}, receiver pid {bd.receiver_pid}")
+    hs = tr.get("host_steal")
+    if hs:
+        out.append(f"  host steal: {hs['samples']} samples of each CPU's steal time"
+                   + ("" if hs.get("covers_trace") else " (not covering the whole trace)")
+                   + ": silent gaps are hypervisor (steal) where it grew, else unexplained gap")
     out.extend(_vm_lines(bd))
     for w in bd.warnings:
         out.append(f"  warning: {w}")
