@@ -36,6 +36,9 @@ VERBS = {
                "Write an HTML report of runs (the first is the baseline of the comparison)."),
     "breakdown": ("latscope.cli.breakdown:breakdown",
                   "Split each late packet's latency into stages and name what held it back."),
+    "agent": ("latscope.cli.agent:agent",
+              "Serve measurement requests from authenticated controllers (`latscope run --from/--to`) until "
+              "stopped."),
     "campaign": ("latscope.cli.campaign:campaign",
                  "Plan, run, follow and report an experiment: runs under several configurations, repeated."),
 }

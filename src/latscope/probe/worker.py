@@ -38,6 +38,8 @@ from latscope.probe.spec import ReceiverSpec, SenderSpec, receiver_from_json, se
 from latscope.testhooks import hold
 
 READY = "ready"
+#: The roles a worker can run; a network agent (latscope.remote.netagent) runs any of them for a controller.
+ROLES = ("sender", "receiver")
 PROGRESS_SLOTS = 4  # received, sent, reserved, reserved
 #: The pid of the controller that started this worker (set by latscope.probe.controller.spawn).
 PARENT_ENV = "LATSCOPE_CONTROLLER_PID"
@@ -226,8 +228,8 @@ def _write_info(result: Path, info: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (3, 4) or args[0] not in ("sender", "receiver"):
-        print("usage: python -m latscope.probe.worker sender|receiver SPEC.json RESULT.npz [PROGRESS]",
+    if len(args) not in (3, 4) or args[0] not in ROLES:
+        print(f"usage: python -m latscope.probe.worker {'|'.join(ROLES)} SPEC.json RESULT.npz [PROGRESS]",
               file=sys.stderr)
         return 2
     if not die_with_parent(os.environ.get(PARENT_ENV)):
