@@ -349,6 +349,7 @@ class Session:
     def _end_workers(self) -> None:
         for w in list(self.workers.values()):
             w.end()
+            self.log(f"stopped {w.wid} (status {w.poll()}); its results are dropped")
             self._drop(w)
 
 
