@@ -98,7 +98,8 @@ class Hosts:
 
     def run(self, results: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`latscope run` from host A's namespace."""
-        return subprocess.run(self.run_argv(results, *args), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self.run_argv(results, *args), capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     def run_argv(self, results: Path, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns_a, str(BIN / "latscope"), "run", "--results", str(results), "-q",

@@ -28,7 +28,7 @@ from latscope.remote.channel import Channel, ChannelClosed
 from latscope.remote.netauth import SealedChannel, _mac
 from latscope.remote.netlink import connect
 from latscope.topo.veth import RECEIVER_ADDR4, SENDER_ADDR4
-from tests.integration.agenthosts import A, B, Agent, Hosts, two_hosts, write_key
+from tests.integration.agenthosts import A, Agent, B, Hosts, two_hosts, write_key
 from tests.integration.runwatch import wait_for_packets
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -281,7 +281,7 @@ def test_agent_killed_mid_run(hosts: Hosts, results: Path) -> None:
         wait_for_packets(results, proc, 300)
         receiver_pid = worker_pids(hosts.b.text())[0]
         hosts.b.proc.kill()
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

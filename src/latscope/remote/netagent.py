@@ -34,7 +34,13 @@ from typing import Any
 
 from latscope.process import pid_alive
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
-from latscope.remote.netauth import MAX_AUTH_HEADER, AuthFailed, SealedChannel, SeenNonces, agent_handshake
+from latscope.remote.netauth import (
+    MAX_AUTH_HEADER,
+    AuthFailed,
+    SealedChannel,
+    SeenNonces,
+    agent_handshake,
+)
 from latscope.remote.netlimits import Limits, Refused, Usage, check_spec
 
 AUTH_TIMEOUT_S = 5.0
@@ -53,7 +59,7 @@ Log = Callable[[str], None]
 
 def reap_stale(root: Path) -> list[Path]:
     """Remove the scratch directories of agents that no longer run (their names carry the pid)."""
-    gone = []
+    gone: list[Path] = []
     try:
         entries = list(root.iterdir())
     except OSError:
@@ -396,7 +402,8 @@ class AgentServer:
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((host, port))
-            self.sock.listen(128)
+            self.sock.listen(1024)
+            self.sock.setblocking(False)
         except OSError:
             self.sock.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -442,27 +449,8 @@ class AgentServer:
             while not self.stopping.is_set():
                 if not poller.poll(250):
                     continue
-                try:
-                    conn, addr = self.sock.accept()
-                except OSError:
-                    continue
-                peer = _peer(addr)
-                try:
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
-                with self.lock:
-                    full = self.pending >= MAX_PENDING
-                    if not full:
-                        self.pending += 1
-                if full:
-                    self.log(f"{peer}: refused: {MAX_PENDING} connections are already authenticating")
-                    conn.close()
-                    continue
-                session = Session(self, conn, peer)
-                with self.lock:
-                    self.sessions.add(session)
-                threading.Thread(target=session.run, name=f"latscope-agent-{peer}", daemon=True).start()
+                for conn, addr in self._accept_all():
+                    self._admit(conn, addr)
         finally:
             self.stopping.set()
             self.sock.close()
@@ -473,6 +461,38 @@ class AgentServer:
                         break
                 time.sleep(0.05)
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _admit(self, conn: socket.socket, addr: Any) -> None:
+        """A session for a new connection, unless too many are still authenticating."""
+        peer = _peer(addr)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        with self.lock:
+            full = self.pending >= MAX_PENDING
+            if not full:
+                self.pending += 1
+        if full:
+            self.log(f"{peer}: refused: {MAX_PENDING} connections are already authenticating")
+            conn.close()
+            return
+        session = Session(self, conn, peer)
+        with self.lock:
+            self.sessions.add(session)
+        threading.Thread(target=session.run, name=f"latscope-agent-{peer}", daemon=True).start()
+
+    def _accept_all(self) -> list[tuple[socket.socket, Any]]:
+        """Every connection waiting (a burst of them must not overflow the listen queue), at most 256."""
+        out: list[tuple[socket.socket, Any]] = []
+        while len(out) < 256:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:  # none left (EAGAIN), or one that went away before we took it
+                break
+            conn.setblocking(True)
+            out.append((conn, addr))
+        return out
 
     def stop(self) -> None:
         self.stopping.set()

@@ -99,8 +99,8 @@ def check_spec(wid: str, doc: Any, limits: Limits, usage: Usage, *, scratch_log:
     if not isinstance(doc, dict):
         raise Refused("the spec is not a JSON object")
     spec = dict(doc)
-    for key in spec:
-        if key not in HANDLED_PATHS and key.endswith(PATHLIKE_SUFFIXES) and spec[key] is not None:
+    for key, value in spec.items():
+        if key not in HANDLED_PATHS and key.endswith(PATHLIKE_SUFFIXES) and value is not None:
             raise Refused(f"{key}: the agent does not take paths from a controller")
     if spec.get("netns") is not None:
         raise Refused("netns: the agent measures in its own network namespace")

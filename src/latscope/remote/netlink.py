@@ -15,7 +15,12 @@ from latscope.errors import CaptureError, ConfigError
 from latscope.probe.config import parse_hostport
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError
 from latscope.remote.host import GuestLink
-from latscope.remote.netauth import MAX_AUTH_HEADER, AuthFailed, SealedChannel, controller_handshake
+from latscope.remote.netauth import (
+    MAX_AUTH_HEADER,
+    AuthFailed,
+    SealedChannel,
+    controller_handshake,
+)
 
 AGENT_PORT = 48_501
 CONNECT_TIMEOUT_S = 10.0

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from latscope.remote.channel import Channel, ChannelError
-from latscope.remote.netauth import AuthFailed, SealedChannel, SeenNonces, agent_handshake, controller_handshake
+from latscope.remote.netauth import (
+    AuthFailed,
+    SealedChannel,
+    SeenNonces,
+    agent_handshake,
+    controller_handshake,
+)
 
 
 def handshake(agent_key: bytes, controller_key: bytes, seen: SeenNonces | None = None):

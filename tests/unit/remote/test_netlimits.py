@@ -18,7 +18,10 @@ def sender(**over: Any) -> dict[str, Any]:
     return {**doc, **over}
 
 
-def check(doc: Any, limits: Limits = Limits(), usage: Usage | None = None, egress: str | None = "eth0",
+DEFAULT = Limits()
+
+
+def check(doc: Any, limits: Limits = DEFAULT, usage: Usage | None = None, egress: str | None = "eth0",
           wid: str = "sender-1") -> dict[str, Any]:
     return check_spec(wid, doc, limits, usage or Usage(), scratch_log="/scratch/log", key_file="/etc/agent.key",
                       egress=lambda _a: egress, now_ns=NOW)
