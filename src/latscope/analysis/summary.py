@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.analysis import chunked, metrics
+from latscope.analysis import chunked, metrics, roundtrip
 from latscope.analysis.stats import describe
 from latscope.store.samples import FLAG_LOST, FLAG_REORDERED, FLAG_SEND_FAILED, MISSING, Samples
 
@@ -98,6 +98,9 @@ def summarise_columns(
                 kept[name] = values[name]
             del values[name]
     doc.update({SUMMARY_METRICS[n]: stats[n] for n in SUMMARY_METRICS if n in stats})
+    rt_doc = roundtrip.summary(samples)
+    if rt_doc is not None:
+        doc["round_trip"] = rt_doc
     doc["worst"] = worst_packets(samples, kept["latency"], worst) if worst > 0 else []
     if "latency" not in keep:
         del kept["latency"]

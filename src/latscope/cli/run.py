@@ -11,8 +11,18 @@ from typing import Any
 import click
 
 from latscope.cli.common import (
-    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
-    tag_list, warn,
+    DURATION,
+    INT_OR_HEX,
+    NAME,
+    TAG,
+    check_memory,
+    emit_json,
+    json_option,
+    results_option,
+    stderr_is_tty,
+    store_from,
+    tag_list,
+    warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
@@ -206,6 +216,8 @@ class RunArgs:
     results: str | None
     as_json: bool
     quiet: bool
+    mode: str = "oneway"
+    require_sync: int | None = None
 
     def config(self, topology: str) -> MeasureConfig:
         key_file = key_path(self.key_file)
@@ -219,6 +231,7 @@ class RunArgs:
             prio_send=self.prio_send, prio_recv=self.prio_recv, mlock=not self.no_mlock,
             hw_timestamps=not self.no_hw, cpu_dma_latency_us=self.cpu_dma_latency, stream_log=self.stream_log,
             name=self.name, tags=tuple(self.tags), direction=self.direction, key_file=key_file,
+            mode=self.mode, require_sync_ns=self.require_sync,
         )
 
     def vm(self, topology: str) -> Any:
@@ -242,6 +255,12 @@ class RunArgs:
                    "host); with --to and --key-file (docs/agent.md).")
 @click.option("--to", "to_host", default=None, metavar="HOST[:PORT]|local",
               help="Between two hosts: the receiving side, an agent or local.")
+@click.option("--mode", type=click.Choice(["oneway", "rtt"]), default="oneway", show_default=True,
+              help="oneway: a receiver stamps each arrival; rtt: a reflector echoes each packet with its kernel "
+                   "RX and TX times (round trips, no synchronised clocks needed; UDP only).")
+@click.option("--require-sync", "require_sync", type=DURATION, default=None, metavar="DURATION",
+              help="One-way runs: refuse to measure (exit 1) when the clock checks bound the error between the "
+                   "two ends' clocks above DURATION (e.g. 10us) or cannot bound it.")
 @probe_options
 @vm_options
 @click.option("--cpu-send", "cpu_send", type=int, default=None, help="Pin the sender to this CPU.")
@@ -272,7 +291,7 @@ class RunArgs:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def run(ctx: click.Context, **kwargs: Any) -> None:
-    """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
+    """Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, saved as a run."""
     from latscope.experiment.runopts import experiment
     from latscope.session import measure_all
 

@@ -63,7 +63,7 @@ def show(run_ref: str, range_from: int | None, range_to: int | None, skip_warmup
     series = None
     if window_ns is not None:
         series = window_series(view.offsets_ns, values, window_ns, kept["lost"], view.selection.start_ns)
-    for key in ("clock", "vm"):
+    for key in ("clock", "vm", "clock_check"):
         # Facts of the capture, not of the samples: recomputing cannot give them back.
         if key in run.record.summary:
             summary[key] = run.record.summary[key]

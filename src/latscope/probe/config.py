@@ -21,6 +21,7 @@ MAX_COUNT = 1_000_000_000
 MAX_CPU_DMA_LATENCY_US = 2_000_000_000
 #: Stream ids are 31-bit: samples.parquet stores them as int32.
 MAX_STREAM = 2**31 - 1
+MODES = ("oneway", "rtt")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class MeasureConfig:
     direction: str = "forward"
     #: Authenticate every packet with the key in this file (the path is recorded, never the key).
     key_file: str | None = None
+    #: oneway (a receiver stamps arrivals) or rtt (a reflector echoes every packet; docs/run.md).
+    mode: str = "oneway"
+    #: Refuse to measure one-way when the clock error bound is larger than this (None: measure anyway).
+    require_sync_ns: int | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -138,6 +143,19 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError(
             "raw Ethernet over a real network needs two hosts: use `latscope recv --l2` and `latscope send --l2`"
         )
+    if cfg.mode not in MODES:
+        raise ConfigError(f"--mode {cfg.mode}: choose {' or '.join(MODES)}")
+    if cfg.mode == "rtt":
+        if cfg.family == "packet":
+            raise ConfigError("--mode rtt works over UDP (the reflector answers the sender's address), not --l2")
+        if is_vm:
+            raise ConfigError("--mode rtt is not supported on --topology vm yet: the guest agent has no reflector")
+        if cfg.txtime_offset_ns is not None:
+            raise ConfigError("--txtime is for one-way runs; --mode rtt measures kernel to kernel")
+        if cfg.require_sync_ns is not None:
+            raise ConfigError("--require-sync is for one-way runs: round trips need no synchronised clocks")
+    if cfg.require_sync_ns is not None and cfg.require_sync_ns <= 0:
+        raise ConfigError("--require-sync must be a positive duration")
     ncpu = os.cpu_count() or 1
     # On a VM one half runs in the guest, whose CPUs the guest checks.
     for opt, cpu in (() if is_vm or agents else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):

@@ -281,7 +281,7 @@ class Session:
         return True
 
     def spawn(self, h: dict[str, Any]) -> AgentWorker:
-        from latscope.probe.worker import ROLES
+        from latscope.probe.spec import ROLES
 
         role, wid = h.get("role"), h.get("wid")
         if role not in ROLES:
@@ -369,14 +369,11 @@ def own_hello(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_known(role: str, spec: dict[str, Any]) -> None:
-    """For the roles whose spec the probe can parse here: refuse one that does not parse."""
-    from latscope.probe.spec import receiver_from_json, sender_from_json
+    """Refuse a spec the probe cannot parse for ``role`` (the worker would only fail later)."""
+    from latscope.probe.spec import spec_from_json
 
-    parse = {"sender": sender_from_json, "receiver": receiver_from_json}.get(role)
-    if parse is None:
-        return
     try:
-        parse(spec)
+        spec_from_json(role, spec)
     except (TypeError, KeyError, ValueError) as exc:
         raise Refused(f"malformed {role} spec: {str(exc)[:120]}") from None
 

@@ -43,6 +43,7 @@ def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str
             "  worst latency (usec) by seq: "
             + ", ".join(f"#{w['seq']} {w['latency_us']:.3f}" for w in worst)
         )
+    lines += round_trip_lines(summary)
     sched = summary.get("schedule") or {}
     if sched.get("missed_periods"):
         lines.append(f"  sender: {sched['missed_periods']} of {sched['scheduled']} packets sent a full period or "
@@ -52,6 +53,27 @@ def summary_text(summary: dict[str, Any], run_id: str | None = None, status: str
         suffix = f" ({status})" if status and status != "complete" else ""
         lines.append(f"  run: {run_id}{suffix}")
     return "\n".join(lines)
+
+
+def round_trip_lines(summary: dict[str, Any]) -> list[str]:
+    """A round-trip run's extra lines: what its latency is, the far end's turnaround, the one-way estimates."""
+    rt = summary.get("round_trip")
+    out: list[str] = []
+    if rt:
+        turn = rt.get("turnaround_us") or {}
+        out.append("  round trip: latency = RTT = (t4 - t1) - (t3 - t2), kernel timestamps; far-end turnaround "
+                   f"min/avg/max/p99 (usec): {_line(turn, ('min', 'avg', 'max', 'p99'))}")
+        clock = rt.get("clock")
+        if clock:
+            fwd, rev = rt.get("forward_us") or {}, rt.get("reverse_us") or {}
+            out.append(f"  one-way estimates p50/p99 (usec): forward {_line(fwd, ('p50', 'p99'))}, reverse "
+                       f"{_line(rev, ('p50', 'p99'))}; far clock offset {clock['offset_ns'] / 1000:.3f} "
+                       f"+- {clock['bound_ns'] / 1000:.3f} us ({clock['method']}, from "
+                       f"{clock['round_trips']} round trips)")
+    check = summary.get("clock_check")
+    if check:
+        out.append(f"  clock check: {check['line']}")
+    return out
 
 
 def context_lines(record: Any) -> list[str]:
