@@ -364,3 +364,13 @@ def test_limits(tmp_path: Path, results: Path) -> None:
         # Within the limits the agent serves.
         r = h.run(results, "--from", "local", "--to", B, "--key-file", key, "--count", "300", "--port", "48505")
         assert r.returncode == 0, r.stderr
+
+
+def test_round_trips_through_agents(hosts: Hosts, results: Path) -> None:
+    """--mode rtt between agents: B's agent runs the probe's reflector role as it runs a receiver."""
+    r = hosts.run(results, "--from", A, "--to", B, "--key-file", str(hosts.key), "--count", "500", "--mode", "rtt")
+    assert r.returncode == 0, r.stderr
+    [doc] = stored(results)
+    assert doc["source"]["metric"] == "round-trip"
+    assert doc["completeness"]["received"] == 500
+    assert "started reflector-" in hosts.b.text() and "started sender-" in hosts.a.text()
