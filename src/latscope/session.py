@@ -81,15 +81,15 @@ class Outcome:
 class Leg:
     """One stream of a measurement: who sends, who receives, in which direction, with which stream id."""
 
-    direction: str   # "" (not a VM), forward (host -> guest) or reverse (guest -> host)
+    direction: str   # "" (one host), forward (host -> guest, --from -> --to) or reverse (the other way)
     sender: Side
     receiver: Side
     stream: int
 
 
 def plan_legs(cfg: MeasureConfig, path: TopologyPath) -> list[Leg]:
-    """The streams of a run: one, or on a VM one per direction asked for (``both``: two at once)."""
-    if path.guest is None:
+    """The streams of a run: one, or on a VM or between agents one per direction asked for (``both``: two at once)."""
+    if path.guest is None and path.kind != "agents":
         return [Leg("", path.sender, path.receiver, cfg.stream)]
     legs = []
     if cfg.direction in ("forward", "both"):
@@ -288,7 +288,8 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
             receivers.append(_spawn(lr.leg.receiver, role, lr.recv_spec, lr.workdir, prog))
         asked = time.monotonic()
         for lr, rx in zip(runs, receivers):
-            port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
+            port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent and guest is not None
+                                 else READY_TIMEOUT_S)
             if lr.leg.receiver.agent is not None and guest is not None:
                 guest.ready_s.append(time.monotonic() - asked)
             if port and lr.send_spec.dest.port != port:
@@ -305,8 +306,8 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
         # A receiver stops by itself shortly after its sender's end packet;
         # if that packet was lost (or the sender ended early), tell it.
         for lr, tx, rx in zip(runs, senders, receivers):
-            controller.finish_receiver(rx, tx, stop,
-                                       RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S)
+            controller.finish_receiver(rx, tx, stop, RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent and guest is not None
+                                       else RECEIVER_GRACE_S)
         for lr, tx, rx in zip(runs, senders, receivers):
             lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:
@@ -402,6 +403,14 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         config["vm"]["accel"] = guest.accel
         if cfg.direction == "both" and name:
             name = f"{name}-{lr.leg.direction}"
+    elif lr.leg.direction:
+        # Between network agents (latscope.orchestrate): which way, the hosts, the other direction's run.
+        config["direction"] = lr.leg.direction
+        record_extra["agents"] = {**topo.description, "direction": lr.leg.direction, "siblings": siblings}
+        if cfg.direction == "both" and name:
+            name = f"{name}-{lr.leg.direction}"
+    if topo.hosts is not None:
+        env["hosts"] = topo.hosts
     if clock_check is not None:
         summary["clock_check"] = clockbound.flag(clock_check, (summary.get("latency_us") or {}).get("p50"))
     record = RunRecord(

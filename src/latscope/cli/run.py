@@ -134,7 +134,8 @@ def vm_options(f):
     """Options of the VM topology (`--topology vm[:bridge|macvtap]`)."""
     for opt in reversed([
         click.option("--direction", type=click.Choice(["forward", "reverse", "both"]), default="forward",
-                     show_default=True, help="On a VM: host -> guest (forward), guest -> host, or both at once."),
+                     show_default=True, help="On a VM: host -> guest (forward), guest -> host, or both at once; "
+                                             "between agents: --from -> --to (forward), back, or both at once."),
         click.option("--vm-accel", "vm_accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
                      show_default=True, help="QEMU accelerator (auto: KVM only when a probe boot succeeds)."),
         click.option("--vm-cpus", "vm_cpus", type=click.IntRange(1, 8), default=1, show_default=True,
@@ -168,6 +169,8 @@ class RunArgs:
 
     topology: str | None
     dest: str | None
+    from_host: str | None
+    to_host: str | None
     period: int
     count: int | None
     duration: int | None
@@ -247,6 +250,11 @@ class RunArgs:
                    "host paths between namespaces (docs/run.md); vm: a QEMU guest on a bridge (vm:macvtap: on a "
                    "macvtap); one this machine cannot build (ovs without the openvswitch module) is refused.")
 @click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
+@click.option("--from", "from_host", default=None, metavar="HOST[:PORT]|local",
+              help="Between two hosts: the sending side, a `latscope agent` (port default 48501) or local (this "
+                   "host); with --to and --key-file (docs/agent.md).")
+@click.option("--to", "to_host", default=None, metavar="HOST[:PORT]|local",
+              help="Between two hosts: the receiving side, an agent or local.")
 @click.option("--mode", type=click.Choice(["oneway", "rtt"]), default="oneway", show_default=True,
               help="oneway: a receiver stamps each arrival; rtt: a reflector echoes each packet with its kernel "
                    "RX and TX times (round trips, no synchronised clocks needed; UDP only).")
@@ -298,7 +306,14 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     captures = (StealCapture(),) + (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
         disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
-        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
+        if cfg.topology == "agents":
+            from latscope.orchestrate import measure_between
+
+            assert args.from_host is not None and args.to_host is not None
+            outcomes = measure_between(cfg, store, args.from_host, args.to_host, on_progress=on_progress,
+                                       notify=notify)
+        else:
+            outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
     for problem in exp.logfs.problems if exp and exp.logfs else []:
         warn(problem)
     for outcome in outcomes:
@@ -325,6 +340,8 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
     `run` calls it first; `campaign plan` calls it for every cell, so that an impossible level is refused
     before the first run.
     """
+    if args.from_host is not None or args.to_host is not None:
+        return prepare_agents(args), None
     root = can_build_namespaces()
     topology = args.topology
     if topology is None:
@@ -349,6 +366,28 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
 
         check(args.stress, args.log_dir, args.log_fs, cfg)
     return cfg, vm
+
+
+def prepare_agents(args: RunArgs) -> MeasureConfig:
+    """`run --from A --to B`: the checks of prepare() for a run between agents (nothing is built here)."""
+    from latscope.orchestrate import check_agents
+
+    given = [opt for opt, on in (("--topology", args.topology is not None), ("--dest", args.dest is not None),
+                                 ("--trace", args.trace), ("--trace-events", args.trace_events is not None),
+                                 ("--stress", bool(args.stress)), ("--log-dir", args.log_dir is not None),
+                                 ("--log-fs", args.log_fs is not None),
+                                 ("--cpu-dma-latency", args.cpu_dma_latency is not None))
+             if on]
+    given += ["--" + k.replace("_", "-").replace("vm-affinity", "vm-cpu-affinity")
+              for k, default in VM_DEFAULTS.items() if getattr(args, k) != default]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not with --from/--to (a run between agents)")
+    if args.key_file is None:
+        raise ConfigError("--from/--to need --key-file: agents serve only controllers that prove the key")
+    cfg = args.config("agents")
+    check_agents(cfg, args.from_host, args.to_host)
+    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
+    return cfg
 
 
 #: --vm-* options and their defaults: given without a VM topology they would be silently ignored.

@@ -59,7 +59,8 @@ class MeasureConfig:
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))
-    #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once.
+    #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once; between agents: --from -> --to,
+    #: --to -> --from, or both.
     direction: str = "forward"
     #: Authenticate every packet with the key in this file (the path is recorded, never the key).
     key_file: str | None = None
@@ -128,9 +129,13 @@ def validate(cfg: MeasureConfig) -> None:
     if cfg.direction not in ("forward", "reverse", "both"):
         raise ConfigError(f"--direction {cfg.direction}: choose forward, reverse or both")
     is_vm = cfg.topology == "vm" or cfg.topology.startswith("vm:")
-    if cfg.direction != "forward" and not is_vm:
-        raise ConfigError("--direction reverse/both needs a VM topology (--topology vm); on one host "
-                          "the two directions are the same path")
+    #: Between network agents (`run --from A --to B`): the halves run on other hosts, which check their CPUs.
+    agents = cfg.topology == "agents"
+    if cfg.direction != "forward" and not (is_vm or agents):
+        raise ConfigError("--direction reverse/both needs a VM topology (--topology vm) or agents (--from/--to); "
+                          "on one host the two directions are the same path")
+    if agents and cfg.family == "packet":
+        raise ConfigError("--l2 is not supported between agents yet: use UDP")
     if is_vm and cfg.family == "packet":
         raise ConfigError("--l2 is not supported on --topology vm yet: use UDP")
     if cfg.topology == "none" and not cfg.dest:
@@ -158,7 +163,7 @@ def validate(cfg: MeasureConfig) -> None:
         raise ConfigError("--require-sync must be a positive duration")
     ncpu = os.cpu_count() or 1
     # On a VM one half runs in the guest, whose CPUs the guest checks.
-    for opt, cpu in (() if is_vm else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):
+    for opt, cpu in (() if is_vm or agents else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):
         if cpu is not None and not 0 <= cpu < ncpu:
             raise ConfigError(f"{opt} {cpu}: this machine has CPUs 0..{ncpu - 1}")
     for opt, prio in (("--prio-send", cfg.prio_send), ("--prio-recv", cfg.prio_recv)):

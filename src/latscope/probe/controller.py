@@ -160,8 +160,13 @@ def progress_file(workdir: Path, name: str = "progress") -> Path:
 
 def spawn(role: str, spec: SenderSpec | ReceiverSpec, workdir: Path, progress: Path) -> Worker:
     """Start a worker for ``role`` with ``spec``; it inherits our namespace and enters its own."""
+    return spawn_doc(role, to_json(spec), workdir, progress)
+
+
+def spawn_doc(role: str, spec: dict[str, Any], workdir: Path, progress: Path) -> Worker:
+    """``spawn`` with the spec as JSON (a network agent gets it so, for any role the worker knows)."""
     spec_path = workdir / f"{role}-spec.json"
-    spec_path.write_text(json.dumps(to_json(spec)))
+    spec_path.write_text(json.dumps(spec))
     result = workdir / f"{role}.npz"
     stderr_path = workdir / f"{role}.stderr"
     with open(stderr_path, "w") as err:
