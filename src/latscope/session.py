@@ -283,11 +283,11 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
     senders: list[Any] = []
     try:
         progress = [controller.progress_file(lr.workdir) for lr in runs]
-        for lr, prog in zip(runs, progress):
+        for lr, prog in zip(runs, progress, strict=True):
             role = "reflector" if isinstance(lr.recv_spec, ReflectorSpec) else "receiver"
             receivers.append(_spawn(lr.leg.receiver, role, lr.recv_spec, lr.workdir, prog))
         asked = time.monotonic()
-        for lr, rx in zip(runs, receivers):
+        for lr, rx in zip(runs, receivers, strict=True):
             port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent and guest is not None
                                  else READY_TIMEOUT_S)
             if lr.leg.receiver.agent is not None and guest is not None:
@@ -298,17 +298,17 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
                 lr.tx_ep, lr.rx_ep = replace(lr.tx_ep, port=port), replace(lr.rx_ep, port=port)
         if len(runs) > 1:
             _common_start(runs, time.monotonic() - asked, guest)
-        for lr, prog in zip(runs, progress):
+        for lr, prog in zip(runs, progress, strict=True):
             senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.workdir, prog))
         with controller.progress_view(progress[0]) as view:
             controller.watch_all(senders, stop, None if on_progress is None else
                                  lambda: on_progress(view[1], view[0], total), partners=receivers)
         # A receiver stops by itself shortly after its sender's end packet;
         # if that packet was lost (or the sender ended early), tell it.
-        for lr, tx, rx in zip(runs, senders, receivers):
-            controller.finish_receiver(rx, tx, stop, RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent and guest is not None
-                                       else RECEIVER_GRACE_S)
-        for lr, tx, rx in zip(runs, senders, receivers):
+        for lr, tx, rx in zip(runs, senders, receivers, strict=True):
+            grace = RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent and guest is not None else RECEIVER_GRACE_S
+            controller.finish_receiver(rx, tx, stop, grace)
+        for lr, tx, rx in zip(runs, senders, receivers, strict=True):
             lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:
         for w in senders + receivers:
@@ -394,6 +394,7 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     if guest is not None:
         env["guest"] = guest_env
         record_extra["vm"] = {**guest.describe(), "direction": lr.leg.direction, "siblings": siblings}
+        assert clock_doc is not None  # a guest half's timestamps were moved onto the host clock above
         clock_doc["warning"] = clock_warning(clock_doc, summary)
         summary["clock"] = clock_doc
         summary["vm"] = {"accel": guest.accel, "emulated_cpu": guest.accel == "tcg",

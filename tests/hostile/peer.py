@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from latscope.errors import TopologyError
-from latscope.probe import wire
 from latscope.netns import enter
+from latscope.probe import wire
 
 #: Source port of every forged datagram: the tests' nftables drop rules spare it.
 FORGER_SPORT = 40_404

@@ -16,8 +16,8 @@ from latscope.stopping import Stopped, raise_on_signals
 #: sentence of each command's own help.
 VERBS = {
     "run": ("latscope.cli.run:run",
-            "Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, "
-            "saved as a run."),
+            ("Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, "
+             "saved as a run.")),
     "send": ("latscope.cli.send:send",
              "Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."),
     "recv": ("latscope.cli.recv:recv", "Receive a stream from `latscope send`, then save and summarise the run."),
@@ -38,8 +38,8 @@ VERBS = {
     "breakdown": ("latscope.cli.breakdown:breakdown",
                   "Split each late packet's latency into stages and name what held it back."),
     "agent": ("latscope.cli.agent:agent",
-              "Serve measurement requests from authenticated controllers (`latscope run --from/--to`) until "
-              "stopped."),
+              ("Serve measurement requests from authenticated controllers (`latscope run --from/--to`) until "
+               "stopped.")),
     "campaign": ("latscope.cli.campaign:campaign",
                  "Plan, run, follow and report an experiment: runs under several configurations, repeated."),
 }

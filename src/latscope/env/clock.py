@@ -104,7 +104,7 @@ def parse_chrony_tracking(text: str) -> dict[str, Any]:
     parts = text.strip().split(",")
     if len(parts) != len(_CHRONY_FIELDS):
         raise ValueError(f"expected {len(_CHRONY_FIELDS)} fields, got {len(parts)}")
-    doc: dict[str, Any] = dict(zip(_CHRONY_FIELDS, parts))
+    doc: dict[str, Any] = dict(zip(_CHRONY_FIELDS, parts, strict=True))
     doc["stratum"] = int(doc["stratum"])
     for key in _CHRONY_FIELDS[3:13]:
         doc[key] = float(doc[key])

@@ -107,7 +107,7 @@ class StealSeries:
         grown = self.steal_ns[-1] - self.steal_ns[0]
         return {"window_s": round(window / 1e9, 3),
                 "cpus": {str(c): {"steal_ns": int(g), "percent": round(100.0 * int(g) / window, 2) if window else 0.0}
-                         for c, g in zip(self.cpus, grown)}}
+                         for c, g in zip(self.cpus, grown, strict=True)}}
 
 
 class StealSampler:

@@ -151,7 +151,6 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     rt.set_thread_name({"receiver": "latscope-rx", "reflector": "latscope-echo"}.get(role, "latscope-tx"))
     progress, _mm = open_progress(progress_path)
     spec = spec_from_json(role, spec_doc)
-    is_recv = isinstance(spec, ReceiverSpec)
     stopper = _Stopper(progress, spec if isinstance(spec, ReceiverSpec) else None)
     res: SenderResult | ReceiverResult | ReflectorResult | None = None
     try:

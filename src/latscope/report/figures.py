@@ -224,7 +224,7 @@ def repeat_spread(cells: Sequence[tuple[str, np.ndarray]], metric: str = "p99",
     """
     fig = Figure(figsize=(10, 1.6 + 0.32 * max(1, len(cells))), layout="constrained")
     ax = fig.add_subplot()
-    for i, (label, values) in enumerate(cells):
+    for i, (_label, values) in enumerate(cells):
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         if len(v) == 0:
@@ -310,7 +310,7 @@ def culprit_bars(rows: Sequence[tuple[str, float, int]], title: str = "Culprits 
     y = np.arange(len(rows))
     bars = ax.barh(y, [r[1] for r in rows], color=COLORS[3], height=0.7)
     top = max((r[1] for r in rows), default=0.0)
-    for i, (patch, (_label, total, count)) in enumerate(zip(bars.patches, rows)):
+    for i, (patch, (_label, total, count)) in enumerate(zip(bars.patches, rows, strict=True)):
         patch.set_gid(f"culprit-{i}")
         ax.text(total + 0.01 * top, i, f"{total:.1f} µs, {count} packet{'s' if count != 1 else ''}",
                 va="center", fontsize=7)

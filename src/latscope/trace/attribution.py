@@ -225,7 +225,7 @@ def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: 
             out.append(Culprit(kind, name, sh.pid, cpu, int(ns), stage, note))
     for s, e, grew in gaps:
         out.append(_gap_culprit(cpu, s, e, grew, stage))
-    for s, e, grew, pid in held:
+    for s, e, _grew, pid in held:
         out.append(Culprit("steal", STEAL_NAME, -1, cpu, int(e - s), stage,
                            f"no event on this CPU while pid {pid} was current, and the host's steal time on "
                            f"this CPU grew around it: the hypervisor ran something else"))
