@@ -64,21 +64,28 @@ def check_agents(cfg: MeasureConfig, src: str | None, dst: str | None) -> None:
 
 
 def clock_checks(hosts: dict[str, Host]) -> dict[str, Any]:
-    """Hook: the clock checks before a run between agents; what they find is stored in environment.hosts.clock.
+    """The clock checks before a run between agents, stored in environment.hosts.clock.
 
-    For now, each agent's clock against the controller's over its control
-    connection (remote.clock: offset and its hard bound). Checks of the
-    hosts' synchronisation (adjtimex, chrony, ptp4l) plug in here.
+    Per host: its own synchronisation (``sync``: env.clock.check_host run on
+    that host: adjtimex, chrony, ptp4l), and for an agent its clock against
+    the controller's over the control connection (remote.clock: offset and
+    its hard bound). session.check_clocks bounds the run's clock error from
+    the hosts' ``sync`` (and, with --require-sync, round trips between them).
     """
+    from latscope.env.clock import check_host
+
     out: dict[str, Any] = {}
     for role, host in hosts.items():
         if host.link is None:
-            out[role] = {"local": True}
+            out[role] = {"local": True, "sync": check_host()}
             continue
+        doc: dict[str, Any] = {}
         try:
-            out[role] = {"offset_to_controller": host.link.exchange(CLOCK_EXCHANGES).to_json()}
+            doc["offset_to_controller"] = host.link.exchange(CLOCK_EXCHANGES).to_json()
+            doc["sync"] = host.link.request("clock", timeout_s=30).header.get("clock")
         except CaptureError as exc:
-            out[role] = {"error": str(exc)}
+            doc["error"] = str(exc)
+        out[role] = doc
     return out
 
 

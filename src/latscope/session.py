@@ -450,8 +450,13 @@ def check_clocks(cfg: MeasureConfig, topo: TopologyPath, lr: _LegRun, stop: cont
     rtt = None
     if cfg.require_sync_ns is not None and guest is None and topo.kind != "none":
         rtt = clock_burst(cfg, topo, lr, stop)
+    hosts: dict[str, Any] = {"local": check_host()}
+    if topo.hosts is not None:
+        # Between agents: each end's own synchronisation, as its agent (or this host, for `local`) reported it.
+        hosts = {role: doc["sync"] for role, doc in (topo.hosts.get("clock") or {}).items()
+                 if isinstance(doc, dict) and isinstance(doc.get("sync"), dict)} or hosts
     check = clockbound.assess(
-        {"local": check_host()}, same_clock=topo.kind in clockbound.SAME_CLOCK_TOPOLOGIES, rtt=rtt,
+        hosts, same_clock=topo.kind in clockbound.SAME_CLOCK_TOPOLOGIES, rtt=rtt,
         guest_bound_ns=guest.clock_before.uncertainty_ns if guest is not None and guest.clock_before else None)
     if cfg.require_sync_ns is not None:
         why = clockbound.refusal(check, cfg.require_sync_ns)

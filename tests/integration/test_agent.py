@@ -89,6 +89,10 @@ def test_directions_and_both(hosts: Hosts, results: Path) -> None:
         for side in ("from", "to"):
             assert hosts_doc[side]["environment"]["kernel"]
             assert hosts_doc["clock"][side]["offset_to_controller"]["samples"] == 16
+            # Each agent checked its own host's synchronisation; the run's clock check is built from both.
+            sync = hosts_doc["clock"][side]["sync"]
+            assert "unsynchronised" in sync["adjtimex"] and "bound_ns" in sync
+        assert set(doc["summary"]["clock_check"]["hosts"]) == {"from", "to"}
     fwd, rev = runs["dual-forward"], runs["dual-reverse"]
     assert fwd["config"]["stream"] != rev["config"]["stream"]
     assert fwd["agents"]["siblings"] == [rev["run_id"]] and rev["agents"]["siblings"] == [fwd["run_id"]]

@@ -259,6 +259,11 @@ class Session:
             elif op == "time":
                 # t2: when the request was read; t3: just before the answer is written (remote.clock).
                 self.reply(rid, t2=frame.rx_ns, t3=time.clock_gettime_ns(time.CLOCK_REALTIME))
+            elif op == "clock":
+                # This host's synchronisation (adjtimex, chrony, ptp4l): read-only checks, bounded in time.
+                from latscope.env.clock import check_host
+
+                self.reply(rid, clock=check_host())
             elif op == "environment":
                 from latscope.env import collect_environment
 
