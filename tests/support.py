@@ -41,13 +41,14 @@ def synthetic_columns(latency_ns: np.ndarray, period_ns: int = 1_000_000, *, los
 def synthetic_run(root: Path, latency_ns: np.ndarray, *, name: str = "", tags: tuple[str, ...] = (),
                   period_ns: int = 1_000_000, lost: np.ndarray | None = None,
                   environment: dict | None = None, config: dict | None = None,
-                  extra: dict | None = None, wakeup_ns: np.ndarray | None = None) -> StoredRun:
+                  extra: dict | None = None, wakeup_ns: np.ndarray | None = None,
+                  base_ns: int = BASE_NS) -> StoredRun:
     """Store a run whose latencies are exactly ``latency_ns`` and return it.
 
     ``config`` entries are added to the run's config (e.g. a topology),
-    ``extra`` becomes extra run.json keys.
+    ``extra`` becomes extra run.json keys, ``base_ns`` is the first packet's schedule time.
     """
-    cols = synthetic_columns(latency_ns, period_ns, lost=lost, wakeup_ns=wakeup_ns)
+    cols = synthetic_columns(latency_ns, period_ns, lost=lost, wakeup_ns=wakeup_ns, base_ns=base_ns)
     samples = Samples(cols)
     counts = {"sent": len(latency_ns), "received": int(np.count_nonzero(cols["rx_user_ns"] != MISSING))}
     summary = summarise(samples, counts)

@@ -30,6 +30,8 @@ VERBS = {
                "Import FILE written by another tool (csv, isochron .dat, irtt JSON, sockperf --full-log) as a run."),
     "sql": ("latscope.cli.sql:sql",
             "Run SQL (DuckDB) over the views `runs` (one row per run) and `samples` (one row per packet, all runs)."),
+    "export": ("latscope.cli.export:export",
+               "Export stored runs into a dataset: hive-partitioned Parquet that DuckDB, Spark and Dask read as is."),
     "compare": ("latscope.cli.compare:compare",
                 "Compare runs with the first (A): table, differences, intervals, verdicts, environment differences."),
     "check": ("latscope.cli.check:check", "Check a stored run against limits; exit 1 when one is broken (for CI gates)."),

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import click
@@ -36,10 +37,13 @@ DEFAULT_MAX_ROWS = 200
 @click.option("--max-rows", type=click.IntRange(0), default=DEFAULT_MAX_ROWS, show_default=True,
               help="Rows shown in the table (0: all); --json and --csv always give every row.")
 @click.option("--skip-bad", is_flag=True, help="Leave runs with unreadable samples out instead of failing.")
+@click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Query a dataset written by `latscope export --dataset` instead of the results store; "
+                   "samples gains the partition columns host, date and hour.")
 @results_option
 @json_option
-def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, skip_bad: bool, results: str | None,
-        as_json: bool) -> None:
+def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, skip_bad: bool,
+        dataset_dir: str | None, results: str | None, as_json: bool) -> None:
     """Run SQL (DuckDB) over the views `runs` (one row per run) and `samples` (one row per packet, all runs).
 
     samples has the raw columns plus run_id and the derived metrics of
@@ -53,11 +57,22 @@ def sql(statement: str, where: tuple[str, ...], as_csv: bool, max_rows: int, ski
 
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
-    _store, runs, _filters = selected_runs(results, where)
+    if dataset_dir is not None and results is not None:
+        raise click.UsageError("give --dataset or --results, not both")
+    if dataset_dir is None:
+        _store, runs, _filters = selected_runs(results, where)
+    else:
+        from latscope.store import dataset
+
+        filters = [catalog.parse_filter(w) for w in where]
+        target = dataset.open_dataset(Path(dataset_dir))
     # A private spill directory for sorts bigger than memory, removed afterwards -- also when a signal ends the
     # query: INT, TERM and HUP interrupt DuckDB and unwind through the cleanup instead of killing the process.
     with tempfile.TemporaryDirectory(prefix="latscope-sql-") as tmp, Interrupter(tmp) as stop:
-        con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
+        if dataset_dir is None:
+            con, skipped = catalog.connect(runs, skip_bad=skip_bad, temp_dir=tmp)
+        else:
+            con, skipped = dataset.connect(target, filters, skip_bad=skip_bad, temp_dir=tmp)
         stop.watch(con)
         try:
             for s in skipped:

@@ -239,7 +239,7 @@ DERIVED_SQL = {
     "e2e_ns": "rx_user_ns - sched_ns",
     # Arrival order, ties in row order: the stable argsort of metrics.delta.
     "delta_ns": (f"CASE WHEN {RX_BEST} IS NOT NULL THEN {RX_BEST} - lag({RX_BEST}) OVER "
-                 f"(PARTITION BY filename, {RX_BEST} IS NULL ORDER BY {RX_BEST}, file_row_number) END"),
+                 f"(PARTITION BY {{run}}, {RX_BEST} IS NULL ORDER BY {RX_BEST}, {{row}}) END"),
     "rtt_ns": RTT,
     "turnaround_ns": TURNAROUND,
     "forward_delay_ns": f"far_rx_ns - {T1}",
@@ -287,8 +287,6 @@ def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False,
     in the returned list. ``temp_dir`` is where DuckDB may spill big sorts
     (its default is ./.tmp in the current directory, which is nobody's business).
     """
-    import duckdb
-
     skipped: list[Skipped] = []
     files: list[str] = []
     for run in runs:
@@ -300,16 +298,24 @@ def connect(runs: Sequence[StoredRun], *, skip_bad: bool = False,
             skipped.append(Skipped(run.path.name, str(exc)))
             continue
         files.append(str(run.samples_path.absolute()))
+    con = open_views(_runs_table(runs), samples_sql(files), files, temp_dir)
+    return con, skipped
+
+
+def open_views(runs_table: Any, samples_select: str, files: Sequence[str], temp_dir: str | None) -> Any:
+    """A confined in-memory DuckDB connection with the view ``runs`` over an Arrow table and ``samples``."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
     # Timestamps print in UTC whatever the host's zone, like everything latscope shows.
     con.execute("SET TimeZone = 'UTC'")
     if temp_dir is not None:
         con.execute("SET temp_directory = '" + temp_dir.replace("'", "''") + "'")
-    con.register("runs_rows", _runs_table(runs))
+    con.register("runs_rows", runs_table)
     con.execute("CREATE VIEW runs AS SELECT * FROM runs_rows")
-    con.execute(f"CREATE VIEW samples AS {samples_sql(files)}")
+    con.execute(f"CREATE VIEW samples AS {samples_select}")
     confine(con, files)
-    return con, skipped
+    return con
 
 
 def confine(con: Any, files: Sequence[str]) -> None:
@@ -330,9 +336,14 @@ def confine(con: Any, files: Sequence[str]) -> None:
     con.execute("SET lock_configuration = true")
 
 
+def derived_sql(run: str = "filename", row: str = "file_row_number") -> str:
+    """The derived columns as a SELECT list; ``run`` and ``row`` are what tells runs apart and orders ties."""
+    return ", ".join(f"{expr.format(run=run, row=row)} AS {name}" for name, expr in DERIVED_SQL.items())
+
+
 def samples_sql(files: Sequence[str]) -> str:
     """The SELECT behind the ``samples`` view over the given samples.parquet files."""
-    derived = ", ".join(f"{expr} AS {name}" for name, expr in DERIVED_SQL.items())
+    derived = derived_sql()
     if not files:
         typed = ", ".join(["NULL::VARCHAR AS run_id", "NULL::BIGINT AS seq", "NULL::INTEGER AS stream",
                            *(f"NULL::BIGINT AS {c}" for c in TIME_COLUMNS), "NULL::INTEGER AS flags",
@@ -386,6 +397,11 @@ def _int64(v: Any) -> int | None:
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+#: The runs view's columns and their conversions, for the dataset's runs files (store/dataset.py).
+ROW_KEYS = _ROW_KEYS
+arrow_type = _arrow_type
+int64 = _int64
+
 
 def _timestamp(text: Any) -> _dt.datetime | None:
     if not isinstance(text, str):
@@ -395,6 +411,9 @@ def _timestamp(text: Any) -> _dt.datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+
+
+timestamp = _timestamp
 
 
 @dataclass(frozen=True)
