@@ -7,8 +7,9 @@ measurements: --hosts hosts, each with runs of up to 12.5 M packets at 1 kHz
 (heavy-tailed, serially correlated latencies, 1 % loss), stored with the real
 store and exported with `latscope export --dataset`. Every engine answers the
 same query on the same files in a fresh process; wall time and peak RSS
-(ru_maxrss via wait4, which covers Spark's JVM, a child of the Python driver)
-are taken from the outside, and the answers must agree to the nanosecond.
+(the larger of ru_maxrss via wait4 and the process tree's total RSS sampled
+every 0.2 s, which covers Spark's JVM) are taken from the outside, and the
+answers must agree to the nanosecond.
 
     .venv/bin/python benchmarks/dataset_engines.py [--packets 100000000] [--hosts 4] \\
         [--dir /var/tmp/latscope-dataset-bench] [--keep] [--engines duckdb,dask,spark]
@@ -59,22 +60,67 @@ def generate(store: Path, packets: int, hosts: int) -> None:
             start += n * 1_000_000 + 60_000_000_000
 
 
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants now (Spark's JVM is a child of the Python driver)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as fh:
+                rss[int(entry)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == pid and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GiB) and stdout of a fresh process."""
+    """Wall seconds, peak RSS (GiB) and stdout of a fresh process.
+
+    The peak is the larger of wait4's ru_maxrss (the child and the descendants
+    it waited for) and the highest total RSS of its process tree sampled every
+    0.2 s: pyspark does not wait for its JVM, so wait4 alone misses it.
+    """
+    import threading
+
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
-    out, err = "", ""
-    # communicate() reaps the child itself; read the pipes first, then wait4 for its rusage.
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # communicate() reaps the child itself; read the pipes first (in threads: both may fill), then wait4.
     assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    chunks: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda n=n, f=f: chunks.__setitem__(n, f.read()))
+               for n, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
     _pid, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({proc.returncode}):\n{err[-3000:]}")
-    return wall, usage.ru_maxrss / 2**20, out
+        raise SystemExit(f"{argv[0]} failed ({proc.returncode}):\n{chunks['err'][-3000:]}")
+    return wall, max(usage.ru_maxrss * 1024, peak[0]) / 2**30, chunks["out"]
 
 
 def rows(text: str) -> list[tuple[str, int, int, float]]:
@@ -90,13 +136,20 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the store and dataset")
     ap.add_argument("--engines", default="duckdb,dask,spark")
     ap.add_argument("--spark-memory", default="8g")
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     store, dataset = args.dir / "store", args.dir / "dataset"
     try:
+        if args.generate_only:
+            generate(store, args.packets, args.hosts)
+            return 0
         if not (dataset / "_latscope_dataset.json").exists():
             print(f"generating {args.packets} packets on {args.hosts} hosts in {store}", file=sys.stderr)
             t0 = time.monotonic()
-            generate(store, args.packets, args.hosts)
+            # In a process of its own: a child started later by this (then big) process would count its memory
+            # in its own peak RSS (exec inherits the high-water mark of the mm it replaces).
+            subprocess.run([sys.executable, __file__, "--generate-only", "--keep", "--packets", str(args.packets),
+                            "--hosts", str(args.hosts), "--dir", str(args.dir)], check=True)
             print(f"generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
             wall, rss, _ = measure([str(BIN / "latscope"), "export", "--dataset", str(dataset), "--results", str(store)])
             files = sum(1 for _ in (dataset / "samples").rglob("*.parquet"))
