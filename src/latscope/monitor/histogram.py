@@ -10,6 +10,7 @@ the true one and at most 0.78 % above it. Count, sum, min and max are exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +71,8 @@ class Distribution:
         """The q-th percentile (0..100) as the upper edge of its bucket (nearest rank), capped at the max."""
         if self.n == 0 or self.max_ns is None:
             return None
-        rank = max(1, int(np.ceil(q / 100.0 * self.n)))
+        # Rounded first: 99.9 / 100 * 5000 is 4995.000000000001 in floating point, not rank 4996.
+        rank = max(1, math.ceil(round(q * self.n / 100.0, 6)))
         b = int(np.searchsorted(np.cumsum(self.counts), rank))
         return min(upper_edge(b), self.max_ns)
 
