@@ -42,13 +42,15 @@ VERBS = {
     "agent": ("latscope.cli.agent:agent",
               ("Serve measurement requests from authenticated controllers (`latscope run --from/--to`) until "
                "stopped.")),
+    "monitor": ("latscope.cli.monitor:monitor",
+                "Measure without end on a local topology: one Parquet file per interval, Prometheus metrics, alert limits."),
     "campaign": ("latscope.cli.campaign:campaign",
                  "Plan, run, follow and report an experiment: runs under several configurations, repeated."),
 }
 
 
 #: Verbs that start worker processes and create namespaces: stop signals follow latscope.stopping.
-MEASURING = ("run", "send", "recv")
+MEASURING = ("run", "send", "recv", "monitor")
 
 
 class LazyGroup(click.Group):

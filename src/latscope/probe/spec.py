@@ -57,6 +57,10 @@ class SenderSpec:
     echo: bool = False
     #: After the end packet, wait this long at most for the reflector's echo end (the last t3 values).
     echo_wait_ns: int = 1_000_000_000
+    #: `latscope monitor`: endless, into this shared-memory ring of ``ring_slots`` (probe.ring), from ``first_seq``.
+    ring: str | None = None
+    ring_slots: int = 0
+    first_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class ReceiverSpec:
     key_file: str | None = None
     #: Memory the columns may take (None: a quarter of MemAvailable when the receiver starts).
     memory_bytes: int | None = None
+    #: `latscope monitor`: endless, into this shared-memory ring of ``ring_slots`` (probe.ring).
+    ring: str | None = None
+    ring_slots: int = 0
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     spec = spec_from_json(role, spec_doc)
     stopper = _Stopper(progress, spec if isinstance(spec, ReceiverSpec) else None)
     res: SenderResult | ReceiverResult | ReflectorResult | None = None
+    res_ring: dict[str, Any] | None = None
     try:
         stopper.install()
         marker_fd, log_fd, info["scheduling"] = _prepare(spec)
@@ -167,6 +168,9 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
                 with rt.gc_paused():
                     res = run_reflector(spec, sock, clock, progress=progress,
                                         on_ready=lambda: print(READY, _bound_port(sock), flush=True))
+            elif spec.ring:
+                res_ring = _run_ring(spec, clock, sock_ready=lambda sock: print(READY, _bound_port(sock),
+                                                                                 flush=True))
             elif isinstance(spec, ReceiverSpec):
                 sock = open_receiver(spec.listen)
                 with rt.gc_paused():
@@ -199,8 +203,27 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     if res is not None:
         _write_columns(result, res)
         info.update(_describe(res))
+    if res_ring is not None:
+        info.update(res_ring)
     _write_info(result, info)
     return 1 if "error" in info else 0
+
+
+def _run_ring(spec: SenderSpec | ReceiverSpec, clock: RealClock, sock_ready: Any) -> dict[str, Any]:
+    """`latscope monitor`'s endless halves: columns go to the shared ring as they are measured."""
+    from latscope.probe import ring as ring_mod
+    from latscope.probe import ringloop
+
+    assert spec.ring is not None
+    if isinstance(spec, SenderSpec):
+        ring = ring_mod.Ring(spec.ring, ring_mod.SENDER_COLUMNS, spec.ring_slots)
+        out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority, txtime=False, echo=False)
+        with rt.gc_paused():
+            return ringloop.run_ring_sender(spec, out, clock, ring)
+    ring = ring_mod.Ring(spec.ring, ring_mod.RECEIVER_COLUMNS, spec.ring_slots)
+    sock = open_receiver(spec.listen)
+    with rt.gc_paused():
+        return ringloop.run_ring_receiver(spec, sock, clock, ring, on_ready=lambda: sock_ready(sock))
 
 
 def _bound_port(sock) -> int:

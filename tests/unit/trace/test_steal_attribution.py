@@ -75,13 +75,15 @@ def test_without_a_series_or_outside_it_the_gap_stays_silent() -> None:
         assert not [c for c in culprits if c.kind == "steal"]
 
 
-def test_stall_while_another_task_was_current_is_taken_from_it_when_steal_grew() -> None:
-    """A task current on CPU 1 through 880 us without an event: billed to it, unless steal grew there."""
+def test_stall_while_another_task_was_current_stays_its_time_and_steal_is_noted() -> None:
+    """A task current on CPU 1 through 880 us without an event keeps the time (a busy loop makes no events,
+    and a task the host preempted still held the CPU after); steal growing meanwhile is noted on it."""
     _bd, plain = late_culprits(gap_trace(hog=True), series(grow_cpu1_at_ms=-5))
     hog = [c for c in plain if c.name == "hog"]
     assert hog and hog[0].ns >= 800_000 and not [c for c in plain if c.kind in ("steal", "gap")]
+    assert "steal" not in hog[0].note
     _bd, stolen = late_culprits(gap_trace(hog=True), series(grow_cpu1_at_ms=35))
-    steal = [c for c in stolen if c.kind == "steal"]
-    assert steal and steal[0].ns >= 800_000 and "pid 7 was current" in steal[0].note
-    hog_after = sum(c.ns for c in stolen if c.name == "hog")
-    assert hog_after <= hog[0].ns - steal[0].ns + 1_000
+    hog_stolen = [c for c in stolen if c.name == "hog"]
+    assert hog_stolen and hog_stolen[0].ns == hog[0].ns
+    assert not [c for c in stolen if c.kind in ("steal", "gap")]
+    assert "steal time on this CPU grew" in hog_stolen[0].note

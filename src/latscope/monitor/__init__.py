@@ -1,0 +1,1 @@
+"""`latscope monitor`: the endless run, its interval files and its Prometheus exporter."""
