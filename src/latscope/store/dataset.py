@@ -1,12 +1,13 @@
 """The store as a dataset: runs and samples in hive-partitioned Parquet that DuckDB, Spark and Dask read as is.
 
-Layout (docs/dataset.md; `latscope monitor` writes the same)::
+Layout (docs/dataset.md; `latscope monitor` writes the samples part, with ``<stream>-<first seq>.parquet``)::
 
     DIR/_latscope_dataset.json                                 the schema document (schema_document())
     DIR/samples/host=H/date=YYYY-MM-DD/hour=HH/S-Q-RUN.parquet  a run's packets sent in that UTC hour
     DIR/runs/RUN.parquet                                       one row per run (the `runs` view's columns)
 
-Sample files hold the columns of samples.parquet plus ``run_id``, all int64
+Sample files hold the columns of samples.parquet, then ``run_id`` (the schema and magic of the monitor's
+files, store/partitions.py), all int64
 nanoseconds without a Parquet timestamp type (Spark reads TIMESTAMP(NANOS)
 badly and INT96 lossily; a plain int64 means the same in every engine). The
 partition columns live only in the directory names, as hive partitioning
@@ -39,6 +40,7 @@ from latscope.files import atomic_output, reason, write_atomic
 from latscope.safetext import quote
 from latscope.store import catalog
 from latscope.store.layout import StoredRun
+from latscope.store.partitions import INTERVALS_DIR, MONITOR_SCHEMA
 from latscope.store.runfile import created_at, parse_run_json
 from latscope.store.samples import ARROW_SCHEMA, SAMPLES_MAGIC, SAMPLES_SCHEMA_VERSION
 from latscope.store.versioned import check_magic_version, first_line, open_parquet
@@ -48,7 +50,8 @@ DATASET_SCHEMA_VERSION = 1
 SCHEMA_FILE = "_latscope_dataset.json"
 SAMPLES_DIR = "samples"
 RUNS_DIR = "runs"
-SAMPLES_FILE_MAGIC = b"latscope-dataset-samples"
+#: Sample files are those `latscope monitor` writes (store/partitions.py): samples.parquet's magic and version.
+SAMPLES_FILE_MAGIC = SAMPLES_MAGIC
 RUNS_FILE_MAGIC = b"latscope-dataset-runs"
 #: Rows per Parquet row group: about 1 hour of a 1 kHz stream per 4 groups; big enough for scans, small
 #: enough that a Spark task or a DuckDB thread holds one group at a time in a few tens of MB.
@@ -62,10 +65,8 @@ UNKNOWN_HOST = "unknown"
 _FILE_NAME = re.compile(r"\A(-?\d+)-(-?\d+)-(\d{8}-\d{6}(?:-\d{6})?-[0-9a-f]{6})\.parquet\Z")
 _LOCK_FILE = ".latscope-export.lock"
 
-SAMPLES_FILE_SCHEMA = pa.schema(
-    [pa.field("run_id", pa.string(), nullable=False), *ARROW_SCHEMA],
-    metadata={b"magic": SAMPLES_FILE_MAGIC, b"schema_version": str(DATASET_SCHEMA_VERSION).encode()},
-)
+#: samples.parquet's columns, then run_id: the schema of the monitor's files, so one reader reads both.
+SAMPLES_FILE_SCHEMA = MONITOR_SCHEMA
 
 
 # -- names -----------------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def schema_document() -> dict[str, Any]:
             },
             "parquet": {"compression": "zstd", "row_group_rows": ROW_GROUP_ROWS,
                         "metadata": {"magic": SAMPLES_FILE_MAGIC.decode(),
-                                     "schema_version": DATASET_SCHEMA_VERSION},
+                                     "schema_version": SAMPLES_SCHEMA_VERSION},
                         "timestamps": "plain int64 nanoseconds (no Parquet timestamp type, no INT96)"},
             "columns": samples,
         },
@@ -180,14 +181,16 @@ def open_dataset(root: Path, *, create: bool = False) -> Dataset:
     if doc_path.exists():
         check_schema_document(doc_path)
         return Dataset(root)
-    if not create:
-        raise FormatError(f"--dataset {root}: not a latscope dataset (no {SCHEMA_FILE}; "
-                          "`latscope export --dataset` writes one)")
     try:
-        entries = [e for e in os.listdir(root) if e != _LOCK_FILE] if root.exists() else []
+        entries = set(os.listdir(root)) - {_LOCK_FILE} if root.exists() else set()
     except OSError as exc:
         raise StoreError(f"cannot read {root}: {reason(exc)}") from None
-    if entries:
+    # What `latscope monitor` writes has no schema document (yet): its directories are the layout's own.
+    monitor = SAMPLES_DIR in entries and entries <= {SAMPLES_DIR, INTERVALS_DIR, RUNS_DIR}
+    if not create and not monitor:
+        raise FormatError(f"--dataset {root}: not a latscope dataset (no {SCHEMA_FILE}; "
+                          "`latscope export --dataset` writes one)")
+    if entries and not monitor:
         raise ConfigError(f"--dataset {root}: the directory holds other files and no {SCHEMA_FILE}; "
                           "give an empty or new directory")
     return Dataset(root)
@@ -378,12 +381,13 @@ class _HourWriter:
 
 def _contract_table(batch: pa.RecordBatch, run_id: str) -> pa.Table:
     n = batch.num_rows
-    arrays = [pa.array(np.full(n, run_id, dtype=object), type=pa.string())]
+    arrays = []
     for f in ARROW_SCHEMA:
         if f.name in batch.schema.names:
             arrays.append(batch.column(f.name).cast(f.type))
         else:  # a samples file of version 1: no far_* columns
             arrays.append(pa.nulls(n, type=f.type))
+    arrays.append(pa.array(np.full(n, run_id, dtype=object), type=pa.string()))
     return pa.Table.from_arrays(arrays, schema=SAMPLES_FILE_SCHEMA)
 
 
@@ -464,7 +468,7 @@ def _subdirs(path: Path, prefix: str) -> list[Path]:
 
 def check_sample_file(path: Path) -> None:
     """FormatError unless ``path`` is an intact dataset sample file (footer, magic, version, columns)."""
-    pf = open_parquet(path, str(path), "dataset sample file", SAMPLES_FILE_MAGIC, DATASET_SCHEMA_VERSION)
+    pf = open_parquet(path, str(path), "dataset sample file", SAMPLES_FILE_MAGIC, SAMPLES_SCHEMA_VERSION)
     names = pf.schema_arrow.names
     pf.close()
     missing = [c for c in ("run_id", *SAMPLE_COLUMNS) if c not in names]

@@ -15,6 +15,7 @@ from latscope.errors import ConfigError, FormatError
 from latscope.importers.common import build
 from latscope.store import catalog, dataset
 from latscope.store.layout import ResultsStore, StoredRun, load_run_dir, new_run_id
+from latscope.store.partitions import MONITOR_SCHEMA
 from latscope.store.runfile import RunRecord, write_json_atomic
 from latscope.store.samples import MISSING, Samples
 from tests.support import BASE_NS, synthetic_run
@@ -66,9 +67,11 @@ def test_files_carry_run_id_and_the_samples_columns(tmp_path: Path) -> None:
     ds = _export(tmp_path / "ds", [run])
     (f,) = dataset.sample_files(ds)
     schema = pq.read_schema(f)
-    assert schema.names == ["run_id", "seq", "stream", "sched_ns", "wake_ns", "send_ns", "tx_sw_ns", "tx_hw_ns",
-                            "rx_hw_ns", "rx_sw_ns", "rx_user_ns", "far_rx_ns", "far_tx_ns", "flags"]
-    assert str(schema.field("send_ns").type) == "int64" and schema.metadata[b"magic"] == b"latscope-dataset-samples"
+    # Exactly the schema of the files `latscope monitor` writes: samples.parquet's columns and magic, then run_id.
+    assert schema.names == ["seq", "stream", "sched_ns", "wake_ns", "send_ns", "tx_sw_ns", "tx_hw_ns",
+                            "rx_hw_ns", "rx_sw_ns", "rx_user_ns", "far_rx_ns", "far_tx_ns", "flags", "run_id"]
+    assert schema.equals(MONITOR_SCHEMA, check_metadata=True)
+    assert str(schema.field("send_ns").type) == "int64" and schema.metadata[b"magic"] == b"latscope-samples"
     table = pq.read_table(f)
     assert set(table["run_id"].to_pylist()) == {run.run_id}
     assert table["rx_sw_ns"].to_pylist() == run.samples(["rx_sw_ns"])["rx_sw_ns"].tolist()
@@ -247,3 +250,26 @@ def test_damaged_sample_file_stops_or_is_skipped(tmp_path: Path) -> None:
     con, skipped = dataset.connect(ds, skip_bad=True)
     assert [s.run_id for s in skipped] == [bad.run_id]
     assert con.execute("SELECT DISTINCT run_id FROM samples").fetchall() == [(good.run_id,)]
+
+
+def test_monitor_output_and_exports_share_a_dataset(tmp_path: Path) -> None:
+    """sql --dataset reads a monitor's directory as it is, and an export into it adds runs beside its files."""
+    from latscope.store import partitions
+    from tests.support import synthetic_columns
+
+    root = tmp_path / "ds"
+    cols = synthetic_columns(np.full(500, 40_000))
+    path = partitions.samples_path(root, "mon-host", int(cols["sched_ns"][0]), 7, 0)
+    writer = partitions.SamplesWriter(path, "monitor-run")
+    writer.add(cols)
+    writer.commit()
+    ds = dataset.open_dataset(root)  # no schema document: the monitor's layout is recognised
+    con, _ = dataset.connect(ds)
+    assert con.execute("SELECT run_id, host, count(*), max(latency_ns) FROM samples GROUP BY ALL").fetchall() == [
+        ("monitor-run", "mon-host", 500, 40_000)]
+    run = synthetic_run(tmp_path / "store", np.full(100, 20_000), environment=_host("mon-host"))
+    dataset.export_runs(dataset.open_dataset(root, create=True), [run])
+    assert path.exists()  # the monitor's file is not the run's: never replaced or removed
+    con, _ = dataset.connect(dataset.open_dataset(root))
+    assert sorted(con.execute("SELECT run_id, count(*) FROM samples GROUP BY ALL").fetchall()) == sorted(
+        [("monitor-run", 500), (run.run_id, 100)])
