@@ -401,3 +401,52 @@ def _comms(pid: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], s
             text = cmdlines.get(p) or learned.get(p) or "<...>"
         ids[j] = strings.setdefault(text, len(strings))
     return ids[inverse.ravel()]
+
+
+def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> EventTable:
+    """One table of the tables of consecutive page chunks: ids remapped, rows in the decoder's time order.
+
+    Per CPU, the chunks' rows follow each other in buffer order, so sorting by
+    CPU and then by time (both stable) gives the order decode_table gives.
+    """
+    info = dict(meta or {})
+    if not parts:
+        info.update(format="ftrace-binary", ts_resolution_ns=1, ts_source="binary",
+                    parse={"pages": 0, "events": 0, "unparsed": 0, "garbled_fields": 0, "lost_events": {},
+                           "lost_events_total": 0})
+        return empty_table(info)
+    parse: dict[str, Any] = {}
+    for p in parts:
+        for k, v in p.meta.get("parse", {}).items():
+            if isinstance(v, dict):
+                d = parse.setdefault(k, {})
+                for kk, vv in v.items():
+                    d[kk] = d.get(kk, 0) + vv
+            elif isinstance(v, (int, float)):
+                parse[k] = parse.get(k, 0) + v
+    if len(parts) == 1:
+        return parts[0].with_meta(**info, parse=parse)
+    strings: dict[str, int] = {}
+    names: dict[str, int] = {}
+
+    def remap(ids: np.ndarray, table: tuple[str, ...], into: dict[str, int]) -> np.ndarray:
+        lut = np.array([into.setdefault(s, len(into)) for s in table] + [-1], np.int32)
+        return lut[np.where(ids < 0, len(table), ids)]
+
+    comm = np.concatenate([remap(p.comm, p.strings, strings) for p in parts])
+    strs = np.concatenate([remap(p.strs, p.strings, strings) for p in parts])
+    event = np.concatenate([remap(p.event, p.event_names, names) for p in parts]).astype(np.int16)
+    cpu = np.concatenate([p.cpu for p in parts])
+    ts = np.concatenate([p.ts for p in parts])
+    o = np.argsort(cpu, kind="stable")
+    o = o[np.argsort(ts[o], kind="stable")]
+    del ts
+
+    def col(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])[o]
+
+    info.update({k: v for k, v in parts[0].meta.items() if k not in info and k != "parse"}, parse=parse)
+    return EventTable(
+        ts=col("ts"), cpu=cpu[o], pid=col("pid"), comm=comm[o], event=event[o], ctx=col("ctx"), nums=col("nums"),
+        strs=strs[o], event_names=tuple(sorted(names, key=names.__getitem__)),
+        strings=tuple(sorted(strings, key=strings.__getitem__)), meta=info)

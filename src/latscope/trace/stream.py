@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from latscope.errors import FormatError, TraceError
+from latscope.files import atomic_output
 
 MAGIC = b"LSRING01"
 VERSION = 1
@@ -66,27 +67,40 @@ class ReaderStats:
 
 
 class PageSink:
-    """Appends pages to ``ring.zst`` (zstd through pyarrow)."""
+    """Appends pages to ``ring.zst`` (zstd through pyarrow), which appears under its name when closed."""
 
     def __init__(self, path: Path, page_size: int) -> None:
         import pyarrow as pa
 
         self.path, self.page_size = path, page_size
-        self._raw = open(path, "wb")
-        self._out = pa.CompressedOutputStream(self._raw, "zstd")
-        write_header(self._out, page_size)
+        self._cm = atomic_output(path)
+        raw = self._cm.__enter__()
+        self._done = False
+        try:
+            self._out = pa.CompressedOutputStream(raw, "zstd")
+            write_header(self._out, page_size)
+        except BaseException:
+            self.close(keep=False)
+            raise
 
     def write(self, cpu: int, page: bytes) -> None:
         self._out.write(RECORD.pack(cpu, 0))
         self._out.write(page)
 
-    def close(self) -> None:
-        if not self._out.closed:
-            self._out.close()
-        if not self._raw.closed:
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
+    def close(self, keep: bool = True) -> None:
+        """Finish the file (``keep=False``: discard it); safe to call twice."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            if hasattr(self, "_out") and not self._out.closed:
+                self._out.close()
+        finally:
+            if keep:
+                self._cm.__exit__(None, None, None)
+            else:
+                err = TraceError("page file discarded")
+                self._cm.__exit__(TraceError, err, None)
 
 
 class CpuPipes:
@@ -157,15 +171,15 @@ class Reader(threading.Thread):
         self.avoid_cpus = avoid_cpus or set()
         self.stats = ReaderStats()
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.thread_time()
         try:
             self._lower_priority()
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self.drain_once()
-                self._stop.wait(self.interval_s)
+                self._halt.wait(self.interval_s)
         except (TraceError, OSError) as exc:
             self.error = exc
         finally:
@@ -202,7 +216,7 @@ class Reader(threading.Thread):
 
     def finish(self) -> None:
         """Stop the thread (after its current drain); the caller drains what is left."""
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
