@@ -42,6 +42,7 @@ FLAG_HARDIRQ, FLAG_SOFTIRQ, FLAG_NMI = 0x08, 0x10, 0x40
 MARKER_TEXT_MAX = 128
 #: The text parser reads at most this many bytes of an event's arguments.
 ARGS_WIDTH = 192
+KALLSYMS = Path("/proc/kallsyms")
 
 INT, STR, STATE, DEVT, SYM, SYMBOLIC = "int", "str", "state", "devt", "sym", "symbolic"
 Col = tuple[str, str, str]   # (column, kind, field name)
@@ -126,13 +127,26 @@ def parse_cmdlines(text: str) -> dict[int, str]:
 
 
 class Kallsyms:
-    """The kernel's function symbols (``/proc/kallsyms``), for the names ``%ps`` prints."""
+    """The kernel's function symbols (``/proc/kallsyms``), for the names ``%ps`` prints.
 
-    def __init__(self, addrs: np.ndarray, names: list[str]) -> None:
-        self.addrs, self.names = addrs, names
+    ``Kallsyms.load()`` reads the file only when a name is first looked up.
+    """
+
+    def __init__(self, addrs: np.ndarray | None, names: list[str], path: Path | None = None) -> None:
+        self._addrs, self.names, self.path = addrs, names, path
+
+    @property
+    def addrs(self) -> np.ndarray:
+        if self._addrs is None:
+            self._addrs, self.names = self._read(self.path or KALLSYMS)
+        return self._addrs
 
     @classmethod
-    def load(cls, path: Path = Path("/proc/kallsyms")) -> Kallsyms:
+    def load(cls, path: Path | None = None) -> Kallsyms:
+        return cls(None, [], path)
+
+    @staticmethod
+    def _read(path: Path) -> tuple[np.ndarray, list[str]]:
         pairs = []
         try:
             with open(path, "rb") as fh:
@@ -144,13 +158,16 @@ class Kallsyms:
             pairs = []
         pairs = [p for p in pairs if p[0]]   # all zero: addresses hidden (kptr_restrict)
         pairs.sort()
-        return cls(np.array([a for a, _ in pairs], np.uint64), [n for _, n in pairs])
+        return np.array([a for a, _ in pairs], np.uint64), [n for _, n in pairs]
 
     def resolve(self, addresses: np.ndarray) -> dict[int, str]:
         """Name of the function each address is in (``0x...`` when none is known), as %ps prints it."""
-        out = {}
+        out: dict[int, str] = {}
+        if len(addresses) == 0:
+            return out
+        addrs = self.addrs
         for a in np.unique(addresses.astype(np.uint64)):
-            i = int(np.searchsorted(self.addrs, a, side="right")) - 1
+            i = int(np.searchsorted(addrs, a, side="right")) - 1
             out[int(a)] = self.names[i] if i >= 0 and len(self.names) else f"0x{int(a):x}"
         return out
 

@@ -352,9 +352,10 @@ RING_META_VERSION = 1
 
 
 def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms | None = None,
-                meta: dict[str, Any] | None = None, chunk_pages: int = DECODE_PAGES) -> EventTable:
-    """The EventTable of a page file, decoded DECODE_PAGES pages at a time, in time order."""
-    parts = [binary.decode_table(pages, cpus, ring, kallsyms=kallsyms, meta=meta)
+                meta: dict[str, Any] | None = None, chunk_pages: int = DECODE_PAGES,
+                comm_fallback: bool = True) -> EventTable:
+    """The EventTable of a page file, decoded ``chunk_pages`` pages at a time, in time order."""
+    parts = [binary.decode_table(pages, cpus, ring, kallsyms=kallsyms, meta=meta, comm_fallback=comm_fallback)
              for pages, cpus in st.read_ring(path, chunk_pages)]
     return binary.concat(parts, meta)
 

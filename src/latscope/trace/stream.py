@@ -254,5 +254,5 @@ def read_ring(path: Path, chunk_pages: int = 1 << 15) -> Iterator[tuple[np.ndarr
                 yield arr[:, RECORD.size:], cpus
                 if whole * rec != len(data):
                     raise FormatError(f"{path}: ends inside a page record")
-        except pa.ArrowException as exc:
-            raise FormatError(f"{path}: corrupt ({exc})") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise FormatError(f"{path}: corrupt or unreadable ({exc})") from None
