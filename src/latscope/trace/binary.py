@@ -149,13 +149,13 @@ class Kallsyms:
     def _read(path: Path) -> tuple[np.ndarray, list[str]]:
         pairs = []
         try:
-            with open(path, "rb") as fh:
-                for line in fh:
-                    parts = line.split()
-                    if len(parts) >= 3 and parts[1] in (b"t", b"T", b"w", b"W"):
-                        pairs.append((int(parts[0], 16), parts[2].decode("ascii", "replace")))
+            lines = path.read_bytes().split(b"\n")
         except OSError:
-            pairs = []
+            lines = []
+        for line in lines:
+            parts = line.split(b" ", 3)
+            if len(parts) >= 3 and parts[1] in (b"t", b"T", b"w", b"W"):
+                pairs.append((int(parts[0], 16), parts[2].split(b"\t", 1)[0].decode("ascii", "replace")))
         pairs = [p for p in pairs if p[0]]   # all zero: addresses hidden (kptr_restrict)
         pairs.sort()
         return np.array([a for a, _ in pairs], np.uint64), [n for _, n in pairs]
@@ -259,11 +259,10 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
     ts = dec.ts[o].view(np.int64)
     strings: dict[str, int] = {}
     sink = fx.FieldSink(n, strings)
-    ids, inverse = np.unique(etype, return_inverse=True)
-    inverse = inverse.ravel()
+    ids, inverse = _small_unique(etype)
     event_names: dict[str, int] = {}
     code = np.empty(len(ids), np.int16)
-    order = np.argsort(inverse, kind="stable")
+    order = np.argsort(inverse, kind="stable")   # radix sort: inverse is int16
     bounds = np.searchsorted(inverse[order], np.arange(len(ids) + 1))
     unknown = 0
     for j, eid in enumerate(ids):
@@ -384,7 +383,7 @@ def _markers(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.nda
 def _comms(pid: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], sink: fx.FieldSink,
            event: np.ndarray, event_names: dict[str, int] | None) -> np.ndarray:
     """The comm the kernel's text would print for each pid (and, with event_names, the trace's own names)."""
-    uniq, inverse = np.unique(pid, return_inverse=True)
+    uniq, inverse = _small_unique(pid)
     learned: dict[int, str] = {}
     missing = [p for p in uniq.tolist() if p > 0 and p not in cmdlines]
     if event_names is not None and missing:
@@ -417,7 +416,20 @@ def _comms(pid: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], s
         else:
             text = cmdlines.get(p) or learned.get(p) or "<...>"
         ids[j] = strings.setdefault(text, len(strings))
-    return ids[inverse.ravel()]
+    return ids[inverse]
+
+
+def _small_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) for small non-negative integers (ids, pids), without sorting."""
+    v = values.astype(np.int64, copy=False)
+    if len(v) == 0 or int(v.min()) < 0 or int(v.max()) > 1 << 23:
+        u, inv = np.unique(v, return_inverse=True)
+        return u, inv.ravel().astype(np.int32)
+    present = np.bincount(v) > 0
+    uniq = np.flatnonzero(present)
+    lut = np.zeros(len(present), np.int32 if len(uniq) > 32000 else np.int16)
+    lut[uniq] = np.arange(len(uniq))
+    return uniq, lut[v]
 
 
 def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> EventTable:

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from latscope.errors import FormatError
 
@@ -290,17 +291,30 @@ class Payloads:
             return np.zeros(0, np.int32)
         length = np.clip(length, 0, max_len)
         width = max(1, int(length.max()))
-        idx = at[:, None] + np.arange(width)[None, :]
-        idx = np.minimum(idx, len(self.bytes) - 1)
-        mat = self.bytes[idx]
-        mat = np.where(np.arange(width)[None, :] < length[:, None], mat, 0).astype(np.uint8)
-        # cut at the first NUL, so what follows it does not make equal strings differ
-        nul = np.cumsum(mat == 0, axis=1) > 0
-        mat[nul] = 0
-        keys = np.ascontiguousarray(mat).view(np.dtype((np.void, width))).ravel()
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        ids = np.empty(len(uniq), np.int32)
-        for j, raw in enumerate(uniq):
-            text = bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
-            ids[j] = table.setdefault(text, len(table))
-        return ids[inverse.ravel()]
+        start = np.minimum(at, len(self.bytes) - width)
+        mat = as_strided(self.bytes, shape=(len(self.bytes) - width + 1, width),
+                         strides=(1, 1), writeable=False)[start]
+        # cut at the first NUL (and at the length), so what follows does not make equal strings differ
+        cut = (mat == 0) | (np.arange(width)[None, :] >= length[:, None])
+        if cut.any():
+            mat[np.logical_or.accumulate(cut, axis=1)] = 0
+        return intern_rows(mat, table)
+
+
+def intern_rows(mat: np.ndarray, table: dict[str, int]) -> np.ndarray:
+    """Id in ``table`` of each row of a (n, width) uint8 matrix, as text up to its first NUL.
+
+    Equal rows are grouped in C (Arrow's hash-based dictionary encoding), so
+    Python decodes each distinct string once.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n, width = mat.shape
+    mat = np.ascontiguousarray(mat)
+    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(mat)])
+    encoded = pc.dictionary_encode(arr)
+    ids = np.empty(len(encoded.dictionary), np.int32)
+    for j, raw in enumerate(encoded.dictionary.to_pylist()):
+        ids[j] = table.setdefault(raw.split(b"\0", 1)[0].decode("utf-8", "replace"), len(table))
+    return ids[encoded.indices.to_numpy(zero_copy_only=False)]
