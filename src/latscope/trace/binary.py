@@ -211,13 +211,15 @@ def _state_code(raw: np.ndarray) -> np.ndarray:
 
 
 def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fallback: bool = True,
-                 kallsyms: Kallsyms | None = None, meta: dict[str, Any] | None = None) -> EventTable:
+                 kallsyms: Kallsyms | None = None, meta: dict[str, Any] | None = None,
+                 sort: bool = True) -> EventTable:
     """The EventTable of ring-buffer pages (a (n, page_size) uint8 array) recorded on ``cpus`` (per page).
 
     Pages of one CPU must be in the order they were read. Rows come out in
     time order; equal times keep CPU order, then buffer order (the order the
     kernel's ``trace`` file prints them in). Function addresses missing from
     ``ring.symbols`` are looked up in ``kallsyms`` (and added to ``ring.symbols``).
+    ``sort=False`` leaves the rows in buffer order (for ``concat``, which sorts once).
     """
     layout, formats = ring.parsed()
     info = dict(meta or {})
@@ -251,12 +253,9 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
     flags = pay.uint(at + f_flags.offset, f_flags.size)
     pid = pay.int(at + f_pid.offset, f_pid).astype(np.int32)
     cpu = cpus[dec.page].astype(np.int16)
-    # time order; ties: lower CPU first, then buffer order (the kernel's merge of the per-CPU buffers)
-    o = np.argsort(cpu, kind="stable")
-    o = o[np.argsort(dec.ts[o], kind="stable")]
-    at, etype, flags, pid, cpu = at[o], etype[o], flags[o], pid[o], cpu[o]
-    plen = dec.length[o]
-    ts = dec.ts[o].view(np.int64)
+    # Fields are read in buffer order (the payloads in memory order) and the rows put in time order last.
+    plen = dec.length
+    ts = dec.ts.view(np.int64)
     strings: dict[str, int] = {}
     sink = fx.FieldSink(n, strings)
     ids, inverse = _small_unique(etype)
@@ -278,12 +277,23 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
     parse["unknown_event_ids"] = unknown
     parse["garbled_fields"] = sink.garbled
     event = code[inverse]
-    comm = _comms(pid, ring.cmdlines, strings, sink, event, event_names if comm_fallback else None)
+    comm = _comms(pid, ts, ring.cmdlines, strings, sink, event, event_names if comm_fallback else None)
     info["parse"] = parse
+    nums, strs, ctx = sink.nums, sink.strs, ctx_of(flags)
+    if sort:
+        # time order; ties: lower CPU first, then buffer order (the kernel's merge of the per-CPU buffers)
+        o = time_order(cpu, ts)
+        ts, cpu, pid, comm, event, ctx, nums, strs = (x[o] for x in (ts, cpu, pid, comm, event, ctx, nums, strs))
     return EventTable(
-        ts=ts, cpu=cpu, pid=pid, comm=comm, event=event, ctx=ctx_of(flags), nums=sink.nums, strs=sink.strs,
+        ts=ts, cpu=cpu, pid=pid, comm=comm, event=event, ctx=ctx, nums=nums, strs=strs,
         event_names=tuple(sorted(event_names, key=event_names.__getitem__)),
         strings=tuple(sorted(strings, key=strings.__getitem__)), meta=info)
+
+
+def time_order(cpu: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Rows by time; equal times by CPU, then in their given order (each CPU's rows in buffer order)."""
+    o = np.argsort(cpu, kind="stable")
+    return o[np.argsort(ts[o], kind="stable")]
 
 
 def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndarray, rows: np.ndarray,
@@ -380,7 +390,7 @@ def _markers(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.nda
     fx.markers(pay.bytes, rows, lo, end, sink)
 
 
-def _comms(pid: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], sink: fx.FieldSink,
+def _comms(pid: np.ndarray, ts: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], sink: fx.FieldSink,
            event: np.ndarray, event_names: dict[str, int] | None) -> np.ndarray:
     """The comm the kernel's text would print for each pid (and, with event_names, the trace's own names)."""
     uniq, inverse = _small_unique(pid)
@@ -403,7 +413,7 @@ def _comms(pid: np.ndarray, cmdlines: dict[int, str], strings: dict[str, int], s
             p_all, s_all, r_all = np.concatenate(ps), np.concatenate(ss), np.concatenate(rs)
             want = np.isin(p_all, np.asarray(missing, np.int64)) & (s_all >= 0)
             p_all, s_all, r_all = p_all[want], s_all[want], r_all[want]
-            o = np.argsort(r_all, kind="stable")[::-1]
+            o = np.argsort(ts[r_all], kind="stable")[::-1]
             last_p, first = np.unique(p_all[o], return_index=True)
             names = sorted(strings, key=strings.__getitem__)
             learned = {int(pp): names[int(sid)] for pp, sid in zip(last_p, s_all[o][first])}
@@ -435,8 +445,9 @@ def _small_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> EventTable:
     """One table of the tables of consecutive page chunks: ids remapped, rows in the decoder's time order.
 
-    Per CPU, the chunks' rows follow each other in buffer order, so sorting by
-    CPU and then by time (both stable) gives the order decode_table gives.
+    Per CPU, the chunks' rows follow each other in buffer order (whether each
+    part was sorted or not), so sorting by CPU and then by time (both stable)
+    gives the order decode_table gives.
     """
     info = dict(meta or {})
     if not parts:
@@ -453,8 +464,6 @@ def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> Event
                     d[kk] = d.get(kk, 0) + vv
             elif isinstance(v, (int, float)):
                 parse[k] = parse.get(k, 0) + v
-    if len(parts) == 1:
-        return parts[0].with_meta(**info, parse=parse)
     strings: dict[str, int] = {}
     names: dict[str, int] = {}
 
@@ -467,8 +476,7 @@ def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> Event
     event = np.concatenate([remap(p.event, p.event_names, names) for p in parts]).astype(np.int16)
     cpu = np.concatenate([p.cpu for p in parts])
     ts = np.concatenate([p.ts for p in parts])
-    o = np.argsort(cpu, kind="stable")
-    o = o[np.argsort(ts[o], kind="stable")]
+    o = time_order(cpu, ts)
     del ts
 
     def col(name: str) -> np.ndarray:

@@ -54,7 +54,7 @@ TABLE_FILE = "events.parquet"
 #: (100,000 events a second at 40 bytes), should the reader be held off the CPU that long.
 STREAM_BUFFER_KB = 16 << 10
 #: Pages decoded at a time when the trace is stored (bounds the decoder's working memory).
-DECODE_PAGES = 1 << 15
+DECODE_PAGES = 1 << 13
 # Short runs get generous room: a burst of disk or scheduler activity (an fsync loop makes
 # well over 50,000 events a second) must not overwrite the start of the run.
 MIN_BUFFER_KB = 64 << 10
@@ -355,7 +355,8 @@ def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms 
                 meta: dict[str, Any] | None = None, chunk_pages: int = DECODE_PAGES,
                 comm_fallback: bool = True) -> EventTable:
     """The EventTable of a page file, decoded ``chunk_pages`` pages at a time, in time order."""
-    parts = [binary.decode_table(pages, cpus, ring, kallsyms=kallsyms, meta=meta, comm_fallback=comm_fallback)
+    parts = [binary.decode_table(pages, cpus, ring, kallsyms=kallsyms, meta=meta, comm_fallback=comm_fallback,
+                                 sort=False)
              for pages, cpus in st.read_ring(path, chunk_pages)]
     return binary.concat(parts, meta)
 
