@@ -27,6 +27,7 @@ from latscope.store.layout import ResultsStore
 from latscope.trace import binary, capture, stream, tracefs
 from latscope.trace import events as ev
 from latscope.trace.parse_text import parse_kernel_text
+from latscope.trace.breakdown import load_run_table
 from latscope.trace.table import read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.tracefs]
@@ -153,3 +154,7 @@ def test_streaming_keeps_up_where_the_same_small_buffer_overruns(tmp_path: Path,
     assert np.array_equal(np.sort(seq), np.arange(n))
     assert rec["reader"]["policy"] == "SCHED_IDLE" and rec["reader"]["drains"] >= 5
     assert rec["reader"]["cpu_s"] < 5
+    # without events.parquet, the run's trace is decoded again from the stored pages: the same table
+    (work / "trace" / "events.parquet").unlink()
+    again = load_run_table(work)
+    assert np.array_equal(again.ts, table.ts) and np.array_equal(again.nums, table.nums)

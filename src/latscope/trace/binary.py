@@ -34,7 +34,7 @@ import numpy as np
 from latscope.errors import FormatError
 from latscope.trace import fields as fx
 from latscope.trace import ringbuf as rb
-from latscope.trace.table import NONE, EventTable, empty_table
+from latscope.trace.table import EventTable, empty_table
 
 #: Flags byte of an event's common fields (kernel/trace/trace.h, enum trace_flag_type).
 FLAG_HARDIRQ, FLAG_SOFTIRQ, FLAG_NMI = 0x08, 0x10, 0x40
@@ -234,7 +234,7 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
             missed_unknown[c] = missed_unknown.get(c, 0) + 1
     n = len(dec.ts)
     parse: dict[str, Any] = {
-        "pages": int(len(pages)), "events": n, "unparsed": 0, "garbled_fields": 0, "bad_pages": dec.bad_pages,
+        "pages": len(pages), "events": n, "unparsed": 0, "garbled_fields": 0, "bad_pages": dec.bad_pages,
         "lost_events": {str(k): v for k, v in sorted(lost_by_cpu.items())},
         "lost_events_total": sum(lost_by_cpu.values()),
         "pages_after_loss_uncounted": {str(k): v for k, v in sorted(missed_unknown.items())},
@@ -251,7 +251,7 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
     at = dec.offset
     etype = pay.uint(at + f_type.offset, f_type.size).astype(np.int64)
     flags = pay.uint(at + f_flags.offset, f_flags.size)
-    pid = pay.int(at + f_pid.offset, f_pid).astype(np.int32)
+    pid = pay.value(at + f_pid.offset, f_pid).astype(np.int32)
     cpu = cpus[dec.page].astype(np.int16)
     # Fields are read in buffer order (the payloads in memory order) and the rows put in time order last.
     plen = dec.length
@@ -305,7 +305,7 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
     if name.startswith("sys_exit_"):
         f = fmt.fields.get("ret")
         if f is not None:
-            sink.put(rows, "a0", pay.int(at + f.offset, f))
+            sink.put(rows, "a0", pay.value(at + f.offset, f))
         return
     spec = BINARY_SPECS.get(name)
     if spec is None:
@@ -320,7 +320,7 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
         if kind == STR:
             sink.put(rows, col, _string(pay, at, plen, f, sink.strings))
         elif kind == STATE:
-            sink.put(rows, col, _state_code(pay.int(at + f.offset, f)))
+            sink.put(rows, col, _state_code(pay.value(at + f.offset, f)))
         elif kind == DEVT:
             dev = pay.uint(at + f.offset, min(f.size, 8)).astype(np.int64)
             sink.put(rows, col, _texts(dev, lambda v: f"{v >> 20},{v & ((1 << 20) - 1)}", sink.strings))
@@ -333,7 +333,7 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
         elif kind == SYMBOLIC:
             sink.put(rows, col, _symbolic(fmt, pay, at, f, sink.strings))
         else:
-            sink.put(rows, col, pay.int(at + f.offset, f))
+            sink.put(rows, col, pay.value(at + f.offset, f))
 
 
 def _string(pay: rb.Payloads, at: np.ndarray, plen: np.ndarray, f: rb.Field, strings: dict[str, int]) -> np.ndarray:
@@ -359,7 +359,7 @@ def _symbolic(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, f: rb.Field
     isa = fmt.fields.get("isa")
     if isa is not None and len(tables) > 1:
         # kvm_exit: VMX reasons (isa 1, the low 16 bits) in the first table, SVM's in the second
-        which = np.where(pay.int(at + isa.offset, isa) == 1, 0, 1)
+        which = np.where(pay.value(at + isa.offset, isa) == 1, 0, 1)
         value = np.where(which == 0, value & 0xFFFF, value)
     key = value * 4 + which
     return _texts(key, lambda k: tables[min(k & 3, len(tables) - 1)].get(k >> 2, f"0x{k >> 2:x}"), strings)

@@ -34,7 +34,6 @@ from latscope.trace import model
 from latscope.trace.stagemodel import StageModel
 from latscope.trace.stages import (
     ONE_HOST,
-    STAGES,
     Packets,
     by_send_calls,
     locate,

@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import ConfigError, FormatError, LatscopeError, TraceError
-from latscope.files import atomic_output
+from latscope.files import atomic_output, open_regular, reason
 from latscope.stopping import Stopped, interruptible
 from latscope.testhooks import hold
-from latscope.trace import binary
+from latscope.trace import binary, tracefs
 from latscope.trace import events as ev
-from latscope.trace import tracefs
 from latscope.trace import stream as st
 from latscope.trace.table import EventTable, write_table
 
@@ -321,7 +320,7 @@ def event_formats(inst: tracefs.Instance, specs: list[ev.EventSpec]) -> dict[int
             text = (d / "format").read_text()
         except OSError:
             continue
-        m = re.search(r"^ID:\s*(\d+)", text, re.M)
+        m = re.search(r"^ID:\s*(\d+)", text, re.MULTILINE)
         if m:
             out[int(m.group(1))] = (d.parent.name, text)
     return out
@@ -332,7 +331,7 @@ def store_trace(out: Path, ring: binary.RingMeta, info: dict[str, Any],
     """Decode ``out/ring.zst`` with ``ring``; write ring.json (with the function names) and events.parquet."""
     timings: dict[str, float] = {}
     t = time.monotonic()
-    meta = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
+    meta: dict[str, Any] = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
     meta["overruns"] = info.get("overruns", 0)
     meta["per_cpu"] = info.get("per_cpu", {})
     table = decode_ring(out / RING_FILE, ring, kallsyms=binary.Kallsyms.load(), meta=meta)
@@ -363,6 +362,13 @@ def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms 
 
 def load_ring(tdir: Path) -> EventTable:
     """A run's trace decoded again from trace/ring.zst and trace/ring.json."""
+    # Files of the store are read only when regular (a FIFO would hang the read).
+    for name in (RING_META, RING_FILE):
+        try:
+            fh, _size = open_regular(tdir / name)
+        except OSError as exc:
+            raise FormatError(f"{tdir / name}: cannot read ({reason(exc)})") from None
+        fh.close()
     try:
         doc = json.loads((tdir / RING_META).read_bytes())
     except (OSError, ValueError) as exc:

@@ -113,8 +113,8 @@ _FIELD = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<s
 
 def parse_format(text: str, system: str = "") -> EventFormat:
     """Parse an event's ``format`` file."""
-    name = re.search(r"^name:\s*(\S+)", text, re.M)
-    ident = re.search(r"^ID:\s*(\d+)", text, re.M)
+    name = re.search(r"^name:\s*(\S+)", text, re.MULTILINE)
+    ident = re.search(r"^ID:\s*(\d+)", text, re.MULTILINE)
     if name is None or ident is None:
         raise FormatError("not an event format file (no name: or ID: line)")
     fields: dict[str, Field] = {}
@@ -126,7 +126,7 @@ def parse_format(text: str, system: str = "") -> EventFormat:
         ctype = fm.group("type") + (fm.group("dim") or "")
         fields[fm.group("name")] = Field(fm.group("name"), ctype, int(m.group("off")), int(m.group("size")),
                                          m.group("sig") == "1")
-    pf = re.search(r"^print fmt:\s*(.*)$", text, re.M)
+    pf = re.search(r"^print fmt:\s*(.*)$", text, re.MULTILINE)
     return EventFormat(int(ident.group(1)), system, name.group(1), fields, pf.group(1) if pf else "")
 
 
@@ -273,7 +273,7 @@ class Payloads:
         v = (lo | (hi << np.uint64(32))) >> shift
         return v & np.uint64((1 << (8 * size)) - 1)
 
-    def int(self, at: np.ndarray, f: Field) -> np.ndarray:
+    def value(self, at: np.ndarray, f: Field) -> np.ndarray:
         """The field's value as int64 (signed fields sign-extended; u64 keeps its bit pattern)."""
         size = min(f.size, 8)
         v = self.uint(at, size)
