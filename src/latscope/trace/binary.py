@@ -24,6 +24,7 @@ hashed unless the instance's ``hash-ptr`` option is off.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ MARKER_TEXT_MAX = 128
 #: The text parser reads at most this many bytes of an event's arguments.
 ARGS_WIDTH = 192
 KALLSYMS = Path("/proc/kallsyms")
+_SYMBOLS_LOCK = threading.Lock()
 
 INT, STR, STATE, DEVT, SYM, SYMBOLIC = "int", "str", "state", "devt", "sym", "symbolic"
 Col = tuple[str, str, str]   # (column, kind, field name)
@@ -327,8 +329,9 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
         elif kind == SYM:
             addr = pay.uint(at + f.offset, 8)
             if kallsyms is not None:
-                new = np.setdiff1d(np.unique(addr), np.fromiter(symbols, np.uint64, len(symbols)))
-                symbols.update(kallsyms.resolve(new))
+                with _SYMBOLS_LOCK:   # chunks may be decoded on several threads (capture.decode_ring)
+                    new = np.setdiff1d(np.unique(addr), np.fromiter(list(symbols), np.uint64, len(symbols)))
+                    symbols.update(kallsyms.resolve(new))
             sink.put(rows, col, _texts(addr, lambda v: symbols.get(v, f"0x{v:x}"), sink.strings))
         elif kind == SYMBOLIC:
             sink.put(rows, col, _symbolic(fmt, pay, at, f, sink.strings))

@@ -54,6 +54,7 @@ TABLE_FILE = "events.parquet"
 STREAM_BUFFER_KB = 16 << 10
 #: Pages decoded at a time when the trace is stored (bounds the decoder's working memory).
 DECODE_PAGES = 1 << 13
+DECODE_THREADS = 4
 # Short runs get generous room: a burst of disk or scheduler activity (an fsync loop makes
 # well over 50,000 events a second) must not overwrite the start of the run.
 MIN_BUFFER_KB = 64 << 10
@@ -353,10 +354,25 @@ RING_META_VERSION = 1
 def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms | None = None,
                 meta: dict[str, Any] | None = None, chunk_pages: int = DECODE_PAGES,
                 comm_fallback: bool = True) -> EventTable:
-    """The EventTable of a page file, decoded ``chunk_pages`` pages at a time, in time order."""
-    parts = [binary.decode_table(pages, cpus, ring, kallsyms=kallsyms, meta=meta, comm_fallback=comm_fallback,
-                                 sort=False)
-             for pages, cpus in st.read_ring(path, chunk_pages)]
+    """The EventTable of a page file, decoded ``chunk_pages`` pages at a time, in time order.
+
+    Chunks are decoded on up to DECODE_THREADS threads (numpy does most of
+    the work outside the GIL); at most twice that many chunks are in memory.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    if kallsyms is not None:
+        _ = kallsyms.addrs  # read once, before the threads need it
+    parts: list[EventTable] = []
+    threads = max(1, min(DECODE_THREADS, len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(threads) as pool:
+        pending: list[Future[EventTable]] = []
+        for pages, cpus in st.read_ring(path, chunk_pages):
+            pending.append(pool.submit(binary.decode_table, pages, cpus, ring, kallsyms=kallsyms, meta=meta,
+                                       comm_fallback=comm_fallback, sort=False))
+            while len(pending) >= 2 * threads:
+                parts.append(pending.pop(0).result())
+        parts.extend(f.result() for f in pending)
     return binary.concat(parts, meta)
 
 
