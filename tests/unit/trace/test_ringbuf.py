@@ -225,3 +225,30 @@ def test_header_page_and_format_parsing() -> None:
         rb.parse_header_page("nothing here")
     f = rb.parse_format(KFREE, "skb")
     assert f.id == 2310 and f["dev"].dynamic and f["skbaddr"].size == 8 and not f["skbaddr"].signed
+
+
+class _NoPipes:
+    """No CPUs to drain: the reader's scheduling alone."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+
+def test_reader_runs_idle_and_off_the_probe_cpus_when_one_is_spare(tmp_path: Path) -> None:
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    sink = stream.PageSink(tmp_path / "ring.zst", PAGE)
+    reader = stream.Reader(_NoPipes(), sink, interval_s=0.01, avoid_cpus={allowed[0]})  # type: ignore[arg-type]
+    reader.start()
+    reader.finish()
+    sink.close()
+    assert reader.error is None and reader.stats.drains >= 1
+    assert reader.stats.policy == "SCHED_IDLE"
+    assert reader.stats.affinity == (allowed[1:] or None)
+    # every CPU taken by the probe: nowhere to go, the reader stays where it was
+    reader = stream.Reader(_NoPipes(), stream.PageSink(tmp_path / "r2.zst", PAGE), avoid_cpus=set(allowed))  # type: ignore[arg-type]
+    reader.start()
+    reader.finish()
+    reader.sink.close()
+    assert reader.stats.affinity is None
