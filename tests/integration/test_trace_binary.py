@@ -26,8 +26,8 @@ from latscope.session import measure
 from latscope.store.layout import ResultsStore
 from latscope.trace import binary, capture, stream, tracefs
 from latscope.trace import events as ev
-from latscope.trace.parse_text import parse_kernel_text
 from latscope.trace.breakdown import load_run_table
+from latscope.trace.parse_text import parse_kernel_text
 from latscope.trace.table import read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.tracefs]
