@@ -49,9 +49,9 @@ TRACE_DIR = "trace"
 RING_FILE = "ring.zst"
 RING_META = "ring.json"
 TABLE_FILE = "events.parquet"
-#: Per-CPU buffer while a reader drains it: room for a few seconds of the heaviest load
-#: (100,000 events a second at 40 bytes), should the reader be held off the CPU that long.
-STREAM_BUFFER_KB = 16 << 10
+#: Per-CPU buffer while a reader drains it: room for a second of the heaviest bursts seen here
+#: (800,000 events a second at 40 bytes), should the reader be held off the CPU that long.
+STREAM_BUFFER_KB = 32 << 10
 #: Pages decoded at a time when the trace is stored (bounds the decoder's working memory).
 DECODE_PAGES = 1 << 13
 DECODE_THREADS = 4
@@ -209,7 +209,8 @@ class TraceCapture:
         self.sink = st.PageSink(out / RING_FILE, self.page_size)
         inst.write("tracing_on", "1")
         if self.stream:
-            self.reader = st.Reader(self.pipes, self.sink, avoid_cpus=set(self.probe_cpus or ()) or set(cpus))
+            self.reader = st.Reader(self.pipes, self.sink, avoid_cpus=set(self.probe_cpus or ()) or set(cpus),
+                                    buffer_pages=min(sizes.values()) * 1024 // self.page_size)
             self.reader.start()
         self.info = {
             "instance": inst.name, "tracefs": str(root), "clock": self.clock.name,

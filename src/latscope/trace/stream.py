@@ -8,8 +8,9 @@ hold what arrives between two wake-ups, not the whole run, and the file
 holds the kernel's own bytes: nothing is rendered or parsed during the run.
 
 The thread runs under SCHED_IDLE (it gets a CPU only when nothing else
-wants it, so it never preempts the probe) and, when given CPUs to keep
-off, pinned to the others. Its memory is one page plus the compressor's
+wants it, so it never preempts the probe), competes as an ordinary task
+for a few seconds when a busy machine starves it (see Reader) and, when
+given CPUs to keep off, is pinned to the others. Its memory is one page plus the compressor's
 state, whatever the length of the run.
 
 ``ring.zst`` (zstd) is a 16-byte header -- magic ``LSRING01``, u32 format
@@ -41,6 +42,10 @@ HEADER = struct.Struct("<8sII")
 RECORD = struct.Struct("<II")
 #: How often the reader drains the buffers during a run.
 INTERVAL_S = 0.2
+#: A wake-up this much later than due means the idle reader is being starved: it stops yielding ...
+LATE_S = 0.5
+#: ... for this long.
+BOOST_S = 5.0
 
 
 def write_header(fh: BinaryIO, page_size: int) -> None:
@@ -56,6 +61,8 @@ class ReaderStats:
     cpu_s: float = 0.0
     max_drain_pages: int = 0
     max_drain_s: float = 0.0
+    boosts: int = 0
+    boosted_s: float = 0.0
     policy: str = ""
     affinity: list[int] | None = None
 
@@ -63,7 +70,8 @@ class ReaderStats:
         total = sum(self.pages.values())
         return {"pages": {str(c): n for c, n in sorted(self.pages.items())}, "bytes": total * page_size,
                 "drains": self.drains, "cpu_s": round(self.cpu_s, 3), "max_drain_pages": self.max_drain_pages,
-                "max_drain_s": round(self.max_drain_s, 4), "policy": self.policy, "affinity": self.affinity}
+                "max_drain_s": round(self.max_drain_s, 4), "policy": self.policy, "affinity": self.affinity,
+                "boosts": self.boosts, "boosted_s": round(self.boosted_s, 3)}
 
 
 class PageSink:
@@ -162,28 +170,62 @@ def read_all(instance_path: Path, cpus: list[int], page_size: int) -> tuple[np.n
 
 
 class Reader(threading.Thread):
-    """Drains the buffers into a PageSink every ``interval_s`` until ``finish()``."""
+    """Drains the buffers into a PageSink every ``interval_s`` until ``finish()``.
+
+    It runs under SCHED_IDLE, and so waits while any other task wants the
+    CPU. When that makes it late (it woke more than LATE_S after it was due)
+    or a drain found a CPU's buffer at least a quarter full, it competes as
+    an ordinary task (SCHED_OTHER, nice 0) for the next BOOST_S seconds,
+    then yields again: a busy machine must not starve it into losing events.
+    """
 
     def __init__(self, pipes: CpuPipes, sink: PageSink, *, interval_s: float = INTERVAL_S,
-                 avoid_cpus: set[int] | None = None) -> None:
+                 avoid_cpus: set[int] | None = None, buffer_pages: int | None = None) -> None:
         super().__init__(name="latscope-trace-reader", daemon=True)
         self.pipes, self.sink, self.interval_s = pipes, sink, interval_s
         self.avoid_cpus = avoid_cpus or set()
+        #: Pages in one drain of one CPU that count as "the buffer is filling up".
+        self.danger_pages = max(4, (buffer_pages or 0) // 4) if buffer_pages else None
         self.stats = ReaderStats()
         self.error: BaseException | None = None
         self._halt = threading.Event()
+        self._boosted_until: float | None = None
+        self._boost_start = 0.0
 
     def run(self) -> None:
         t0 = time.thread_time()
         try:
             self._lower_priority()
+            due = time.monotonic()
             while not self._halt.is_set():
-                self.drain_once()
+                now = time.monotonic()
+                late = now - due > LATE_S
+                most = self.drain_once()
+                self._adjust(now, late or (self.danger_pages is not None and most >= self.danger_pages))
+                due = time.monotonic() + self.interval_s
                 self._halt.wait(self.interval_s)
         except (TraceError, OSError) as exc:
             self.error = exc
         finally:
             self.stats.cpu_s += time.thread_time() - t0
+
+    def _adjust(self, now: float, danger: bool) -> None:
+        if danger:
+            if self._boosted_until is None:
+                try:
+                    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+                    self.stats.boosts += 1
+                    self._boost_start = now
+                except OSError:
+                    return
+            self._boosted_until = now + BOOST_S
+        elif self._boosted_until is not None and now > self._boosted_until:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                return
+            self.stats.boosted_s += now - self._boost_start
+            self._boosted_until = None
 
     def _lower_priority(self) -> None:
         try:
@@ -202,22 +244,29 @@ class Reader(threading.Thread):
             self.stats.affinity = sorted(spare)
 
     def drain_once(self) -> int:
+        """Drain every CPU once; return the most pages one CPU had."""
         t = time.monotonic()
-        n = 0
+        n = most = 0
         for cpu in list(self.pipes.fds):
+            k = 0
             for page in self.pipes.drain(cpu):
                 self.sink.write(cpu, page)
-                self.stats.pages[cpu] = self.stats.pages.get(cpu, 0) + 1
-                n += 1
+                k += 1
+            self.stats.pages[cpu] = self.stats.pages.get(cpu, 0) + k
+            n += k
+            most = max(most, k)
         self.stats.drains += 1
-        self.stats.max_drain_pages = max(self.stats.max_drain_pages, n)
+        self.stats.max_drain_pages = max(self.stats.max_drain_pages, most)
         self.stats.max_drain_s = max(self.stats.max_drain_s, time.monotonic() - t)
-        return n
+        return most
 
     def finish(self) -> None:
         """Stop the thread (after its current drain); the caller drains what is left."""
         self._halt.set()
         self.join()
+        if self._boosted_until is not None:
+            self.stats.boosted_s += time.monotonic() - self._boost_start
+            self._boosted_until = None
 
 
 def read_ring(path: Path, chunk_pages: int = 1 << 15) -> Iterator[tuple[np.ndarray, np.ndarray]]:
