@@ -53,7 +53,7 @@ def synthetic_run(root: Path, latency_ns: np.ndarray, *, name: str = "", tags: t
     summary = summarise(samples, counts)
     record = RunRecord(
         run_id=new_run_id(), name=name, tags=tags,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"), status="complete",
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"), status="complete",
         config={"period_ns": period_ns, "count": len(latency_ns), "topology": "synthetic", **(config or {})},
         environment=environment or {}, completeness=counts, summary=summary,
         source={"kind": "synthetic", "metric": "one-way latency"}, extra=extra or {},

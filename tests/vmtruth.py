@@ -26,7 +26,7 @@ def _runs(t: EventTable, tid: int, runnable: bool) -> list[tuple[int, int, int]]
     out: list[tuple[int, int, int]] = []
     open_: tuple[int, int] | None = None   # (since, cpu or -1 for "the CPU it runs on next")
     running = False
-    for r, sw in zip(rows[mine], is_sw[mine]):
+    for r, sw in zip(rows[mine], is_sw[mine], strict=True):
         ts, cpu = int(t.ts[r]), int(t.cpu[r])
         if not sw:
             if runnable and not running and open_ is None:

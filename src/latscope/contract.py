@@ -18,6 +18,10 @@ TIME_COLUMNS = (
     "rx_hw_ns",
     "rx_sw_ns",
     "rx_user_ns",
+    # Round trips (run --mode rtt): the far end's kernel RX (t2) and TX (t3) times of the packet, on the
+    # far end's clock; null in one-way runs. rx_*_ns of such a run are the sender's receipt of the echo (t4).
+    "far_rx_ns",
+    "far_tx_ns",
 )
 SAMPLE_COLUMNS = ("seq", "stream", *TIME_COLUMNS, "flags")
 

@@ -14,15 +14,22 @@ from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
 from latscope.errors import CaptureError
 from latscope.leftovers import SEND_SCRATCH_PREFIX, reap
-from latscope.probe import controller
+from latscope.probe import controller, wire
 from latscope.probe import hello as hello_fields
-from latscope.probe import wire
 from latscope.probe.config import MeasureConfig
 from latscope.probe.merge import merge
 from latscope.probe.spec import Endpoint, ReceiverSpec
 from latscope.session import (
-    Outcome, ProgressFn, capture_facts, check_txtime, endpoint_doc, now_iso, raise_worker_error, sender_spec,
-    tidy_stage, warnings_for,
+    Outcome,
+    ProgressFn,
+    capture_facts,
+    check_txtime,
+    endpoint_doc,
+    now_iso,
+    raise_worker_error,
+    sender_spec,
+    tidy_stage,
+    warnings_for,
 )
 from latscope.store.layout import ResultsStore, new_run_id
 from latscope.store.runfile import RunRecord

@@ -12,6 +12,8 @@ a name whose process no longer exists is a leftover:
 - the scratch directory of `latscope send`, ``latscope-send-<pid>-*`` in the temporary directory;
 - the directory the workers of a run write their results to, ``latscope-work-<pid>-*`` in /dev/shm
   (session.worker_dir);
+- a network agent's scratch directory, ``latscope-agent-<pid>-*`` in /dev/shm or the temporary directory
+  (remote.netagent);
 - a VM run's work directory and disk image (topo.vm.guest; QEMU itself dies with its controller);
 - the file system of a run's stream logs (--log-fs): a tmpfs named ``latscope-<pid>-logs``, or an ext2/ext4
   image in ``latscope-logfs-<pid>-*`` in the temporary directory, mounted through a loop device (latscope.mounts).
@@ -72,6 +74,10 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
     tmp = Path(tmp_root or tempfile.gettempdir())
     removed += [f"scratch {p}" for p in _send_scratch(tmp)]
     removed += [f"worker results {p}" for p in _send_scratch(shm_root or SHM, _WORK)]
+    from latscope.remote.netagent import reap_stale as reap_agent_scratch
+
+    for root in {shm_root or SHM, tmp}:
+        removed += [f"agent scratch {p}" for p in reap_agent_scratch(root)]
     from latscope.topo.vm.guest import reap_stale as reap_vm_work
 
     removed += [f"VM work {p}" for p in reap_vm_work(tmp)]
@@ -85,7 +91,7 @@ def reap(results_root: Path | None, *, tracefs_root: Path | None = None, tmp_roo
 
 def _dead_owner(name: str, pattern: re.Pattern[str]) -> bool:
     m = pattern.match(name)
-    return bool(m) and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))
+    return m is not None and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))
 
 
 def _namespaces(removed: list[str], kept: list[str]) -> None:
@@ -113,7 +119,7 @@ def _instances(root: Path | None, removed: list[str], kept: list[str]) -> None:
 
 
 def _send_scratch(tmp: Path, pattern: re.Pattern[str] = _SEND_SCRATCH) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         entries = list(tmp.iterdir())
     except OSError:

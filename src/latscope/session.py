@@ -18,13 +18,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from latscope import privileges, testhooks
+from latscope.analysis import clockbound
 from latscope.analysis.summary import summarise
 from latscope.env import collect_environment
-from latscope.errors import CaptureError, ConfigError, error_from
+from latscope.errors import CaptureError, CheckFailed, ConfigError, error_from
 from latscope.leftovers import reap
-from latscope.probe import controller, ending, rt
+from latscope.probe import controller, ending, rt, rttjoin
 from latscope.probe.config import MeasureConfig, parse_hostport
-from latscope.probe.spec import DEFAULT_PORT, Endpoint, ReceiverSpec, SenderSpec, to_json
+from latscope.probe.spec import (
+    DEFAULT_PORT,
+    Endpoint,
+    ReceiverSpec,
+    ReflectorSpec,
+    SenderSpec,
+    to_json,
+)
 from latscope.store.layout import ResultsStore, StoredRun, new_run_id
 from latscope.store.runfile import RunRecord
 from latscope.store.samples import Samples
@@ -51,7 +59,8 @@ class Capture(Protocol):
 
     def stop(self, workdir: Path) -> dict[str, Any]:
         """Stop recording, leave files in ``workdir``; return {'record': {...}, 'completeness': {...}} and
-        optionally 'config': {...} (settings to record in run.json's config)."""
+        optionally 'config': {...} (settings to record in run.json's config) and 'summary': {...} (keys
+        added to the run's summary)."""
 
     def close(self) -> None:
         """Release everything (also after errors); must be safe to call twice. Captures close in reverse order."""
@@ -72,15 +81,15 @@ class Outcome:
 class Leg:
     """One stream of a measurement: who sends, who receives, in which direction, with which stream id."""
 
-    direction: str   # "" (not a VM), forward (host -> guest) or reverse (guest -> host)
+    direction: str   # "" (one host), forward (host -> guest, --from -> --to) or reverse (the other way)
     sender: Side
     receiver: Side
     stream: int
 
 
 def plan_legs(cfg: MeasureConfig, path: TopologyPath) -> list[Leg]:
-    """The streams of a run: one, or on a VM one per direction asked for (``both``: two at once)."""
-    if path.guest is None:
+    """The streams of a run: one, or on a VM or between agents one per direction asked for (``both``: two at once)."""
+    if path.guest is None and path.kind != "agents":
         return [Leg("", path.sender, path.receiver, cfg.stream)]
     legs = []
     if cfg.direction in ("forward", "both"):
@@ -192,6 +201,7 @@ def measure_all(
                 runs.append(_plan_run(cfg, topo, leg, run_id, stage, extra))
                 runs[-1].work = stages.enter_context(worker_dir(stage, cfg.count))
             stop.raise_if_requested()  # a signal during set-up: nothing measured, nothing to store
+            clock_check = check_clocks(cfg, topo, runs[0], stop)
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
             cap_results = [cap.stop(runs[0].stage) for cap in captures]
@@ -204,7 +214,7 @@ def measure_all(
         for i, lr in enumerate(runs):
             outcomes.append(_store_run(cfg, store, lr, topo, stop, env_before, created, pm_qos,
                                        cap_results if i == 0 else [], guest_doc,
-                                       [r.run_id for r in runs if r is not lr]))
+                                       [r.run_id for r in runs if r is not lr], clock_check))
     outcomes[0] = replace(outcomes[0], warnings=(*reaped.notes(), *outcomes[0].warnings))
     return outcomes
 
@@ -241,7 +251,15 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
     send_marker = extra.get("trace_marker" if leg.sender.agent is None else "guest_trace_marker")
     # --log-dir/--log-fs (experiment.logfs) put the stream logs elsewhere during the run.
     logs = extra.get("stream_logs") or {}
-    recv_spec = ReceiverSpec(
+    hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
+    send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
+                            stream_log=Path(logs.get("sender", stage / "stream-sender.log")) if cfg.stream_log
+                            else None,
+                            trace_marker=send_marker, stream=leg.stream, hello=hello)
+    # Round trips: a reflector takes the receiver's place; it knows the sender's nonce from the start.
+    far_cls, far_nonce = (ReflectorSpec, send_spec.nonce) if cfg.mode == "rtt" else (ReceiverSpec, None)
+    recv_spec = far_cls(
+        nonce=far_nonce,
         listen=rx_ep, stream=leg.stream, count=cfg.count, cpu=cfg.cpu_recv, prio=cfg.prio_recv,
         mlock=cfg.mlock, netns=leg.receiver.netns,
         stream_log=logs.get("receiver", str(stage / "stream-receiver.log")) if cfg.stream_log else None,
@@ -249,11 +267,6 @@ def _plan_run(cfg: MeasureConfig, topo: TopologyPath, leg: Leg, run_id: str, sta
         idle_timeout_ns=max(5_000_000_000, 50 * cfg.period_ns), hw_timestamps=cfg.hw_timestamps,
         key_file=cfg.key_file,
     )
-    hello = {**_hello(cfg, run_id), "direction": leg.direction} if leg.direction else None
-    send_spec = sender_spec(cfg, tx_ep, netns=leg.sender.netns, run_id=run_id,
-                            stream_log=Path(logs.get("sender", stage / "stream-sender.log")) if cfg.stream_log
-                            else None,
-                            trace_marker=send_marker, stream=leg.stream, hello=hello)
     return _LegRun(leg, run_id, stage, send_spec, recv_spec, tx_ep, rx_ep)
 
 
@@ -270,11 +283,13 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
     senders: list[Any] = []
     try:
         progress = [controller.progress_file(lr.workdir) for lr in runs]
-        for lr, prog in zip(runs, progress):
-            receivers.append(_spawn(lr.leg.receiver, "receiver", lr.recv_spec, lr.workdir, prog))
+        for lr, prog in zip(runs, progress, strict=True):
+            role = "reflector" if isinstance(lr.recv_spec, ReflectorSpec) else "receiver"
+            receivers.append(_spawn(lr.leg.receiver, role, lr.recv_spec, lr.workdir, prog))
         asked = time.monotonic()
-        for lr, rx in zip(runs, receivers):
-            port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent else READY_TIMEOUT_S)
+        for lr, rx in zip(runs, receivers, strict=True):
+            port = rx.wait_ready(READY_TIMEOUT_GUEST_S if lr.leg.receiver.agent and guest is not None
+                                 else READY_TIMEOUT_S)
             if lr.leg.receiver.agent is not None and guest is not None:
                 guest.ready_s.append(time.monotonic() - asked)
             if port and lr.send_spec.dest.port != port:
@@ -283,17 +298,17 @@ def _run_workers(runs: list[_LegRun], stop: controller.StopRequest, on_progress:
                 lr.tx_ep, lr.rx_ep = replace(lr.tx_ep, port=port), replace(lr.rx_ep, port=port)
         if len(runs) > 1:
             _common_start(runs, time.monotonic() - asked, guest)
-        for lr, prog in zip(runs, progress):
+        for lr, prog in zip(runs, progress, strict=True):
             senders.append(_spawn(lr.leg.sender, "sender", lr.send_spec, lr.workdir, prog))
         with controller.progress_view(progress[0]) as view:
             controller.watch_all(senders, stop, None if on_progress is None else
                                  lambda: on_progress(view[1], view[0], total), partners=receivers)
         # A receiver stops by itself shortly after its sender's end packet;
         # if that packet was lost (or the sender ended early), tell it.
-        for lr, tx, rx in zip(runs, senders, receivers):
-            controller.finish_receiver(rx, tx, stop,
-                                       RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent else RECEIVER_GRACE_S)
-        for lr, tx, rx in zip(runs, senders, receivers):
+        for lr, tx, rx in zip(runs, senders, receivers, strict=True):
+            grace = RECEIVER_GRACE_GUEST_S if lr.leg.receiver.agent and guest is not None else RECEIVER_GRACE_S
+            controller.finish_receiver(rx, tx, stop, grace)
+        for lr, tx, rx in zip(runs, senders, receivers, strict=True):
             lr.results = (controller.collect_half(tx), controller.collect_half(rx))
     finally:
         for w in senders + receivers:
@@ -342,19 +357,25 @@ def _finish_guest(guest: Any) -> dict[str, Any]:
 def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: TopologyPath,
                stop: controller.StopRequest, env_before: dict[str, Any], created: str, pm_qos: Any,
                cap_results: list[dict[str, Any]], guest_env: dict[str, Any] | None,
-               siblings: list[str]) -> Outcome:
+               siblings: list[str], clock_check: dict[str, Any] | None = None) -> Outcome:
     (s_arr, s_info), (r_arr, r_info) = lr.results
     raise_worker_error(s_info, r_info)
     guest = topo.guest
     clock_doc = None
     if guest is not None:
         s_arr, r_arr, s_info, clock_doc = _onto_host_clock(lr.leg, guest, s_arr, r_arr, s_info)
-    cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
+    if cfg.mode == "rtt":
+        cols, counts, end = rttjoin.join(s_arr, s_info, r_arr if lr.leg.receiver.agent is None else None, r_info,
+                                         lr.leg.stream, stop.during_measurement)
+    else:
+        cols, counts, end = ending.join(s_arr, s_info, r_arr, r_info, lr.leg.stream, stop.during_measurement)
     for res in cap_results:
         counts.update(res.get("completeness", {}))
     interrupted = end.interrupted
     samples = Samples(cols)
     summary = summarise(samples, counts)
+    for res in cap_results:
+        summary.update(res.get("summary", {}))  # facts of the capture (host steal) that samples cannot give
     env: dict[str, Any] = {
         "before": env_before,
         "after": {"captured_at": now_iso()},
@@ -373,6 +394,7 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     if guest is not None:
         env["guest"] = guest_env
         record_extra["vm"] = {**guest.describe(), "direction": lr.leg.direction, "siblings": siblings}
+        assert clock_doc is not None  # a guest half's timestamps were moved onto the host clock above
         clock_doc["warning"] = clock_warning(clock_doc, summary)
         summary["clock"] = clock_doc
         summary["vm"] = {"accel": guest.accel, "emulated_cpu": guest.accel == "tcg",
@@ -382,11 +404,21 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
         config["vm"]["accel"] = guest.accel
         if cfg.direction == "both" and name:
             name = f"{name}-{lr.leg.direction}"
+    elif lr.leg.direction:
+        # Between network agents (latscope.orchestrate): which way, the hosts, the other direction's run.
+        config["direction"] = lr.leg.direction
+        record_extra["agents"] = {**topo.description, "direction": lr.leg.direction, "siblings": siblings}
+        if cfg.direction == "both" and name:
+            name = f"{name}-{lr.leg.direction}"
+    if topo.hosts is not None:
+        env["hosts"] = topo.hosts
+    if clock_check is not None:
+        summary["clock_check"] = clockbound.flag(clock_check, (summary.get("latency_us") or {}).get("p50"))
     record = RunRecord(
         run_id=lr.run_id, name=name, tags=cfg.tags, created=created,
         status="interrupted" if interrupted else "complete",
         config=config, environment=env, completeness=counts, summary=summary,
-        source={"kind": "measured", "verb": "run", "metric": "one-way latency",
+        source={"kind": "measured", "verb": "run", "metric": "round-trip" if cfg.mode == "rtt" else "one-way latency",
                 **({"direction": lr.leg.direction} if lr.leg.direction else {})},
         extra=record_extra,
     )
@@ -396,6 +428,64 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
     stored = store.store_run(lr.stage, record, cols)
     warnings = [*end.warnings, *warnings_for(counts), *ending.late_signal(stop.late, interrupted)]
     return Outcome(stored, summary, interrupted, end.reason, tuple(warnings))
+
+
+#: Round trips in the burst before a one-way run (--require-sync): 64 ms at 1 kHz.
+CLOCK_BURST = 64
+
+
+def check_clocks(cfg: MeasureConfig, topo: TopologyPath, lr: _LegRun, stop: controller.StopRequest
+                 ) -> dict[str, Any] | None:
+    """The clock check before a one-way run (None for round trips); CheckFailed when --require-sync refuses.
+
+    This host's synchronisation (env.clock) is always recorded. With --require-sync
+    a burst of round trips between the two ends measures their offset directly
+    (not on a VM, whose clock latscope corrects by its own exchange).
+    """
+    from latscope.env.clock import check_host
+
+    if cfg.mode != "oneway":
+        return None
+    guest = topo.guest
+    rtt = None
+    if cfg.require_sync_ns is not None and guest is None and topo.kind != "none":
+        rtt = clock_burst(cfg, topo, lr, stop)
+    hosts: dict[str, Any] = {"local": check_host()}
+    if topo.hosts is not None:
+        # Between agents: each end's own synchronisation, as its agent (or this host, for `local`) reported it.
+        hosts = {role: doc["sync"] for role, doc in (topo.hosts.get("clock") or {}).items()
+                 if isinstance(doc, dict) and isinstance(doc.get("sync"), dict)} or hosts
+    check = clockbound.assess(
+        hosts, same_clock=topo.kind in clockbound.SAME_CLOCK_TOPOLOGIES, rtt=rtt,
+        guest_bound_ns=guest.clock_before.uncertainty_ns if guest is not None and guest.clock_before else None)
+    if cfg.require_sync_ns is not None:
+        why = clockbound.refusal(check, cfg.require_sync_ns)
+        if why:
+            raise CheckFailed(why)
+    return check
+
+
+def clock_burst(cfg: MeasureConfig, topo: TopologyPath, lr: _LegRun, stop: controller.StopRequest
+                ) -> dict[str, Any] | None:
+    """A short round-trip run between the run's two ends (same path, same ports); its offset estimate."""
+    import numpy as np
+
+    from latscope.analysis import metrics, roundtrip
+
+    burst_cfg = replace(cfg, mode="rtt", count=CLOCK_BURST, period_ns=1_000_000, require_sync_ns=None,
+                        stream_log=False, base_time_ns=None, txtime_offset_ns=None, cpu_dma_latency_us=None)
+    work = lr.workdir / "clock-burst"
+    work.mkdir()
+    try:
+        burst = _plan_run(burst_cfg, topo, lr.leg, lr.run_id, work, {})
+        _run_workers([burst], stop, None, CLOCK_BURST)
+        (s_arr, s_info), (r_arr, r_info) = burst.results
+        raise_worker_error(s_info, r_info)
+        cols, _counts, _end = rttjoin.join(s_arr, s_info, r_arr, r_info, burst.leg.stream)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    samples = Samples({k: np.asarray(v) for k, v in cols.items()})
+    return roundtrip.estimate(metrics.forward_delay(samples), metrics.reverse_delay(samples))
 
 
 def _onto_host_clock(leg: Leg, guest: Any, s_arr, r_arr, s_info):
@@ -438,12 +528,12 @@ def capture_facts(s_info: dict[str, Any], r_info: dict[str, Any]) -> dict[str, A
     facts: dict[str, Any] = {
         "receiver": {k: r_info.get(k) for k in ("stop_reason", "foreign", "sent_reported", "interrupted",
                                                 "hw_timestamping", "signal", "died", "authenticated", "capacity",
-                                                "refused")},
+                                                "refused", "echoed", "echo_failed", "echo_end_sent")},
     }
     if s_info:
         facts["sender"] = {k: s_info.get(k) for k in ("done", "send_failed", "interrupted", "per_packet_tx_id",
                                                      "txtime_errors", "tx_timestamps", "hw_timestamping",
-                                                     "signal", "died", "authenticated")}
+                                                     "signal", "died", "authenticated", "echoes", "echo_end")}
     return facts
 
 
@@ -463,6 +553,7 @@ def sender_spec(cfg: MeasureConfig, dest: Endpoint, *, netns: str | None, run_id
         txtime_offset_ns=cfg.txtime_offset_ns, cpu=cfg.cpu_send, prio=cfg.prio_send, mlock=cfg.mlock,
         netns=netns, stream_log=str(stream_log) if stream_log else None, trace_marker=trace_marker,
         hello=hello or _hello(cfg, run_id), hw_timestamps=cfg.hw_timestamps, key_file=cfg.key_file,
+        echo=cfg.mode == "rtt",
     )
 
 
@@ -504,4 +595,4 @@ def warnings_for(counts: dict[str, int]) -> list[str]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -94,12 +94,12 @@ def deferred() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        for sig in pending:
-            handler = old[sig]
-            if callable(handler):
-                handler(sig, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), sig)
+        for signum in pending:
+            previous = old[signal.Signals(signum)]
+            if callable(previous):
+                previous(signum, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 class StopRequest:
@@ -126,7 +126,7 @@ class StopRequest:
         self._raising = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> StopRequest:
+    def __enter__(self) -> Self:
         if _in_main_thread():
             for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)

@@ -50,7 +50,7 @@ def parse_duration_ns(text: str, *, default_unit: str = "s") -> int:
     return value
 
 
-def format_us(ns: float | int | None) -> str:
+def format_us(ns: float | None) -> str:
     """Microseconds with three decimals, as every human-facing latscope number is shown."""
     if ns is None:
         return "-"

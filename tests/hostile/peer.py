@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from latscope.errors import TopologyError
-from latscope.probe import wire
 from latscope.netns import enter
+from latscope.probe import wire
 
 #: Source port of every forged datagram: the tests' nftables drop rules spare it.
 FORGER_SPORT = 40_404
@@ -44,7 +44,7 @@ def in_netns(netns: str, fn: Callable[[], Any]) -> Any:
                         raise
                     time.sleep(0.02)
             box["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below, which re-raises it
             box["error"] = exc
 
     t = threading.Thread(target=body)

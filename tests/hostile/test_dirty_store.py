@@ -110,7 +110,7 @@ def test_run_id_must_match_its_directory(latscope, two_runs, lie) -> None:
 
 def test_junk_directories_never_win(latscope, results: Path, two_runs) -> None:
     """Directories sorting after every id (with or without a run.json) are not 'latest'."""
-    good, victim = two_runs
+    _good, victim = two_runs
     (results / "zzz").mkdir()
     shutil.copy(victim.path / "run.json", results / "zzz" / "run.json")
     (results / "zzz-empty").mkdir()

@@ -189,7 +189,7 @@ def test_recv_dropped_packets_forged_without_the_nonce_stay_lost(results: Path) 
     _complete(doc, 1500, lost=10)
     assert _foreign(doc) == {"nonce": 20}
     flags = ResultsStore(results).resolve(doc["run_id"]).samples(["seq", "flags"])
-    assert [int(s) for s, f in zip(flags["seq"], flags["flags"]) if f & 1] == list(range(300, 310))
+    assert [int(s) for s, f in zip(flags["seq"], flags["flags"], strict=True) if f & 1] == list(range(300, 310))
 
 
 def test_recv_with_a_key_refuses_forgeries_that_carry_the_nonce(results: Path, key_file: Path) -> None:

@@ -142,20 +142,20 @@ def test_killed_twice_resumes_to_exactly_one_run_per_cell_and_repeat(results: Pa
 def test_a_failing_run_is_retried_once_then_reported_and_the_rest_goes_on(results: Path, tmp_path: Path,
                                                                           latscope) -> None:
     camp = tmp_path / "f.toml"
-    camp.write_text('name = "flaky"\nrepeats = 1\norder = "sequential"\n[base]\ntopology = "veth"\ncount = 3000\n'
+    camp.write_text('name = "flaky"\nrepeats = 1\norder = "sequential"\n[base]\ntopology = "veth"\ncount = 300\n'
                     '[factors]\nsize = { small = {}, big = { size = 500 } }\n')
-    runner = start("campaign", "run", str(camp), "--results", str(results))
-    stopped: list[int] = []
-    # Someone ends the first run (both attempts) from outside: each stores an interrupted run and exits 1.
+    # Every run process waits at its start (a test hold) until the test lets it go.
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    runner = start("campaign", "run", str(camp), "--results", str(results),
+                   env={"LATSCOPE_TEST_HOLD": f"boot:{hold}"})
+    # Someone ends the first run (both attempts) from outside: each exits 1 with nothing stored.
     for _ in range(2):
-        wait_for(lambda: running_pid(results, "flaky") not in (None, *stopped), 120, "a run process")
-        pid = running_pid(results, "flaky")
-        assert pid is not None
-        staging = f"-{pid}"
-        wait_for(lambda staging=staging: any((results / d).is_dir() and d.startswith(".") and d.endswith(staging)
-                             for d in os.listdir(results)), 60, "the run to be measuring")
+        wait_for(lambda: (hold / "boot.reached").exists(), 120, "a run process at its start")
+        pid = int((hold / "boot.reached").read_text())
+        (hold / "boot.reached").unlink()
         os.kill(pid, signal.SIGTERM)
-        stopped.append(pid)
+    (hold / "boot.go").touch()
     out, err = runner.communicate(timeout=300)
     assert runner.returncode == 1, err
     assert "1 of 2 runs made, 1 failed" in out

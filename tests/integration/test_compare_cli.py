@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.support import ar1_lognormal, synthetic_run
 

@@ -18,7 +18,7 @@ def test_doctor_json_describes_this_host(latscope) -> None:
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["root"]["status"] == "ok"
     assert os.uname().release in checks["preemption"]["found"]
-    lo = [i for i in doc["environment"]["net"]["interfaces"] if i["name"] == "lo"][0]
+    lo = next(i for i in doc["environment"]["net"]["interfaces"] if i["name"] == "lo")
     assert lo["timestamping"]["rx_software"] is True and lo["qdisc"] == "noqueue"
     # The kernel of this machine has neither ETF nor taprio (the issue says so).
     assert doc["environment"]["qdisc"]["available"] == {"etf": False, "taprio": False}

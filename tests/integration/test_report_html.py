@@ -100,10 +100,12 @@ def test_recorded_trace_gets_the_breakdown_latscope_breakdown_gives(latscope, re
     r = latscope("report", run.name, "-o", str(out), "--bootstrap", "200", timeout=180)
     assert r.returncode == 0, r.stderr
     text = out.read_text(encoding="utf-8")
-    section = text.split("<h3>Trace breakdown</h3>")[1]
+    section = text.split("<h3>Trace breakdown</h3>")[1].split("<h2")[0]
     assert "computed for this report" in section
-    for key in ("packets", "late_count", "late_broken_down", "threshold_us"):
-        assert f"{key}: {doc[key]}" in section, key
+    # the parameters as a sentence, with the breakdown's own numbers (no `key: value` dump)
+    assert f"above {doc['threshold_us']:.3f} µs, the run&#39;s 99th percentile" in section
+    assert f"{doc['late_count']} of {doc['packets']} packets" in section
+    assert f"{doc['late_broken_down']} broken down" in section and "late_count:" not in section
 
 
 def test_png_figures(report: tuple[Path, Path, Path]) -> None:
@@ -152,4 +154,32 @@ def test_traced_run_gets_its_breakdown(latscope, tmp_path: Path) -> None:
     out = latscope("report", "latest", "-o", str(html), "--bootstrap", "200", timeout=180)
     assert out.returncode == 0, out.stderr
     text = html.read_text(encoding="utf-8")
-    assert "Trace breakdown" in text and "late_count" in text and "<th class=\"l\">comm</th>" in text
+    section = text.split("<h3>Trace breakdown</h3>")[1].split("<h2")[0]
+    bd = latscope("breakdown", "latest", "--json")
+    assert bd.returncode == 0, bd.stderr
+    doc = json.loads(bd.stdout)
+    assert doc["late_broken_down"] > 0 and f"{doc['late_count']} of {doc['packets']} packets" in section
+    # the three figures, drawn from the same breakdown: culprit bars as long as their total delays
+    for key in ("stages", "culprits", "timeline"):
+        assert re.search(rf'<figure id="run1-[^"]*-breakdown-{key}"><svg', section), key
+    from tests.svgbars import bar_sizes
+
+    bars = bar_sizes(section, "culprit-")
+    totals = [c["total_us"] for c in doc["culprits"][:len(bars)]]
+    assert len(bars) == min(15, len(doc["culprits"])) and totals[0] > 0
+    for i, total in enumerate(totals):
+        assert abs(bars[f"culprit-{i}"][0] / bars["culprit-0"][0] - total / totals[0]) < 0.01
+    drawn = [h for _w, h in bar_sizes(section, "excess-0-").values() if h > 0]
+    assert len(drawn) == sum(s["excess_us"] > 0 for s in doc["late_packets"][0]["stages"])
+    # the same breakdown as a Perfetto file: nothing its importer would drop or misnest (a real, long trace)
+    from latscope.trace.perfetto import problems
+
+    pf = latscope("breakdown", "latest", "--perfetto", str(tmp_path / "p.json"))
+    assert pf.returncode == 0, pf.stderr
+    assert problems(json.loads((tmp_path / "p.json").read_text())) == []
+    if CHROMIUM is not None:
+        dom = _chromium(["--dump-dom", html.as_uri()], tmp_path / "profile")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        refs = _Refs()
+        refs.feed(dom.stdout)
+        assert refs.tags.get("svg", 0) == 6 and 'id="culprit-0"' in dom.stdout  # latency, tail, delta + 3

@@ -120,7 +120,7 @@ def test_exact_loss_under_nftables_drop(results: Path) -> None:
     assert doc["packets"]["lost"] == 50
     assert doc["packets"]["received"] == 950
     samples = ResultsStore(results).resolve(doc["run_id"]).samples(["seq", "flags"])
-    lost = [int(s) for s, f in zip(samples["seq"], samples["flags"]) if f & 1]
+    lost = [int(s) for s, f in zip(samples["seq"], samples["flags"], strict=True) if f & 1]
     assert lost == list(range(100, 150))
 
 

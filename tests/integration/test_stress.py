@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from latscope.experiment.procs import children_of
 from latscope.store.layout import ResultsStore
 from tests.conftest import BIN
 from tests.integration.netutil import namespaces_of
@@ -40,16 +41,7 @@ def tools_of(pid: int) -> set[int]:
     found: set[int] = set()
     frontier = {pid}
     for _ in range(3):
-        nxt = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) in frontier:
-                nxt.add(int(entry.name))
+        nxt = {child for parent in frontier for child in children_of(parent)}
         frontier = {p for p in nxt if (comm(p) or "").split("-")[0] in {"iperf3", "fio", "stress"}}
         found |= frontier
     return found

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from latscope import netns
+from latscope.analysis.envdiff import flatten
+from latscope.env.schema import RUN, undeclared
 from latscope.store.layout import ResultsStore
 from latscope.topo import TOPOLOGIES, available, bpf
 from tests.conftest import BIN
@@ -99,6 +101,8 @@ def test_run_across_topology_receives_every_packet_and_leaves_nothing(kind: str,
         assert d["namespace"] in topo["namespaces"] and d["ifname"] in topo["interfaces"] and d["mtu"] > 0
     assert "198.18.0.1/30" in topo["devices"]["tx"]["addresses"]
     assert "2001:2::2/64" in topo["devices"]["rx"]["addresses"]
+    # Every key the topology records is declared: compare knows which differ by configuration.
+    assert undeclared(set(flatten(run.record.environment)), RUN) == []
     config = run.record.config
     assert config["topology"] == kind
     if family == "--l2":

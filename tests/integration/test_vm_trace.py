@@ -29,7 +29,7 @@ from tests.vmtruth import explained_stages, overlap, preempted_by, stage_windows
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.vm, pytest.mark.timeout(1200)]
 
-VCPU_STAGES = {n for n, r, d in zip(FORWARD.names, FORWARD.roles, FORWARD.domains) if r == "vcpu" or d == "guest"}
+VCPU_STAGES = {n for n, r, d in zip(FORWARD.names, FORWARD.roles, FORWARD.domains, strict=True) if r == "vcpu" or d == "guest"}
 
 
 def vm_unavailable() -> str | None:

@@ -87,7 +87,7 @@ def test_report_finds_the_planted_effect_and_no_other(results: Path, campaign_fi
     it = doc["interaction"]
     assert it["rows"] == "load" and it["columns"] == "fs"
     idle_row, slow_row = it["stats"]["p99.9"]
-    assert all(s > i for s, i in zip(slow_row, idle_row))
+    assert all(s > i for s, i in zip(slow_row, idle_row, strict=True))
     cells = {c["cell"]: c for c in doc["cells"]}
     assert all(c["repeats"] == 4 and len(c["p99_repeats"]) == 4 for c in cells.values())
 

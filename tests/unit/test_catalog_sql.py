@@ -26,7 +26,7 @@ E = 1_795_000_000_000_000_000
 def _store_columns(root: Path, cols: dict[str, np.ndarray], counts: dict[str, int], name: str) -> StoredRun:
     from latscope.analysis.summary import summarise
 
-    rec = RunRecord(run_id=new_run_id(), name=name, tags=(), created=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+    rec = RunRecord(run_id=new_run_id(), name=name, tags=(), created=_dt.datetime.now(_dt.UTC).isoformat(),
                     status="complete", config={}, environment={}, completeness=counts,
                     summary=summarise(Samples(cols), counts), source={"kind": "synthetic"})
     return ResultsStore(root).save(rec, cols)

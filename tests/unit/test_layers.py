@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"trace", "importers"},
     {"report", "leftovers"},
     {"session", "experiment"},
-    {"halves"},
+    {"halves", "orchestrate"},
     {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

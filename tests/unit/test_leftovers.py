@@ -27,8 +27,8 @@ def test_notes_and_doctor_check_say_what_was_removed_and_kept() -> None:
     assert Reaped().notes() == () and not Reaped()
     r = Reaped(("namespace latscope-9-tx",), ("tracefs instance latscope-9-run (busy or not removable)",))
     assert r and r.notes() == ("removed what killed latscope runs left behind: namespace latscope-9-tx",
-                               "left behind by killed latscope runs, not removed: tracefs instance latscope-9-run "
-                               "(busy or not removable)")
+                               ("left behind by killed latscope runs, not removed: tracefs instance latscope-9-run "
+                               "(busy or not removable)"))
     assert leftovers_check((), ()).status == OK
     assert leftovers_check(r.removed, ()).status == INFO
     check = leftovers_check(r.removed, r.kept)

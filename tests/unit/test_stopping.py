@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from latscope.stopping import SIGNALS, StopRequest, Stopped, deferred, interruptible, raise_on_signals
+from latscope.stopping import SIGNALS, Stopped, StopRequest, deferred, interruptible, raise_on_signals
 
 
 @pytest.fixture(autouse=True)
@@ -86,10 +86,9 @@ def test_deferred_delivers_after_the_block(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(StopRequest, "entered", False)
     raise_on_signals()
     done = []
-    with pytest.raises(Stopped):
-        with deferred():
-            _send(signal.SIGINT)
-            done.append("rest of the block")
+    with pytest.raises(Stopped), deferred():
+        _send(signal.SIGINT)
+        done.append("rest of the block")
     assert done == ["rest of the block"]
 
 

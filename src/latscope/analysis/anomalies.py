@@ -16,10 +16,9 @@ Formulas and thresholds are written down in docs/anomalies.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -201,7 +200,7 @@ def _classify(run: RunSeries, rows: np.ndarray, x: np.ndarray, t: np.ndarray, g:
     start, end = ts[0] / 1e9, ts[-1] / 1e9
     peak = float(lat.max())
     seqs = run.seq[rows[g]]
-    common = dict(packets=len(g), seq_first=int(seqs[0]), seq_last=int(seqs[-1]), peak_us=round(peak / 1000, 3))
+    common: dict[str, Any] = {"packets": len(g), "seq_first": int(seqs[0]), "seq_last": int(seqs[-1]), "peak_us": round(peak / 1000, 3)}
     warm = "" if start > min(WARMUP_S, WARMUP_SHARE * span_s) else (
         " It happened at the very start of the run, which points at warm-up (cold caches, first page "
         "faults, neighbour resolution) rather than the path; --skip-warmup leaves it out.")

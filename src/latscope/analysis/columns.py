@@ -14,6 +14,7 @@ this module adds speed, not a second notion of what a valid file is.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class ColumnReader:
             full = np.broadcast_to(np.int64(fill), (n,))
             return full if index is None else np.broadcast_to(np.int64(fill), (len(index),))
         out = np.empty(n, dtype=np.int64)
-        for g, (g0, g1) in enumerate(zip(self._group_start[:-1], self._group_start[1:])):
+        for g, (g0, g1) in enumerate(zip(self._group_start[:-1], self._group_start[1:], strict=True)):
             lo, hi = max(start, int(g0)), min(stop, int(g1))
             if lo >= hi:
                 continue
@@ -75,7 +76,7 @@ class ColumnReader:
         real = [n for n in names if n not in lazy]
         out = {n: self.read(n, rows) for n in lazy}
         start, stop, _ = _bounds(rows, self.num_rows)
-        groups = [g for g, (g0, g1) in enumerate(zip(self._group_start[:-1], self._group_start[1:]))
+        groups = [g for g, (g0, g1) in enumerate(zip(self._group_start[:-1], self._group_start[1:], strict=True))
                   if g0 < stop and g1 > start]
         if not real:
             return out
@@ -194,7 +195,7 @@ class LazyColumns:
             return
         start, stop, _ = _bounds(self.rows, self.reader.num_rows)
         edges = [start] + [int(e) for e in self.reader.group_edges if start < e < stop] + [stop]
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             yield lo - start, hi - start, LazyColumns(self.reader, slice(lo, hi))
 
     def prefetch(self, names: Iterable[str]) -> None:

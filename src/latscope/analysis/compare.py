@@ -256,7 +256,7 @@ def _thinned(data: RunData, deps: list[Dependence]) -> tuple[np.ndarray, int]:
     runs = [r[~np.isnan(r)] for r in data.runs]
     floor = math.ceil(sum(len(r) for r in runs) / RANK_SAMPLE)
     steps = [max(d.step, floor) for d in deps]
-    return np.concatenate([r[::step] for r, step in zip(runs, steps)]), max(steps)
+    return np.concatenate([r[::step] for r, step in zip(runs, steps, strict=True)]), max(steps)
 
 
 def _finite(v: float) -> float | None:

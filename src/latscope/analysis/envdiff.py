@@ -5,7 +5,8 @@ the runs: another kernel, another clocksource, a different CPU pinning. The
 documents are flattened to dotted keys and every key whose value is not the
 same in all runs is listed. Values that differ in every run by nature (pids,
 capture times, random stream ids) are left out, or every comparison would
-list them.
+list them: the environment's schema (latscope.env.schema) and CONFIG below
+declare which they are.
 """
 
 from __future__ import annotations
@@ -15,13 +16,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Last key components that change from run to run whatever the configuration.
-VOLATILE = {
-    "captured_at", "pid", "base_time_ns", "stream", "name", "tags", "git_commit", "created", "port",
-    "ifindex", "address", "ifname", "namespace", "mac", "prog_id",
+from latscope.env.schema import RUN, VOLATILE, rule_of
+
+#: run.json ``config`` keys that change from run to run whatever the configuration: random stream ids, the
+#: start time, labels, ports picked per run, and the sender's own copies of these (``recv``'s ``sender``).
+#: Every other config key is compared. docs/format.md ("Environment keys") lists them.
+CONFIG: dict[str, str] = {
+    "base_time_ns": VOLATILE,
+    "stream": VOLATILE,
+    "name": VOLATILE,
+    "tags": VOLATILE,
+    "port": VOLATILE,
+    "sender_endpoint.port": VOLATILE,
+    "receiver_endpoint.port": VOLATILE,
+    "listen.port": VOLATILE,
+    "sender.base_time_ns": VOLATILE,
+    "sender.run_id": VOLATILE,
+    "sender.name": VOLATILE,
+    "sender.tags": VOLATILE,
 }
-#: Whole subtrees that describe the moment, not the setup.
-VOLATILE_PREFIXES = ("environment.after.", "environment.topology.namespaces", "environment.topology.interfaces")
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,18 @@ def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _volatile(key: str) -> bool:
-    last = key.rsplit(".", 1)[-1].split("[", 1)[0]
-    return last in VOLATILE or key.startswith(VOLATILE_PREFIXES)
+def volatile(key: str) -> bool:
+    """Whether a key of the setup document (config.*, environment.*) is left out of the differences.
+
+    The environment's keys follow latscope.env.schema, the config's CONFIG; a key neither declares
+    (an imported tool's environment, a key a newer latscope added) is compared.
+    """
+    section, _, rest = key.partition(".")
+    if section == "environment":
+        return rule_of(rest, RUN) == VOLATILE
+    if section == "config":
+        return rule_of(rest, CONFIG) == VOLATILE
+    return False
 
 
 def setup_document(record: Any) -> dict[str, Any]:
@@ -80,7 +102,7 @@ def differences(documents: Sequence[dict[str, Any]]) -> list[Difference]:
     keys = sorted({k for f in flat for k in f})
     out = []
     for key in keys:
-        if _volatile(key):
+        if volatile(key):
             continue
         values = tuple(f.get(key) for f in flat)
         if any(v != values[0] for v in values[1:]):

@@ -120,7 +120,7 @@ def histogram(values: np.ndarray, spec: BinSpec = BinSpec()) -> Histogram:
             width = float(nice_width((hi_v - lo_v) / (MAX_BINS - 1)))
         # Edges on multiples of the width, so bins read 7.000-8.000, not 6.913-7.913.
         lo = math.floor(lo_v / width) * width
-        nbins = int(math.floor((hi_v - lo) / width)) + 1
+        nbins = math.floor((hi_v - lo) / width) + 1
     idx = np.floor((v - lo) / width).astype(np.int64)
     np.clip(idx, 0, nbins - 1, out=idx)
     counts = np.bincount(idx, minlength=nbins).astype(np.int64)

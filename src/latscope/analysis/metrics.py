@@ -45,9 +45,52 @@ def diff_ns(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
     return out
 
 
+def absent(col: np.ndarray) -> bool:
+    """True for a column without a single value (a lazily read all-null column is a zero-stride view)."""
+    return len(col) == 0 or (col.strides == (0,) and col[0] == MISSING) or not np.any(col != MISSING)
+
+
 def latency(samples: Samples) -> np.ndarray:
-    """One-way latency: rx_best - send_ns."""
-    return diff_ns(rx_best(samples), samples["send_ns"])
+    """One-way latency: rx_best - send_ns; for a round trip (far_rx_ns present), the round-trip time."""
+    one_way = diff_ns(rx_best(samples), samples["send_ns"])
+    try:
+        far_rx = samples["far_rx_ns"]
+    except KeyError:  # samples loaded without the round-trip columns: a one-way run
+        return one_way
+    if absent(far_rx):
+        return one_way
+    return np.where(far_rx != MISSING, rtt(samples), one_way)
+
+
+def t1(samples: Samples) -> np.ndarray:
+    """A round trip's start: the kernel TX timestamp (tx_best), send_ns where the kernel gave none."""
+    tx = tx_best(samples)
+    return np.where(tx != MISSING, tx, samples["send_ns"])
+
+
+def rtt(samples: Samples) -> np.ndarray:
+    """Round-trip time without the far end's turnaround: (t4 - t1) - (t3 - t2), as NTP's delay."""
+    return diff_ns(rx_best(samples), t1(samples)) - turnaround(samples)
+
+
+def turnaround(samples: Samples) -> np.ndarray:
+    """How long the far end held the packet: far_tx_ns - far_rx_ns (t3 - t2, one clock)."""
+    return diff_ns(samples["far_tx_ns"], samples["far_rx_ns"])
+
+
+def forward_delay(samples: Samples) -> np.ndarray:
+    """t2 - t1: the outbound one-way delay plus the clock offset (the far clock minus ours)."""
+    return diff_ns(samples["far_rx_ns"], t1(samples))
+
+
+def reverse_delay(samples: Samples) -> np.ndarray:
+    """t4 - t3: the return one-way delay minus the clock offset."""
+    return diff_ns(rx_best(samples), samples["far_tx_ns"])
+
+
+def clock_offset(samples: Samples) -> np.ndarray:
+    """Per round trip, NTP's offset of the far clock: ((t2 - t1) + (t3 - t4)) / 2, good to +- rtt / 2."""
+    return (forward_delay(samples) - reverse_delay(samples)) / 2
 
 
 def delta(samples: Samples) -> np.ndarray:
@@ -99,13 +142,20 @@ def e2e(samples: Samples) -> np.ndarray:
     return diff_ns(samples["rx_user_ns"], samples["sched_ns"])
 
 
+_RTT_COLUMNS = ("send_ns", "tx_hw_ns", "tx_sw_ns", "rx_hw_ns", "rx_sw_ns", "far_rx_ns", "far_tx_ns")
 #: name -> (function, columns it needs). Names are those of docs/metrics.md.
 METRICS: dict[str, tuple[Callable[[Samples], np.ndarray], tuple[str, ...]]] = {
-    "latency": (latency, ("send_ns", "rx_hw_ns", "rx_sw_ns")),
+    "latency": (latency, ("send_ns", "rx_hw_ns", "rx_sw_ns", "far_rx_ns", "far_tx_ns", "tx_hw_ns", "tx_sw_ns")),
     "delta": (delta, ("rx_hw_ns", "rx_sw_ns")),
     "wakeup_latency": (wakeup_latency, ("wake_ns", "sched_ns")),
     "sender_latency": (sender_latency, ("tx_sw_ns", "send_ns")),
     "path_delay": (path_delay, ("rx_hw_ns", "rx_sw_ns", "tx_hw_ns", "tx_sw_ns")),
     "arrival_latency": (arrival_latency, ("rx_user_ns", "rx_hw_ns", "rx_sw_ns")),
     "e2e": (e2e, ("rx_user_ns", "sched_ns")),
+    # Round trips (run --mode rtt); NaN in one-way runs.
+    "rtt": (rtt, _RTT_COLUMNS),
+    "turnaround": (turnaround, ("far_rx_ns", "far_tx_ns")),
+    "forward_delay": (forward_delay, _RTT_COLUMNS),
+    "reverse_delay": (reverse_delay, _RTT_COLUMNS),
+    "clock_offset": (clock_offset, _RTT_COLUMNS),
 }

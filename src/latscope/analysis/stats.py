@@ -51,7 +51,7 @@ def describe(values: np.ndarray, percentiles: dict[str, float] | None = None, *,
     del nan
     if len(v) == 0:
         return Stats(0, None, None, None, None, {k: None for k in pcts})
-    count, lo, avg, hi, sd = int(len(v)), float(v.min()), float(v.mean()), float(v.max()), float(v.std())
+    count, lo, avg, hi, sd = len(v), float(v.min()), float(v.mean()), float(v.max()), float(v.std())
     # v is our own copy when NaNs were filtered out: let the partition reuse it
     # instead of copying 80 MB again on a 10-million-packet run. The moments are
     # taken before, so the reordering cannot change their rounding.
@@ -62,5 +62,5 @@ def describe(values: np.ndarray, percentiles: dict[str, float] | None = None, *,
         avg=avg,
         max=hi,
         stddev=sd,
-        percentiles={k: float(x) for k, x in zip(pcts, q)},
+        percentiles={k: float(x) for k, x in zip(pcts, q, strict=True)},
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from latscope.analysis import chunked, metrics
+from latscope.analysis import chunked, metrics, roundtrip
 from latscope.analysis.stats import describe
 from latscope.store.samples import FLAG_LOST, FLAG_REORDERED, FLAG_SEND_FAILED, MISSING, Samples
 
@@ -37,7 +37,7 @@ def packet_counts(samples: Samples, recorded: dict[str, int] | None = None) -> d
     received = int(np.count_nonzero(rx != MISSING))
     failed = int(np.count_nonzero(flags & FLAG_SEND_FAILED))
     return {
-        "sent": int(len(flags)) - failed,
+        "sent": len(flags) - failed,
         "received": received,
         "lost": int(np.count_nonzero(flags & FLAG_LOST)),
         "duplicated": int(recorded.get("duplicated", 0)),
@@ -98,6 +98,9 @@ def summarise_columns(
                 kept[name] = values[name]
             del values[name]
     doc.update({SUMMARY_METRICS[n]: stats[n] for n in SUMMARY_METRICS if n in stats})
+    rt_doc = roundtrip.summary(samples)
+    if rt_doc is not None:
+        doc["round_trip"] = rt_doc
     doc["worst"] = worst_packets(samples, kept["latency"], worst) if worst > 0 else []
     if "latency" not in keep:
         del kept["latency"]
@@ -117,7 +120,7 @@ def missed_periods(wakeup_ns: np.ndarray, doc: dict[str, Any]) -> dict[str, Any]
         return {"scheduled": sent, "missed_periods": 0, "period_ns": None}
     period = span / (sent - 1)
     return {"scheduled": sent, "missed_periods": int(np.count_nonzero(finite >= period)),
-            "period_ns": int(round(period))}
+            "period_ns": round(period)}
 
 
 #: Metrics computed per pass over the file: each holds one 8-byte array per packet.

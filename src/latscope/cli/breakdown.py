@@ -49,6 +49,7 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     from latscope.trace.breakdown import (
         Options,
         analyse,
+        load_run_steal,
         load_run_table,
         load_trace_file,
     )
@@ -67,10 +68,16 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
         bd = analyse_vm_run(run.path, run.record.extra, run.samples(), options, run_id=run.run_id,
                             overruns=overruns)
     else:
-        table = load_trace_file(trace_file) if trace_file is not None else \
-            load_run_table(run.path, run.record.extra.get("trace"))
+        if trace_file is not None:
+            table = load_trace_file(trace_file)
+        elif run is not None:
+            table = load_run_table(run.path, run.record.extra.get("trace"))
+        else:  # ruled out above; says so to the type checker too
+            raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
         samples = run.samples() if run is not None else None
-        bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns)
+        # the run's steal series is on the probe's clock, as its own trace is (not a trace brought in)
+        steal = load_run_steal(run.path) if run is not None and trace_file is None else None
+        bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns, steal=steal)
     if perfetto_file is not None:
         from latscope.trace.perfetto import write
 

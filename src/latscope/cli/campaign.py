@@ -101,19 +101,24 @@ def campaign() -> None:
 @campaign.command()
 @FILE
 @trial_options
+@results_option
 @json_option
-def plan(file: Path, sets: tuple[str, ...], repeats: int | None, as_json: bool) -> None:
+def plan(file: Path, sets: tuple[str, ...], repeats: int | None, results: str | None, as_json: bool) -> None:
     """The runs the campaign will make, in order, and how long that takes."""
+    from latscope.experiment.runner import done_runs
+
     c = checked(file, sets, repeats)
     runs = c.plan()
-    total = sum(expected_seconds(r.cell.options) for r in runs)
+    made = done_runs(c, store_from(results))
+    total = sum(expected_seconds(r.cell.options) for r in runs if r.key not in made)
     if as_json:
-        emit_json({"format": "latscope-campaign-plan", "schema_version": 1, "campaign": c.name,
+        emit_json({"campaign": c.name,
                    "plan": c.fingerprint, "repeats": c.repeats, "order": c.order, "seed": c.seed,
                    "factors": {f: list(levels) for f, levels in c.factors}, "baseline": c.baseline,
                    "cells": describe_cells(c), "expected_s": round(total, 1),
                    "runs": [{"index": r.index, "cell": r.cell.name, "repeat": r.repeat,
-                             "name": c.run_name(r), "tags": c.run_tags(r)} for r in runs]})
+                             "name": c.run_name(r), "tags": c.run_tags(r), "made": made.get(r.key)}
+                            for r in runs]}, verb="campaign plan")
         return
     click.echo(f"campaign {c.name} (plan {c.fingerprint}): {len(c.factors)} factors, {len(c.cells)} cells, "
                f"{c.repeats} repeats, {len(runs)} runs, {c.order} order")
@@ -125,7 +130,8 @@ def plan(file: Path, sets: tuple[str, ...], repeats: int | None, as_json: bool) 
         click.echo(f"  {doc['cell']}: latscope run {' '.join(doc['argv'])}")
     click.echo("order:")
     for r in runs:
-        click.echo(f"  {r.index + 1:>4}  {r.cell.name}  repeat {r.repeat + 1}")
+        done = f"  (made: {made[r.key]})" if r.key in made else ""
+        click.echo(f"  {r.index + 1:>4}  {r.cell.name}  repeat {r.repeat + 1}{done}")
     from latscope.experiment.runner import eta
 
     click.echo(f"expected duration: about {eta(total)} (streams plus set-up; the runner refines it as it goes)")
@@ -181,7 +187,7 @@ def status(file: Path, sets: tuple[str, ...], repeats: int | None, results: str 
     c = loaded(file, sets, repeats)
     doc = campaign_status(c, store_from(results))
     if as_json:
-        emit_json({"format": "latscope-campaign-status", "schema_version": 1, **doc})
+        emit_json(doc, verb="campaign status")
         return
     click.echo(f"campaign {c.name} (plan {c.fingerprint}): {doc['done']} done, {doc['to_do']} to do, "
                f"{doc['failed']} failed of {doc['runs']} runs")
@@ -225,7 +231,7 @@ def report(file: Path, sets: tuple[str, ...], repeats: int | None, output: Path 
     if missing:
         warn(f"{len(missing)} of {len(c.plan())} planned runs are not made (yet): the report uses the others")
     if as_json:
-        emit_json({"format": "latscope-campaign-report", "schema_version": 1, **found.as_json()})
+        emit_json(found.as_json(), verb="campaign report")
         return
     from latscope.experiment.page import figures_of, render
     from latscope.report import html

@@ -101,9 +101,46 @@ def store_from(results: str | None) -> ResultsStore:
     return ResultsStore(resolve_results_root(results))
 
 
-def emit_json(doc: Any) -> None:
-    """Print one JSON document on stdout."""
-    click.echo(json.dumps(doc, indent=2, default=_default, allow_nan=False))
+#: Every verb's --json document: its ``format`` and ``schema_version`` (docs/format.md, "JSON output", lists
+#: them with their top-level keys). Bump a version when a key changes meaning or goes away; adding keys does not.
+JSON_DOCUMENTS: dict[str, tuple[str, int]] = {
+    "run": ("latscope-run-summary", 1),
+    "recv": ("latscope-run-summary", 1),
+    "import": ("latscope-run-summary", 1),
+    "send": ("latscope-send", 1),
+    "show": ("latscope-show", 1),
+    "ls": ("latscope-ls", 1),
+    "compare": ("latscope-compare", 1),
+    "check": ("latscope-check", 1),
+    "sql": ("latscope-sql", 1),
+    "doctor": ("latscope-doctor", 1),
+    "breakdown": ("latscope-breakdown", 1),
+    "campaign plan": ("latscope-campaign-plan", 1),
+    "campaign status": ("latscope-campaign-status", 1),
+    "campaign report": ("latscope-campaign-report", 1),
+}
+
+
+def json_header(verb: str | None = None) -> dict[str, Any]:
+    """``{"format": ..., "schema_version": ...}`` of ``verb``'s --json document (default: the verb running)."""
+    if verb is None:
+        verb = click.get_current_context().command.name
+    if verb not in JSON_DOCUMENTS:
+        raise KeyError(f"no --json document declared for verb {verb!r} (add it to JSON_DOCUMENTS)")
+    fmt, version = JSON_DOCUMENTS[verb]
+    return {"format": fmt, "schema_version": version}
+
+
+def emit_json(doc: dict[str, Any], verb: str | None = None) -> None:
+    """Print ``doc`` as ``verb``'s JSON document on stdout, ``format`` and ``schema_version`` first.
+
+    A document that names its own format (breakdown's) must name the one declared for the verb.
+    """
+    header = json_header(verb)
+    for key, value in header.items():
+        if key in doc and doc[key] != value:
+            raise ValueError(f"--json document says {key} {doc[key]!r}, its verb declares {value!r}")
+    click.echo(json.dumps({**header, **doc}, indent=2, default=_default, allow_nan=False))
 
 
 def _default(value: Any) -> Any:

@@ -58,12 +58,12 @@ def compare(run_refs: tuple[str, ...], range_from: int | None, range_to: int | N
     mismatch = metric_mismatch([v.run.record for v in views])
     if mismatch:
         warn(mismatch)
-    runs = [_group_doc(g, d) for g, d in zip(groups, data)]
+    runs = [_group_doc(g, d) for g, d in zip(groups, data, strict=True)]
     if as_json:
         emit_json({
             "baseline": runs[0]["run_ids"][0] if len(groups[0]) == 1 else runs[0]["run_ids"],
             "runs": runs,
-            "comparisons": [_comparison_doc(c, groups[0], g) for c, g in zip(comparisons, groups[1:])],
+            "comparisons": [_comparison_doc(c, groups[0], g) for c, g in zip(comparisons, groups[1:], strict=True)],
             "environment_runs": [v.run.run_id for v in views],
             "environment_differences": [d.as_json() for d in envdiff],
             "settings": {"alpha": alpha, "bootstrap": resamples, "min_effect_us": min_effect_ns / 1000,
@@ -85,7 +85,7 @@ def _data(group: list[RunView]) -> RunData:
 def _group_doc(group: list[RunView], data: RunData) -> dict[str, Any]:
     first = group[0].run.record
     n = len(data.latency_ns)
-    received = int(len(data.received))
+    received = len(data.received)
     return {"run_id": first.run_id, "name": first.name, "label": data.label,
             "run_ids": [v.run.run_id for v in group], "packets": n, "received": received, "lost": n - received,
             "selection": group[0].selection.as_json()}

@@ -16,7 +16,8 @@ from latscope.stopping import Stopped, raise_on_signals
 #: sentence of each command's own help.
 VERBS = {
     "run": ("latscope.cli.run:run",
-            "Measure one-way latency: a periodic packet stream across a topology, saved as a run."),
+            ("Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, "
+             "saved as a run.")),
     "send": ("latscope.cli.send:send",
              "Send the periodic stream; the receiver stores the run (its parameters travel in the packets)."),
     "recv": ("latscope.cli.recv:recv", "Receive a stream from `latscope send`, then save and summarise the run."),
@@ -36,6 +37,9 @@ VERBS = {
                "Write an HTML report of runs (the first is the baseline of the comparison)."),
     "breakdown": ("latscope.cli.breakdown:breakdown",
                   "Split each late packet's latency into stages and name what held it back."),
+    "agent": ("latscope.cli.agent:agent",
+              ("Serve measurement requests from authenticated controllers (`latscope run --from/--to`) until "
+               "stopped.")),
     "campaign": ("latscope.cli.campaign:campaign",
                  "Plan, run, follow and report an experiment: runs under several configurations, repeated."),
 }
@@ -66,7 +70,10 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their summaries, as click lists them, from VERBS instead of the commands."""
         width = formatter.width - 6 - max(len(name) for name in VERBS)
-        rows = [(name, click.utils.make_default_short_help(summary, width)) for name, (_, summary) in VERBS.items()]
+        # A bare Command shortens the summary exactly as click would the verb's own (click.utils'
+        # make_default_short_help is deprecated).
+        rows = [(name, click.Command(name, help=summary).get_short_help_str(width))
+                for name, (_, summary) in VERBS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

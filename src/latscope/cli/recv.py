@@ -20,15 +20,17 @@ from latscope.cli.progress import packet_progress
 from latscope.cli.run import key_path
 from latscope.errors import ConfigError
 from latscope.probe.auth import load_key
-from latscope.probe.config import MAX_STREAM
+from latscope.probe.config import MAX_STREAM, host_and_port
 from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT, Endpoint
 from latscope.report.document import run_document
 from latscope.report.text import summary_text
 
 
 @click.command()
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="UDP port to listen on.")
-@click.option("--bind", "bind_addr", default=None, help="Address to listen on [default: all, IPv4; :: with --ipv6].")
+@click.option("--port", type=int, default=None, help=f"UDP port to listen on [default: {DEFAULT_PORT}].")
+@click.option("--bind", "bind_addr", default=None, metavar="HOST[:PORT]",
+              help="Address to listen on: HOST, HOST:PORT or [IPV6]:PORT (the port here or in --port) "
+                   "[default: all, IPv4; :: with --ipv6].")
 @click.option("--ipv6", is_flag=True, help="Listen for UDP over IPv6.")
 @click.option("--l2", is_flag=True, help="Receive raw Ethernet frames.")
 @click.option("--iface", default=None,
@@ -60,8 +62,6 @@ def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, c
     """Receive a stream from `latscope send`, then save and summarise the run."""
     from latscope.halves import ReceiveConfig, receive_stream
 
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"--port must be 1..65535, got {port}")
     key_file = key_path(key_file)
     if key_file is not None:
         load_key(key_file)  # a bad key file is a usage error before anything starts
@@ -70,11 +70,17 @@ def recv(ctx: click.Context, port, bind_addr, ipv6, l2, iface, ethertype, vid, c
             raise ConfigError("--ipv6 and --l2 exclude each other")
         if not iface:
             raise ConfigError("--l2 needs --iface")
-        listen = Endpoint("packet", "", port, iface, None, ethertype, vid, None)
+        if bind_addr is not None:
+            raise ConfigError("--bind is for UDP; --l2 listens on --iface")
+        listen = Endpoint("packet", "", port or DEFAULT_PORT, iface, None, ethertype, vid, None)
     else:
         if vid is not None:
             raise ConfigError("--vid needs --l2")
-        listen = Endpoint("inet6" if ipv6 else "inet", bind_addr or ("::" if ipv6 else "0.0.0.0"), port, iface)
+        host, listen_port = host_and_port(bind_addr or ("::" if ipv6 else "0.0.0.0"), port, "--bind")
+        family = "inet6" if ipv6 or ":" in host else "inet"
+        if ipv6 and ":" not in host:
+            raise ConfigError(f"--ipv6 listens on an IPv6 address, --bind gives {host!r}")
+        listen = Endpoint(family, host, listen_port, iface)
     rcfg = ReceiveConfig(listen=listen, cpu=cpu, prio=prio, mlock=not no_mlock, hw_timestamps=not no_hw, netns=netns,
                          first_timeout_ns=timeout, idle_timeout_ns=idle_timeout, stream=stream,
                          stream_log=stream_log, name=name, tags=tuple(tags), key_file=key_file)

@@ -11,8 +11,18 @@ from typing import Any
 import click
 
 from latscope.cli.common import (
-    DURATION, INT_OR_HEX, NAME, TAG, check_memory, emit_json, json_option, results_option, stderr_is_tty, store_from,
-    tag_list, warn,
+    DURATION,
+    INT_OR_HEX,
+    NAME,
+    TAG,
+    check_memory,
+    emit_json,
+    json_option,
+    results_option,
+    stderr_is_tty,
+    store_from,
+    tag_list,
+    warn,
 )
 from latscope.cli.progress import packet_progress
 from latscope.errors import ConfigError, PrivilegeError
@@ -124,7 +134,8 @@ def vm_options(f):
     """Options of the VM topology (`--topology vm[:bridge|macvtap]`)."""
     for opt in reversed([
         click.option("--direction", type=click.Choice(["forward", "reverse", "both"]), default="forward",
-                     show_default=True, help="On a VM: host -> guest (forward), guest -> host, or both at once."),
+                     show_default=True, help="On a VM: host -> guest (forward), guest -> host, or both at once; "
+                                             "between agents: --from -> --to (forward), back, or both at once."),
         click.option("--vm-accel", "vm_accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
                      show_default=True, help="QEMU accelerator (auto: KVM only when a probe boot succeeds)."),
         click.option("--vm-cpus", "vm_cpus", type=click.IntRange(1, 8), default=1, show_default=True,
@@ -158,6 +169,8 @@ class RunArgs:
 
     topology: str | None
     dest: str | None
+    from_host: str | None
+    to_host: str | None
     period: int
     count: int | None
     duration: int | None
@@ -203,6 +216,8 @@ class RunArgs:
     results: str | None
     as_json: bool
     quiet: bool
+    mode: str = "oneway"
+    require_sync: int | None = None
 
     def config(self, topology: str) -> MeasureConfig:
         key_file = key_path(self.key_file)
@@ -216,6 +231,7 @@ class RunArgs:
             prio_send=self.prio_send, prio_recv=self.prio_recv, mlock=not self.no_mlock,
             hw_timestamps=not self.no_hw, cpu_dma_latency_us=self.cpu_dma_latency, stream_log=self.stream_log,
             name=self.name, tags=tuple(self.tags), direction=self.direction, key_file=key_file,
+            mode=self.mode, require_sync_ns=self.require_sync,
         )
 
     def vm(self, topology: str) -> Any:
@@ -234,6 +250,17 @@ class RunArgs:
                    "host paths between namespaces (docs/run.md); vm: a QEMU guest on a bridge (vm:macvtap: on a "
                    "macvtap); one this machine cannot build (ovs without the openvswitch module) is refused.")
 @click.option("--dest", default=None, help="HOST:PORT of the receiver for --topology none.")
+@click.option("--from", "from_host", default=None, metavar="HOST[:PORT]|local",
+              help="Between two hosts: the sending side, a `latscope agent` (port default 48501) or local (this "
+                   "host); with --to and --key-file (docs/agent.md).")
+@click.option("--to", "to_host", default=None, metavar="HOST[:PORT]|local",
+              help="Between two hosts: the receiving side, an agent or local.")
+@click.option("--mode", type=click.Choice(["oneway", "rtt"]), default="oneway", show_default=True,
+              help="oneway: a receiver stamps each arrival; rtt: a reflector echoes each packet with its kernel "
+                   "RX and TX times (round trips, no synchronised clocks needed; UDP only).")
+@click.option("--require-sync", "require_sync", type=DURATION, default=None, metavar="DURATION",
+              help="One-way runs: refuse to measure (exit 1) when the clock checks bound the error between the "
+                   "two ends' clocks above DURATION (e.g. 10us) or cannot bound it.")
 @probe_options
 @vm_options
 @click.option("--cpu-send", "cpu_send", type=int, default=None, help="Pin the sender to this CPU.")
@@ -264,7 +291,8 @@ class RunArgs:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def run(ctx: click.Context, **kwargs: Any) -> None:
-    """Measure one-way latency: a periodic packet stream across a topology, saved as a run."""
+    """Measure one-way latency (or round trips, --mode rtt): a periodic packet stream across a topology, saved as a run."""
+    from latscope.env.steal import StealCapture
     from latscope.experiment.runopts import experiment
     from latscope.session import measure_all
 
@@ -274,10 +302,18 @@ def run(ctx: click.Context, **kwargs: Any) -> None:
     notify = None if args.quiet or not stderr_is_tty() else (lambda text: click.echo(f"latscope: {text}", err=True))
     exp = experiment(args.stress, args.log_dir, args.log_fs, cfg) if args.stress or args.log_dir or args.log_fs \
         else None
-    captures = (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
+    # Host steal is sampled in every run; it starts first, so it covers the trace's whole window.
+    captures = (StealCapture(),) + (exp.captures if exp else ()) + trace_captures(args.trace, args.trace_events, cfg, args.quiet) + \
         disk_load(args.vm_disk_load, cfg)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, args.quiet) as on_progress:
-        outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
+        if cfg.topology == "agents":
+            from latscope.orchestrate import measure_between
+
+            assert args.from_host is not None and args.to_host is not None
+            outcomes = measure_between(cfg, store, args.from_host, args.to_host, on_progress=on_progress,
+                                       notify=notify)
+        else:
+            outcomes = measure_all(cfg, store, on_progress=on_progress, vm=vm, notify=notify, captures=captures)
     for problem in exp.logfs.problems if exp and exp.logfs else []:
         warn(problem)
     for outcome in outcomes:
@@ -304,6 +340,8 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
     `run` calls it first; `campaign plan` calls it for every cell, so that an impossible level is refused
     before the first run.
     """
+    if args.from_host is not None or args.to_host is not None:
+        return prepare_agents(args), None
     root = can_build_namespaces()
     topology = args.topology
     if topology is None:
@@ -328,6 +366,28 @@ def prepare(args: RunArgs) -> tuple[MeasureConfig, Any]:
 
         check(args.stress, args.log_dir, args.log_fs, cfg)
     return cfg, vm
+
+
+def prepare_agents(args: RunArgs) -> MeasureConfig:
+    """`run --from A --to B`: the checks of prepare() for a run between agents (nothing is built here)."""
+    from latscope.orchestrate import check_agents
+
+    given = [opt for opt, on in (("--topology", args.topology is not None), ("--dest", args.dest is not None),
+                                 ("--trace", args.trace), ("--trace-events", args.trace_events is not None),
+                                 ("--stress", bool(args.stress)), ("--log-dir", args.log_dir is not None),
+                                 ("--log-fs", args.log_fs is not None),
+                                 ("--cpu-dma-latency", args.cpu_dma_latency is not None))
+             if on]
+    given += ["--" + k.replace("_", "-").replace("vm-affinity", "vm-cpu-affinity")
+              for k, default in VM_DEFAULTS.items() if getattr(args, k) != default]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not with --from/--to (a run between agents)")
+    if args.key_file is None:
+        raise ConfigError("--from/--to need --key-file: agents serve only controllers that prove the key")
+    cfg = args.config("agents")
+    check_agents(cfg, args.from_host, args.to_host)
+    check_memory(cfg.count, RUN_BYTES_PER_PACKET)
+    return cfg
 
 
 #: --vm-* options and their defaults: given without a VM topology they would be silently ignored.

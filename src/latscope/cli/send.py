@@ -8,8 +8,8 @@ from latscope.cli.common import NAME, TAG, check_memory, emit_json, json_option,
 from latscope.cli.progress import packet_progress
 from latscope.cli.run import family_of, key_path, parse_base_time, probe_options, resolve_count, resolve_size
 from latscope.errors import ConfigError
-from latscope.probe.config import MAX_STREAM, MeasureConfig, parse_hostport
-from latscope.probe.spec import DEFAULT_PORT, Endpoint
+from latscope.probe.config import MAX_STREAM, REMOTE, MeasureConfig, host_and_port
+from latscope.probe.spec import Endpoint
 from latscope.units import format_us
 
 #: Memory the sender holds per packet: its six preallocated columns, and their copies when it writes them.
@@ -17,7 +17,8 @@ SEND_BYTES_PER_PACKET = 100
 
 
 @click.command()
-@click.option("--dest", required=True, help="Receiver HOST:PORT, or its MAC address with --l2.")
+@click.option("--dest", required=True,
+              help="Receiver HOST, HOST:PORT or [IPV6]:PORT (the port here or in --port), or its MAC with --l2.")
 @click.option("--iface", default=None, help="Interface to send --l2 frames from.")
 @probe_options
 @click.option("--cpu", type=int, default=None, help="Pin the sender to this CPU.")
@@ -46,18 +47,15 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
             raise ConfigError("--l2 needs --iface (the interface to send from)")
         endpoint = Endpoint("packet", "", 0, iface, dest, ethertype, vid, pcp)
     else:
-        host, p = parse_hostport(dest, port or DEFAULT_PORT)
+        host, p = host_and_port(dest, port, "--dest")
         endpoint = Endpoint("inet6" if (family == "inet6" or ":" in host) else "inet", host, p)
     cfg = MeasureConfig(
-        topology="none", dest="remote", family=family if family == "packet" else endpoint.family,
-        period_ns=period, count=resolve_count(count, duration, period), size=size, spin_ns=spin,
-        base_time_ns=parse_base_time(base_time), port=endpoint.port, ethertype=ethertype,
-        vid=vid if family == "packet" else None, pcp=pcp if family == "packet" else None, tos=tos,
-        so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio, mlock=not no_mlock,
-        hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags), **extra,
-    ) if family != "packet" else _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp,
-                                             tos, so_priority, txtime, cpu, prio, no_mlock, no_hw, stream_log,
-                                             name, tags, extra)
+        topology=REMOTE, family=endpoint.family, period_ns=period, count=resolve_count(count, duration, period),
+        size=size, spin_ns=spin, base_time_ns=parse_base_time(base_time), port=endpoint.port or None,
+        ethertype=ethertype, vid=vid, pcp=pcp, tos=tos, so_priority=so_priority, txtime_offset_ns=txtime,
+        cpu_send=cpu, prio_send=prio, mlock=not no_mlock, hw_timestamps=not no_hw, stream_log=stream_log,
+        name=name, tags=tuple(tags), **extra,
+    )
     check_memory(cfg.count, SEND_BYTES_PER_PACKET)
     with packet_progress(cfg.count, cfg.duration_ns / 1e9, quiet, "sending") as on_progress:
         result = send_stream(cfg, endpoint, netns=netns, on_progress=on_progress)
@@ -76,14 +74,3 @@ def send(ctx: click.Context, dest, iface, period, count, duration, size, spin, b
         warn("interrupted: the receiver keeps what arrived")
         ctx.exit(1)
 
-
-def _l2_config(period, count, duration, size, spin, base_time, ethertype, vid, pcp, tos, so_priority, txtime, cpu,
-               prio, no_mlock, no_hw, stream_log, name, tags, extra) -> MeasureConfig:
-    # The loopback topology is only a placeholder that passes validation: the
-    # endpoint given to send_stream decides where frames go.
-    return MeasureConfig(
-        topology="loopback", family="packet", period_ns=period, count=resolve_count(count, duration, period),
-        size=size, spin_ns=spin, base_time_ns=parse_base_time(base_time), ethertype=ethertype, vid=vid, pcp=pcp,
-        tos=tos, so_priority=so_priority, txtime_offset_ns=txtime, cpu_send=cpu, prio_send=prio,
-        mlock=not no_mlock, hw_timestamps=not no_hw, stream_log=stream_log, name=name, tags=tuple(tags), **extra,
-    )

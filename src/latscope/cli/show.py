@@ -63,7 +63,7 @@ def show(run_ref: str, range_from: int | None, range_to: int | None, skip_warmup
     series = None
     if window_ns is not None:
         series = window_series(view.offsets_ns, values, window_ns, kept["lost"], view.selection.start_ns)
-    for key in ("clock", "vm"):
+    for key in ("clock", "vm", "clock_check", "host_steal"):
         # Facts of the capture, not of the samples: recomputing cannot give them back.
         if key in run.record.summary:
             summary[key] = run.record.summary[key]
@@ -84,9 +84,7 @@ def show(run_ref: str, range_from: int | None, range_to: int | None, skip_warmup
         click.echo(header)
     # Stored text (status, the VM's description) is escaped: the store may hold anything.
     lines = summary_text(summary, run.run_id, printable(run.record.status),
-                         [printable(c) for c in context_lines(run.record)]).split("\n")
-    p99999 = summary["latency_us"].get("p99999")
-    lines.insert(4, f"  latency p99.999 (usec): {'-' if p99999 is None else f'{p99999:.3f}'}")
+                         [printable(c) for c in context_lines(run.record)], deep=True).split("\n")
     if not rng.is_everything:
         sel = view.selection
         end = "the end" if sel.stop_ns is None else f"{sel.stop_ns / 1e9:.3f} s"

@@ -17,11 +17,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import click
 
-from latscope.cli.common import json_option, results_option, selected_runs, warn
+from latscope.cli.common import json_header, json_option, results_option, selected_runs, warn
 from latscope.errors import LatscopeError
 from latscope.safetext import printable
 
@@ -100,7 +100,7 @@ class Interrupter:
         self.con: Any = None
         self._done = threading.Event()
 
-    def __enter__(self) -> Interrupter:
+    def __enter__(self) -> Self:
         self._r, self._w = os.pipe()
         os.set_blocking(self._w, False)
         self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
@@ -165,13 +165,14 @@ class Interrupter:
 def _emit_json(result: Any) -> None:
     # Rows are streamed so a large result never sits in memory as one document.
     out = sys.stdout
-    out.write('{\n  "columns": ')
-    out.write(json.dumps([{"name": n, "type": t} for n, t in zip(result.columns, result.types)]))
+    out.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v)},\n" for k, v in json_header("sql").items()))
+    out.write('  "columns": ')
+    out.write(json.dumps([{"name": n, "type": t} for n, t in zip(result.columns, result.types, strict=True)]))
     out.write(',\n  "rows": [')
     count = 0
     for row in result.rows:
         out.write(("," if count else "") + "\n    ")
-        out.write(json.dumps({n: plain(v) for n, v in zip(result.columns, row)}, allow_nan=False))
+        out.write(json.dumps({n: plain(v) for n, v in zip(result.columns, row, strict=True)}, allow_nan=False))
         count += 1
     out.write(("\n  " if count else "") + f'],\n  "row_count": {count}\n}}\n')
 
@@ -193,7 +194,7 @@ def _emit_table(result: Any, max_rows: int) -> None:
     from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, typ in zip(result.columns, result.types):
+    for name, typ in zip(result.columns, result.types, strict=True):
         numeric = any(t in typ for t in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL"))
         table.add_column(Text(printable(name)), justify="right" if numeric else "left")
     shown = more = 0

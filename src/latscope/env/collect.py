@@ -8,14 +8,14 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from latscope.env import cpu, kernel, kvm, net, ptp, qdisc, tracing, version
+from latscope.env import cpu, kernel, kvm, net, ptp, qdisc, tracing, version, virt
 from latscope.env.roots import DEFAULT, Roots
 from latscope.timebase import tai_offset_ns
 
 
 def _time() -> dict[str, Any]:
     return {
-        "captured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "captured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tai_offset_s": tai_offset_ns() // 1_000_000_000,
     }
 
@@ -29,6 +29,7 @@ def collect_environment(roots: Roots = DEFAULT, *, probe_qdiscs: bool = True) ->
         "ptp": lambda: ptp.collect(roots),
         "tracing": lambda: tracing.collect(roots),
         "kvm": lambda: kvm.collect(roots),
+        "virt": lambda: virt.collect(roots),
         "latscope": version.collect,
         "time": _time,
         "user": lambda: {"euid": os.geteuid()},

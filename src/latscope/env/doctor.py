@@ -73,8 +73,28 @@ def checks(env: dict[str, Any]) -> list[Check]:
                          {True: f"{kind} qdisc present", False: f"no {kind} qdisc in this kernel",
                           None: "not checked (needs root)"}[have],
                          "" if have else f"{meaning} unavailable"))
+    out.append(virt_check(env.get("virt") or {}))
     out += vm_checks(env.get("kvm", {}))
     return out
+
+
+def virt_check(v: dict[str, Any]) -> Check:
+    """Whether this host is itself a VM (latscope.env.virt) and whether its hypervisor reports steal."""
+    if not v or v.get("error"):
+        return Check("host", INFO, f"not checked ({v.get('error') or 'no virtualisation facts'})")
+    if not v.get("is_vm"):
+        return Check("host", OK, "bare metal (no cpuid hypervisor flag, /sys/hypervisor or hypervisor DMI)")
+    steal_s = (v.get("steal_ns_since_boot") or 0) / 1e9
+    found = f"a virtual machine ({'; '.join(v.get('evidence') or [])})"
+    if not v.get("steal_readable"):
+        return Check("host", WARN, found + "; /proc/stat unreadable",
+                     "the host may take CPUs away unseen: runs cannot record steal time")
+    if steal_s > 0:
+        return Check("host", WARN, found + f"; it reports steal: {steal_s:.1f} s since boot",
+                     "the host takes CPUs away: runs record steal (`show` prints it; `breakdown` names "
+                     "gaps with steal `hypervisor (steal)`)")
+    return Check("host", WARN, found + "; no steal since boot (its hypervisor may not report steal)",
+                 "a stall the host causes may show only as an unexplained gap in a breakdown")
 
 
 def vm_checks(kv: dict[str, Any]) -> list[Check]:

@@ -55,7 +55,7 @@ def driver(sock: socket.socket, ifname: str) -> str | None:
     struct.pack_into("I", buf, 0, ETHTOOL_GDRVINFO)
     if not _ioctl(sock, ifname, buf):
         return None
-    name = bytes(buf[4:36]).split(b"\0", 1)[0].decode(errors="replace")
+    name = buf.raw[4:36].split(b"\0", 1)[0].decode(errors="replace")
     return name or None
 
 

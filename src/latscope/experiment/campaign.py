@@ -11,9 +11,11 @@ of the file, before the first run. See docs/campaign.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import math
 import random
 import re
 import tomllib
@@ -39,6 +41,7 @@ RESERVED = {"name": "the campaign names each run", "results": "give --results to
             "json": "the campaign reads each run's JSON itself", "quiet": "the campaign shows its own progress",
             "q": "the campaign shows its own progress", "help": "not a run option"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+_OPTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,23}$")
 #: Seconds a run costs beyond its stream (namespaces, workers, storing), until the campaign has measured it.
 OVERHEAD_S = {"vm": 60.0, "other": 4.0}
@@ -93,7 +96,7 @@ class Campaign:
     #: Made with --set/--repeats: a trial of the file's plan, with a state of its own (see runner.state_dir).
     trial: bool = False
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What identifies the plan: the same file (up to comments and layout) gives the same value."""
         doc = {"name": self.name, "repeats": self.repeats, "order": self.order, "seed": self.seed,
@@ -156,10 +159,13 @@ def load(path: str | Path, overrides: Mapping[str, str] | None = None, repeats: 
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (UTF-8 TOML expected)") from None
+    _check_depth(text, path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to be a campaign") from None
     if overrides or repeats is not None:
         doc = dict(doc)
         base = dict(doc.get("base", {})) if isinstance(doc.get("base", {}), dict) else doc.get("base")
@@ -171,6 +177,19 @@ def load(path: str | Path, overrides: Mapping[str, str] | None = None, repeats: 
             doc["repeats"] = repeats
     campaign = parse(doc, path, key_lines(text))
     return replace(campaign, trial=True) if overrides or repeats is not None else campaign
+
+
+#: Parts of a dotted key (`a.b.c = 1`) a campaign may have: tomllib's time grows with their square.
+MAX_DOTS_PER_LINE = 64
+_STRINGS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse a line with more than MAX_DOTS_PER_LINE dots outside strings (a key tomllib would take minutes on)."""
+    bare = _STRINGS.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    for n, line in enumerate(bare.split("\n"), start=1):
+        if line.count(".") > MAX_DOTS_PER_LINE:
+            raise ConfigError(f"{path}:{n}: a dotted key of more than {MAX_DOTS_PER_LINE} parts is not a campaign")
 
 
 def _scalar(text: str) -> str | int | float | bool:
@@ -263,6 +282,12 @@ def parse(doc: Mapping[str, Any], path: Path, lines: dict[str, int] | None = Non
         if lname not in dict(factors)[fname]:
             raise fail(f"baseline: factor {fname} has no level {quote(str(lname))}", "baseline", fname)
         baseline[fname] = lname
+    n_cells = math.prod(len(levels) for _, levels in factors)
+    if n_cells > MAX_CELLS:  # counted first: 60 factors of 2 levels would be 2**60 cells to build
+        raise fail(f"{n_cells} cells: at most {MAX_CELLS}", "factors")
+    _check_user_tags(base, ("base",), factors, fail)
+    for (fname, lname), options in level_options.items():
+        _check_user_tags(options, ("factors", fname, lname), factors, fail)
     cells = []
     for combo in itertools.product(*[[(f, lv) for lv in levels] for f, levels in factors]):
         cname = "+".join(lv for _, lv in combo) if combo else "all"
@@ -281,8 +306,6 @@ def parse(doc: Mapping[str, Any], path: Path, lines: dict[str, int] | None = Non
                 merged[opt] = value
                 setter[opt] = f
         cells.append(Cell(cname, tuple(combo), merged))
-    if len(cells) > MAX_CELLS:
-        raise fail(f"{len(cells)} cells: at most {MAX_CELLS}", "factors")
     campaign = Campaign(path, name, description, repeats, order, seed, base, tuple(factors), baseline, tuple(cells),
                         windows["skip_warmup"], windows["from"], windows["to"], retries, lines)
     for cell in cells:
@@ -295,6 +318,22 @@ def parse(doc: Mapping[str, Any], path: Path, lines: dict[str, int] | None = Non
                 raise fail(f"cell {cell.name}: tag {quote(tag)} is longer than {MAX_TAG} characters: "
                            "use shorter factor and level names", "factors")
     return campaign
+
+
+#: The tags the campaign gives each run (besides one per factor): a user tag cannot forge them.
+OWN_TAGS = ("campaign", "cell", "repeat", "plan")
+
+
+def _check_user_tags(options: Mapping[str, OptionValue], where: tuple[str, ...],
+                     factors: list[tuple[str, tuple[str, ...]]], fail: Callable[..., ConfigError]) -> None:
+    """A `tag` option may not start with a key the campaign tags its runs with (it adopts runs by them)."""
+    value = options.get("tag", [])
+    own = (*OWN_TAGS, *(f for f, _ in factors))
+    for tag in value if isinstance(value, list) else [str(value)]:
+        key, sep, _ = tag.partition("=")
+        if sep and key in own:
+            raise fail(f"{'.'.join(where)}: tag {quote(tag)}: {key}= is the campaign's own tag of every run",
+                       *where, "tag")
 
 
 def _line(lines: dict[str, int], where: tuple[str, ...]) -> int:
@@ -322,6 +361,10 @@ def _options(doc: Any, where: str, fail: Callable[..., ConfigError]) -> dict[str
         opt = key.replace("_", "-")
         if opt.startswith("-"):
             raise fail(f"{where}: write option names without dashes: {opt.lstrip('-')} = ...", *parts, key)
+        if not _OPTION.match(opt):
+            # `"name=evil" = true` would be `--name=evil`: past the reserved names, into the run's own options.
+            raise fail(f"{where}: {quote(key)} is not an option name (letters, digits and '-', as in stream-log)",
+                       *parts, key)
         if opt in RESERVED:
             raise fail(f"{where}: `{key}` cannot be set in a campaign ({RESERVED[opt]})", *parts, key)
         if isinstance(value, list):

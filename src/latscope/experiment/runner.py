@@ -13,6 +13,7 @@ stores what it measured as an interrupted run, which is kept but never counted).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import fcntl
 import json
@@ -83,6 +84,10 @@ class State:
             if doc.get("schema_version") != STATE_SCHEMA:
                 raise StoreError(f"{path}: campaign state version {doc.get('schema_version')!r}; this latscope "
                                  f"reads version {STATE_SCHEMA}")
+            problem = _bad_entry(doc["runs"])
+            if problem:
+                raise StoreError(f"{path}: not a latscope campaign state: {problem} (hand-edited? move it away "
+                                 "to start afresh)")
             if doc.get("plan") != campaign.fingerprint:
                 raise ConfigError(
                     f"campaign {campaign.name}: its runs so far were made for another plan ({doc.get('plan')}, "
@@ -112,6 +117,29 @@ class State:
         for entry in self.doc["runs"].values():
             out[entry["status"]] = out.get(entry["status"], 0) + 1
         return out
+
+
+STATUSES = ("pending", "running", "done", "failed")
+
+
+def _bad_entry(runs: dict[str, Any]) -> str | None:
+    """What is wrong with the state's runs (entries of the shape the runner writes), or None."""
+    for key, entry in runs.items():
+        where = f"runs[{printable(str(key))[:60]!r}]"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        if entry.get("status") not in STATUSES:
+            return f"{where}: status {printable(str(entry.get('status')))[:40]!r} is none of {', '.join(STATUSES)}"
+        attempts = entry.get("attempts")
+        if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+            return f"{where}: attempts is not a list of objects"
+        pid = entry.get("pid")
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+            return f"{where}: pid is not a process id"
+        for k in ("run_id", "lost_run"):
+            if entry.get(k) is not None and not isinstance(entry[k], str):
+                return f"{where}: {k} is not a run id"
+    return None
 
 
 @contextlib.contextmanager
@@ -203,11 +231,19 @@ class Attempt:
     error: str | None
 
 
-def _die_with_parent() -> None:
-    # Only async-signal-safe work here: one prctl.
-    import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """Between fork and exec of a run: end with the runner, also if it died before this was armed."""
+
+    def arm() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner is already gone: no signal would ever come
+            os._exit(1)
+
+    return arm
 
 
 def run_argv(campaign: Campaign, run: PlannedRun, root: Path) -> list[str]:
@@ -223,7 +259,7 @@ def launch(cmd: list[str], log: Path, on_start: Callable[[int], None]) -> Attemp
     with open(log, "wb") as err:
         # preexec_fn runs one prctl between fork and exec; the runner has no other threads.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
         on_start(proc.pid)
         try:
             out, _ = proc.communicate()

@@ -219,6 +219,8 @@ def check_plan(specs: Sequence[StressSpec], *, topology: str, log_target: bool, 
             raise ConfigError(f"{where}: net is not supported on --topology vm yet (the guest has no iperf3)")
         if spec.kind == "io" and spec.dir is None and not log_target:
             raise ConfigError(f"{where}: io needs dir=PATH or --log-fs (or --log-dir): where should fio write?")
+        if spec.kind == "io" and spec.dir is not None and "\\" in spec.dir:
+            raise ConfigError(f"{where}: dir= with a backslash: fio reads '\\:' in a file name as an escape")
         if spec.kind == "io" and spec.dir is not None and not os.path.isdir(spec.dir):
             raise ConfigError(f"{where}: dir={spec.dir} is not a directory")
         if spec.cpus is not None:

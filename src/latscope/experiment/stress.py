@@ -174,7 +174,9 @@ class StressCapture:
             raise ConfigError(f"--stress {spec.text}: io needs dir=PATH or --log-fs")
         target = Path(os.path.abspath(directory)) / f"latscope-{os.getpid()}-io{load.index}.dat"
         load.files.append(target)
-        argv = ["fio", f"--name=latscope-io{load.index}", f"--filename={target}", "--rw=randwrite",
+        # fio splits --filename at ':' (several files): escaped, dir=/x/v:w cannot make it write /x/v.
+        fio_name = str(target).replace(":", "\\:")
+        argv = ["fio", f"--name=latscope-io{load.index}", f"--filename={fio_name}", "--rw=randwrite",
                 f"--bs={spec.bs}", f"--size={spec.size}", "--fsync=1", "--ioengine=psync", "--fallocate=none",
                 f"--runtime={limit}", "--time_based", "--thread", "--output-format=json",
                 f"--output={out / f'io{load.index}-fio.json'}", "--eta=never"]
@@ -184,8 +186,9 @@ class StressCapture:
                  extra={"file": str(target)})
         load.procs.append(p)
         p.launch(out)
-        # Running: fio's job has written (before that it only sets up).
-        self._wait(load, [p], lambda q: _wchar(q.pid or 0) > 0, "writing")
+        # Running: fio's job has written its own file (its wchar alone counts its messages too: a fio
+        # that could not create the file has written its error by then).
+        self._wait(load, [p], lambda q: _wchar(q.pid or 0) > 0 and _has_data(target), "writing")
         load.ready_at = now_iso()
 
     def _start_stressng(self, load: Load, out: Path, limit: int) -> None:
@@ -262,6 +265,13 @@ def _wchar(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _has_data(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _read(path: Path) -> str | None:

@@ -34,7 +34,7 @@ SNIFFERS = {"csv": csvfile.sniff, "isochron": isochron.sniff, "irtt": irtt.sniff
 #: Longest error message an import gives: parsers quote the file, and the file may be anything.
 MAX_MESSAGE = 400
 
-__all__ = ["KINDS", "Imported", "parse_file", "import_run"]
+__all__ = ["KINDS", "Imported", "import_run", "parse_file"]
 
 
 def parse_file(kind: str, path: str | Path, metric: str | None = None) -> tuple[Imported, dict[str, Any]]:
@@ -64,7 +64,7 @@ def import_run(store: ResultsStore, kind: str, path: str | Path, *, name: str, t
     check_name(name)
     check_tags(tags)
     imported, provenance = parse_file(kind, path, metric)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     record = build_record(imported, provenance, kind=kind, name=name, tags=tags, now=now)
     return store.save(record, imported.columns)
 

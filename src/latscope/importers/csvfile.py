@@ -78,7 +78,7 @@ def parse(raw: RawFile) -> Imported:
         notes.append(f"not in the file, stored as null: {', '.join(missing)}")
     return Imported(built, counts, source={"tool": "csv", "metric": "one-way latency", "columns": given,
                                            "notes": notes},
-                    config={"period_ns": _period(times.get("sched_ns")), "count": int(len(seq))})
+                    config={"period_ns": _period(times.get("sched_ns")), "count": len(seq)})
 
 
 def _read_columns(raw: RawFile, names: list[str]) -> dict[str, np.ndarray]:

@@ -86,8 +86,8 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
     metric = choose_metric(trips, params, metric, where)
     stream = select_stream(trips, metric)
     start_ns = _rfc3339_ns(stats.get("start_time"))
-    notes = [*stream.notes, "irtt's timestamps are user-space clock readings; the receive one is stored as "
-             "rx_sw_ns so that latency can be computed, and no kernel (tx/rx) timestamps exist"]
+    notes = [*stream.notes, ("irtt's timestamps are user-space clock readings; the receive one is stored as "
+             "rx_sw_ns so that latency can be computed, and no kernel (tx/rx) timestamps exist")]
     sched = null_column(len(trips.seq))
     if start_ns is not None and interval > 0:
         ok = trips.c_send != MISSING
@@ -113,7 +113,7 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
                 "irtt": {k: v for k, v in (doc.get("config") or {}).items() if k != "supplied"}},
         environment={"irtt": {"version": version, "system_info": doc.get("system_info")}},
         started=None if start_ns is None else _dt.datetime.fromtimestamp(
-            start_ns / 1e9, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+            start_ns / 1e9, _dt.UTC).isoformat(timespec="milliseconds"),
     )
 
 
@@ -199,8 +199,8 @@ def select_stream(t: Trips, metric: str) -> Stream:
         # The server's times travel in the reply: a reply lost on the way back
         # ("true_down") hides when a packet that did arrive got there.
         untimed = t.lost == "true_down"
-        notes = ["one-way latency client -> server: send_ns = client send (wall), "
-                 "rx_sw_ns = server receive (wall); valid only if both hosts' clocks agree"]
+        notes = [("one-way latency client -> server: send_ns = client send (wall), "
+                 "rx_sw_ns = server receive (wall); valid only if both hosts' clocks agree")]
         if untimed.any():
             notes.append(f"{int(np.count_nonzero(untimed))} packet(s) reached the server but their reply was lost, "
                          "so their arrival time is unknown: received, with a missing rx timestamp")
@@ -208,8 +208,8 @@ def select_stream(t: Trips, metric: str) -> Stream:
     if metric == "one-way-down":
         # Replies exist for packets the server got: lost "false" or "true_down".
         rows = (t.lost == "false") | (t.lost == "true_down")
-        notes = ["one-way latency server -> client: send_ns = server send (wall), "
-                 "rx_sw_ns = client receive (wall); valid only if both hosts' clocks agree",
+        notes = [("one-way latency server -> client: send_ns = server send (wall), "
+                 "rx_sw_ns = client receive (wall); valid only if both hosts' clocks agree"),
                  "a reply lost on the way back has no server send time either (it travelled in the reply)"]
         if not rows.all():
             notes.append(f"{int(np.count_nonzero(~rows))} round trip(s) lost upstream or in an unknown direction "
@@ -219,8 +219,8 @@ def select_stream(t: Trips, metric: str) -> Stream:
     rx = np.where(ok, t.c_send + (t.rtt // 2 if metric == "half-rtt" else t.rtt), MISSING)
     what = "RTT/2 (rounded down to the ns)" if metric == "half-rtt" else "the full RTT"
     return Stream(everyone, t.c_send, rx, nobody, [
-        f"round trip: latency = {what}; rx_sw_ns = send_ns + that, a derived value, not a timestamp; "
-        "irtt's RTT leaves out the server's processing time when the server stamped both times"])
+        (f"round trip: latency = {what}; rx_sw_ns = send_ns + that, a derived value, not a timestamp; "
+        "irtt's RTT leaves out the server's processing time when the server stamped both times")])
 
 
 def _lost(value: Any) -> str:

@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from latscope.importers.common import Imported, RawFile, build
 from latscope.errors import FormatError
+from latscope.importers.common import Imported, RawFile, build
 from latscope.store.samples import MISSING
 
 MAGIC = b"ISOCHRON"
@@ -98,7 +98,7 @@ def read_log(raw: RawFile) -> IsochronLog:
         raise FormatError(f"{where}: not an isochron log (no ISOCHRON magic at the start)")
     if len(data) < HEADER.size:
         raise FormatError(f"{where}: truncated isochron log ({len(data)} bytes, the header alone is {HEADER.size})")
-    fields = dict(zip(_HEADER_FIELDS, HEADER.unpack_from(data)))
+    fields = dict(zip(_HEADER_FIELDS, HEADER.unpack_from(data), strict=True))
     version = fields["version"]
     if version not in SUPPORTED_VERSIONS:
         raise FormatError(f"{where}: isochron log version {version} is not supported "
@@ -120,8 +120,8 @@ def read_log(raw: RawFile) -> IsochronLog:
     if m:
         match = rcv["seqid"][:m].astype(np.int64) == seq[:m]
         got[:m] = match
-        for k in rx:
-            rx[k][:m] = np.where(match, rcv[k][:m].astype(np.int64), 0)
+        for k, column in rx.items():
+            column[:m] = np.where(match, rcv[k][:m].astype(np.int64), 0)
     header = {k: int(v) for k, v in fields.items() if k not in ("magic", "flags", "reserved", "reserved2")}
     flags = {name: bool(fields["flags"] & (1 << bit)) for bit, name in FLAG_NAMES.items()}
     return IsochronLog(header, flags, send[:n], got, rx["arrival"], rx["hwts"], rx["swts"], len(send) - n)
@@ -159,12 +159,12 @@ def parse(raw: RawFile) -> Imported:
     notes = [
         "isochron measures one-way latency; every timestamp is CLOCK_TAI",
         "sched_ns = isochron scheduled (S) - advance_time: the programmed wakeup; S = sched_ns + advance_time_ns",
-        "send_ns = wakeup (w): isochron records no user time closer to the send call, "
-        "so latency runs from the sender's wakeup and includes building the frame",
+        ("send_ns = wakeup (w): isochron records no user time closer to the send call, "
+        "so latency runs from the sender's wakeup and includes building the frame"),
         "tx_sw_ns = driver-level software TX timestamp (t); the pre-qdisc timestamp (s) is not stored",
         "duplicates are not recorded by isochron (its receiver log keeps one record per seqid)",
-        "the TAI-UTC offset of the recording host is not in the file: absolute times (and `created`) "
-        "may be ahead of UTC by that offset (37 s when ptp4l/phc2sys set it, 0 when unset)",
+        ("the TAI-UTC offset of the recording host is not in the file: absolute times (and `created`) "
+        "may be ahead of UTC by that offset (37 s when ptp4l/phc2sys set it, 0 when unset)"),
     ]
     if log.unwritten:
         notes.append(f"the sender log ends after seqid {n}; {log.unwritten} further slot(s) were never written")
@@ -197,4 +197,4 @@ def _section(data: bytes, where: Any, what: str, start: int, size: int, dtype: n
 def _iso(tai_ns: int | None) -> str | None:
     if tai_ns is None:
         return None
-    return _dt.datetime.fromtimestamp(tai_ns / 1e9, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(tai_ns / 1e9, _dt.UTC).isoformat(timespec="milliseconds")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def parse(raw: RawFile, metric: str | None = None) -> Imported:
         counts=counts,
         source={"tool": "sockperf", "metric": "round-trip", "sockperf_metric": metric, "log_unit": unit,
                 "clock": "sockperf ticks (client, arbitrary origin)", "notes": notes},
-        config={"period_ns": period, "count": int(len(cols["seq"])), "size": _int_param(params, "msg-size"),
+        config={"period_ns": period, "count": len(cols["seq"]), "size": _int_param(params, "msg-size"),
                 "sockperf": {"parameters": params, "servers": len(blocks)}},
     )
 
@@ -202,7 +203,8 @@ def _block_rows(b: _Block, metric: str, period: int | None) -> dict[str, np.ndar
     rx = tx + (rtt // 2 if metric == "half-rtt" else rtt)
     slots = np.rint((tx - tx[0]) / period).astype(np.int64) if period else None
     gaps = int(np.sum(np.diff(slots) - 1)) if slots is not None else -1
-    if slots is not None and b.out_of_order == 0 and np.all(np.diff(slots) >= 1) and 0 <= gaps <= b.dropped:
+    out: dict[str, Any]
+    if period and slots is not None and b.out_of_order == 0 and np.all(np.diff(slots) >= 1) and 0 <= gaps <= b.dropped:
         n = int(slots[-1]) + 1
         out = {name: np.full(n, MISSING, np.int64) for name in ("send_ns", "rx_sw_ns")}
         out["send_ns"][slots], out["rx_sw_ns"][slots] = tx, rx

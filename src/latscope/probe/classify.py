@@ -48,8 +48,27 @@ OnEnd = Callable[[list[tuple[int, int]]], None]
 class Classifier:
     """The receiver's session state and its decision for each datagram in ``buf``."""
 
-    __slots__ = ("buf", "_view", "key", "_signer", "stream", "nonce", "count", "max_slots", "_alloc", "_on_end",
-                 "capacity", "limit", "foreign", "hello", "hellos", "ends", "refused", "sent_reported", "end_seen")
+    __slots__ = (
+        "_alloc",
+        "_on_end",
+        "_signer",
+        "_view",
+        "buf",
+        "capacity",
+        "count",
+        "end_seen",
+        "ends",
+        "foreign",
+        "hello",
+        "hellos",
+        "key",
+        "limit",
+        "max_slots",
+        "nonce",
+        "refused",
+        "sent_reported",
+        "stream",
+    )
 
     def __init__(self, *, max_slots: int, alloc: Alloc, on_end: OnEnd, stream: int | None = None,
                  nonce: int | None = None, count: int | None = None, key: bytes | None = None,
@@ -124,13 +143,13 @@ class Classifier:
 
     def _authentic(self, flags: int, nbytes: int) -> bool:
         # A MAC the receiver cannot check is as good as none: without --key-file it refuses them too.
-        if self.key is None or not flags & wire.FLAG_MAC or nbytes < wire.MIN_SIZE_MAC:
+        if self._signer is None or not flags & wire.FLAG_MAC or nbytes < wire.MIN_SIZE_MAC:
             return False
         return wire.mac_ok(self._signer, self._view, nbytes)
 
     def _room(self, seq: int) -> bool:
         """Whether a data packet with seq at or beyond the current capacity can be stored."""
-        if seq >= self.count:
+        if self.count is None or seq >= self.count:  # data only passes once a hello set the count
             self.foreign[wire.FOREIGN_SEQ] += 1
             return False
         if self.capacity < self.limit:

@@ -90,8 +90,7 @@ class FakeClock:
 
     def sleep_until(self, deadline_ns: int) -> None:
         self.sleeps.append(deadline_ns)
-        if deadline_ns > self.t:
-            self.t = deadline_ns
+        self.t = max(self.t, deadline_ns)
         self.t += int(self.oversleep())
 
     def advance(self, ns: int) -> None:

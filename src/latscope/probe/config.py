@@ -10,7 +10,7 @@ from typing import Any
 from latscope.errors import ConfigError
 from latscope.probe import wire
 from latscope.probe.auth import load_key
-from latscope.probe.spec import DEFAULT_ETHERTYPE
+from latscope.probe.spec import DEFAULT_ETHERTYPE, DEFAULT_PORT
 from latscope.safetext import check_name, check_tags
 from latscope.units import MAX_DURATION_NS, format_duration
 
@@ -21,6 +21,10 @@ MAX_COUNT = 1_000_000_000
 MAX_CPU_DMA_LATENCY_US = 2_000_000_000
 #: Stream ids are 31-bit: samples.parquet stores them as int32.
 MAX_STREAM = 2**31 - 1
+MODES = ("oneway", "rtt")
+#: The topology of `latscope send`: the receiver is another host's `latscope recv`, reached at the endpoint
+#: given to the sender (an address, or a MAC with --l2); latscope builds nothing. `run` does not offer it.
+REMOTE = "remote"
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,15 @@ class MeasureConfig:
     name: str = ""
     tags: tuple[str, ...] = ()
     stream: int = field(default_factory=lambda: secrets.randbits(31))
-    #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once.
+    #: On a VM: forward (host -> guest), reverse (guest -> host) or both at once; between agents: --from -> --to,
+    #: --to -> --from, or both.
     direction: str = "forward"
     #: Authenticate every packet with the key in this file (the path is recorded, never the key).
     key_file: str | None = None
+    #: oneway (a receiver stamps arrivals) or rtt (a reflector echoes every packet; docs/run.md).
+    mode: str = "oneway"
+    #: Refuse to measure one-way when the clock error bound is larger than this (None: measure anyway).
+    require_sync_ns: int | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -120,22 +129,41 @@ def validate(cfg: MeasureConfig) -> None:
     if cfg.direction not in ("forward", "reverse", "both"):
         raise ConfigError(f"--direction {cfg.direction}: choose forward, reverse or both")
     is_vm = cfg.topology == "vm" or cfg.topology.startswith("vm:")
-    if cfg.direction != "forward" and not is_vm:
-        raise ConfigError("--direction reverse/both needs a VM topology (--topology vm); on one host "
-                          "the two directions are the same path")
+    #: Between network agents (`run --from A --to B`): the halves run on other hosts, which check their CPUs.
+    agents = cfg.topology == "agents"
+    if cfg.direction != "forward" and not (is_vm or agents):
+        raise ConfigError("--direction reverse/both needs a VM topology (--topology vm) or agents (--from/--to); "
+                          "on one host the two directions are the same path")
+    if agents and cfg.family == "packet":
+        raise ConfigError("--l2 is not supported between agents yet: use UDP")
     if is_vm and cfg.family == "packet":
         raise ConfigError("--l2 is not supported on --topology vm yet: use UDP")
     if cfg.topology == "none" and not cfg.dest:
         raise ConfigError("--topology none needs --dest HOST:PORT")
     if cfg.topology != "none" and cfg.dest:
         raise ConfigError("--dest is only for --topology none (veth and loopback choose their own addresses)")
+    if cfg.dest:
+        host_and_port(cfg.dest, cfg.port, "--dest")  # a port in --dest and another --port: say so now
     if cfg.topology == "none" and cfg.family == "packet":
         raise ConfigError(
             "raw Ethernet over a real network needs two hosts: use `latscope recv --l2` and `latscope send --l2`"
         )
+    if cfg.mode not in MODES:
+        raise ConfigError(f"--mode {cfg.mode}: choose {' or '.join(MODES)}")
+    if cfg.mode == "rtt":
+        if cfg.family == "packet":
+            raise ConfigError("--mode rtt works over UDP (the reflector answers the sender's address), not --l2")
+        if is_vm:
+            raise ConfigError("--mode rtt is not supported on --topology vm yet: the guest agent has no reflector")
+        if cfg.txtime_offset_ns is not None:
+            raise ConfigError("--txtime is for one-way runs; --mode rtt measures kernel to kernel")
+        if cfg.require_sync_ns is not None:
+            raise ConfigError("--require-sync is for one-way runs: round trips need no synchronised clocks")
+    if cfg.require_sync_ns is not None and cfg.require_sync_ns <= 0:
+        raise ConfigError("--require-sync must be a positive duration")
     ncpu = os.cpu_count() or 1
     # On a VM one half runs in the guest, whose CPUs the guest checks.
-    for opt, cpu in (() if is_vm else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):
+    for opt, cpu in (() if is_vm or agents else (("--cpu-send", cfg.cpu_send), ("--cpu-recv", cfg.cpu_recv))):
         if cpu is not None and not 0 <= cpu < ncpu:
             raise ConfigError(f"{opt} {cpu}: this machine has CPUs 0..{ncpu - 1}")
     for opt, prio in (("--prio-send", cfg.prio_send), ("--prio-recv", cfg.prio_recv)):
@@ -143,22 +171,47 @@ def validate(cfg: MeasureConfig) -> None:
             raise ConfigError(f"{opt} must be 1..99 (SCHED_FIFO), got {prio}")
 
 
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' or 'v6addr' -> (host, port)."""
+def split_hostport(text: str, option: str = "--dest") -> tuple[str, int | None]:
+    """'host', 'host:port', '[v6]', '[v6]:port' or a bare IPv6 address -> (host, port or None)."""
     text = text.strip()
+    port: str | None = None
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"invalid {option} {text!r}: expected HOST, HOST:PORT or [IPV6]:PORT")
+        port = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
-        host, port = text, str(default_port)
+        host = text
     if not host:
-        raise ConfigError(f"invalid destination {text!r}: expected HOST:PORT")
+        raise ConfigError(f"invalid {option} {text!r}: expected HOST, HOST:PORT or [IPV6]:PORT")
+    if port is None:
+        return host, None
     try:
         p = int(port)
     except ValueError:
-        raise ConfigError(f"invalid port in {text!r}") from None
+        raise ConfigError(f"invalid port in {option} {text!r}") from None
     if not 1 <= p <= 65535:
-        raise ConfigError(f"invalid port {p} in {text!r}")
+        raise ConfigError(f"invalid port {p} in {option} {text!r}")
     return host, p
+
+
+def host_and_port(text: str, port: int | None, option: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """The address and port of ``option`` (HOST, HOST:PORT, [V6]:PORT) together with ``--port`` (None: not given).
+
+    Either may give the port, or both when they agree; ConfigError when they disagree.
+    """
+    host, given = split_hostport(text, option)
+    if given is not None and port is not None and given != port:
+        raise ConfigError(f"{option} {text} says port {given} but --port says {port}: give the port once")
+    chosen = given if given is not None else port if port is not None else default_port
+    if not 1 <= chosen <= 65535:
+        raise ConfigError(f"--port must be 1..65535, got {chosen}")
+    return host, chosen
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' or 'v6addr' -> (host, port); ``default_port`` when the text has none."""
+    host, port = split_hostport(text)
+    return host, default_port if port is None else port

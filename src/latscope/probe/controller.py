@@ -20,8 +20,9 @@ import numpy as np
 from latscope.errors import CaptureError, error_from
 from latscope.probe.spec import ReceiverSpec, SenderSpec, to_json
 from latscope.probe.worker import PARENT_ENV, PROGRESS_SLOTS, READY, open_progress
+
 # StopRequest lives with the rest of the signal policy; callers know it as controller.StopRequest.
-from latscope.stopping import StopRequest, signal_name  # noqa: F401
+from latscope.stopping import StopRequest, signal_name
 
 
 class WorkerControl:
@@ -159,8 +160,13 @@ def progress_file(workdir: Path, name: str = "progress") -> Path:
 
 def spawn(role: str, spec: SenderSpec | ReceiverSpec, workdir: Path, progress: Path) -> Worker:
     """Start a worker for ``role`` with ``spec``; it inherits our namespace and enters its own."""
+    return spawn_doc(role, to_json(spec), workdir, progress)
+
+
+def spawn_doc(role: str, spec: dict[str, Any], workdir: Path, progress: Path) -> Worker:
+    """``spawn`` with the spec as JSON (a network agent gets it so, for any role the worker knows)."""
     spec_path = workdir / f"{role}-spec.json"
-    spec_path.write_text(json.dumps(to_json(spec)))
+    spec_path.write_text(json.dumps(spec))
     result = workdir / f"{role}.npz"
     stderr_path = workdir / f"{role}.stderr"
     with open(stderr_path, "w") as err:
@@ -268,7 +274,7 @@ def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None]
     """
     if on_tick is None:
         tick_s = 1.0
-    pairs = list(zip(workers, partners or [None] * len(workers)))
+    pairs = list(zip(workers, partners or [None] * len(workers), strict=True))
     signalled: set[int] = set()
     while any(w.alive() for w in workers):
         for i, (w, partner) in enumerate(pairs):

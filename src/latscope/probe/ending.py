@@ -134,8 +134,8 @@ def late_signal(late: int | None, interrupted: bool) -> tuple[str, ...]:
     """The note for a stop signal that came while a complete run was being stored."""
     if late is None or interrupted:
         return ()
-    return (f"{signal_name(late)} came while the run was being stored: the measurement had ended, "
-            "so the run is stored complete",)
+    return ((f"{signal_name(late)} came while the run was being stored: the measurement had ended, "
+            "so the run is stored complete"),)
 
 
 def _int(value: Any) -> int | None:

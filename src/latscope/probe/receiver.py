@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
 from latscope.probe.auth import optional_key
@@ -23,7 +24,6 @@ from latscope.probe.columns import column, grow
 from latscope.probe.sender import Interrupted
 from latscope.probe.sockets import PACKET_OUTGOING, vlan_of
 from latscope.probe.spec import ReceiverSpec
-from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 
 _COLUMNS = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user")
 #: Bytes one packet's slot takes in memory: the columns above and flags, int64 each.
@@ -66,7 +66,8 @@ class ReceiverResult:
 
 
 def _empty() -> ReceiverResult:
-    return ReceiverResult(*(column(0) for _ in range(8)), column(0, 0))
+    return ReceiverResult(sched=column(0), wake=column(0), send=column(0), tx=column(0), tx_is_hw=column(0),
+                          rx_sw=column(0), rx_hw=column(0), rx_user=column(0), flags=column(0, 0))
 
 
 def available_memory(meminfo: str = _MEMINFO) -> int | None:

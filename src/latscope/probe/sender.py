@@ -12,18 +12,20 @@ import os
 import socket
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latscope.contract import FLAG_SEND_FAILED, MISSING
 from latscope.errors import ConfigError
 from latscope.probe import timestamping as ts
 from latscope.probe import wire
 from latscope.probe.auth import optional_key
 from latscope.probe.clock import Clock
 from latscope.probe.columns import column
+from latscope.probe.echoes import EchoReader
 from latscope.probe.sockets import SenderSocket
 from latscope.probe.spec import SenderSpec
-from latscope.contract import FLAG_SEND_FAILED, MISSING
 
 HELLO_COPIES = 3
 END_COPIES = 3
@@ -59,6 +61,8 @@ class SenderResult:
     interrupted: bool = False
     base_time_ns: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    #: Round trips: the echoes read (spec.echo).
+    echo: EchoReader | None = None
 
 
 def aligned_start(now_ns: int, period_ns: int, lead_ns: int) -> int:
@@ -103,8 +107,7 @@ class _TxCollector:
                     self.tx_sw[seq] = rep[1]
                 if rep[2]:
                     self.tx_hw[seq] = rep[2]
-                if seq > self.latest_seq:
-                    self.latest_seq = seq
+                self.latest_seq = max(self.latest_seq, seq)
 
 
 def run_sender(
@@ -156,6 +159,9 @@ def run_sender(
     txtime_add = tai_offset_ns + (spec.txtime_offset_ns or 0)
     sol, scm_id, scm_txtime = socket.SOL_SOCKET, ts.SCM_TS_OPT_ID, ts.SCM_TXTIME
     pack_id, pack_txtime = _ID.pack, _TXTIME.pack
+    if spec.echo:
+        res.echo = EchoReader(sock, n, stream, nonce, key, max(size, wire.ECHO_END_MAX_SIZE))
+    echo_drain = res.echo.drain if res.echo is not None else None
 
     carried = -1
     seq = 0
@@ -174,7 +180,7 @@ def run_sender(
                 back = tx_val = txf = 0
             pack_header(buf, off, magic, version, kind, size, stream, nonce, seq, deadline, wake, 0,
                         tx_val, back, txf | mac_flag, 0)
-            if key is not None:
+            if mac is not None:  # a key was given
                 # Before the clock read for send_ns (which the MAC leaves out, as zero):
                 # the MAC's cost shows in the sender's own work, not in the latency.
                 pack_mac(buf, mac_off, mac(signed))
@@ -200,15 +206,19 @@ def run_sender(
             send_c[seq] = t_send
             seq += 1
             drain()
+            if echo_drain is not None:
+                echo_drain(now)
             if log_fd is not None:
                 os.write(log_fd, b"%d %d %d %d\n" % (seq - 1, deadline, wake, t_send))
             if progress is not None:
                 progress[1] = seq
+                if res.echo is not None:
+                    progress[0] = res.echo.received
     except Interrupted:
         res.interrupted = True
     res.done = seq
     try:
-        _finish(spec, out, tx, res, key)
+        _finish(spec, out, tx, res, key, now)
     except Interrupted:
         res.interrupted = True
     res.info.update(
@@ -217,6 +227,10 @@ def run_sender(
         txtime_errors=tx.txtime_errors,
         tx_timestamps=sum(1 for i in range(res.done) if txs_c[i] != MISSING or txh_c[i] != MISSING),
     )
+    if res.echo is not None:
+        e = res.echo
+        res.info.update(echoes=e.received, echo_duplicated=e.duplicated, echo_reordered=e.reordered,
+                        echo_foreign=dict(e.foreign), echo_end=e.end_echoed)
     return res
 
 
@@ -259,7 +273,8 @@ def _send_hellos(stream: int, nonce: int, hello: dict[str, Any], size: int, out:
     return per_packet
 
 
-def _finish(spec: SenderSpec, out: SenderSocket, tx: _TxCollector, res: SenderResult, key: bytes | None) -> None:
+def _finish(spec: SenderSpec, out: SenderSocket, tx: _TxCollector, res: SenderResult, key: bytes | None,
+            now: Callable[[], int]) -> None:
     """Collect late TX timestamps, then tell the receiver how many packets were sent."""
     import time
 
@@ -284,3 +299,11 @@ def _finish(spec: SenderSpec, out: SenderSocket, tx: _TxCollector, res: SenderRe
             if exc.errno not in _TRANSIENT:
                 raise
         time.sleep(0.001)
+    if res.echo is not None:
+        # The last echoes, and the echo end with their t3: bounded by echo_wait_ns.
+        echo = res.echo
+        until = time.monotonic_ns() + spec.echo_wait_ns
+        while echo.end_echoed is None and time.monotonic_ns() < until:
+            echo.drain(now)
+            time.sleep(0.001)
+        echo.drain(now)

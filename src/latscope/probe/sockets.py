@@ -71,8 +71,9 @@ def interface_mac(ifname: str) -> bytes:
         probe.close()
 
 
-def open_sender(dest: Endpoint, *, tos: int | None, so_priority: int | None, txtime: bool) -> SenderSocket:
-    """A socket ready to send the stream to ``dest``, with TX timestamps enabled."""
+def open_sender(dest: Endpoint, *, tos: int | None, so_priority: int | None, txtime: bool,
+                echo: bool = False) -> SenderSocket:
+    """A socket ready to send the stream to ``dest``, with TX timestamps enabled (and RX ones for ``echo``)."""
     try:
         if dest.family == "packet":
             if not dest.ifname:
@@ -99,7 +100,13 @@ def open_sender(dest: Endpoint, *, tos: int | None, so_priority: int | None, txt
             sock.setsockopt(
                 socket.SOL_SOCKET, ts.SO_TXTIME, struct.pack("iI", CLOCK_TAI, SOF_TXTIME_REPORT_ERRORS)
             )
-        ts.enable_tx(sock)
+        if echo:
+            if dest.family == "packet":
+                raise ConfigError("round trips (--mode rtt) work over UDP, not raw Ethernet (--l2)")
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE if _root() else socket.SO_RCVBUF, RCVBUF_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, ts.SO_TIMESTAMPING, ts.TX_FLAGS | ts.RX_FLAGS)
+        else:
+            ts.enable_tx(sock)
     except PermissionError as exc:
         raise CaptureError(f"cannot open the sending socket: {exc.strerror} (raw Ethernet needs root)") from None
     except OSError as exc:
@@ -138,6 +145,12 @@ def open_receiver(listen: Endpoint) -> socket.socket:
     except OSError as exc:
         raise CaptureError(f"cannot listen on {_where(listen)}: {exc.strerror}") from None
     return sock
+
+
+def _root() -> bool:
+    import os
+
+    return os.geteuid() == 0
 
 
 def vlan_of(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

@@ -53,6 +53,10 @@ class SenderSpec:
     nonce: int = field(default_factory=lambda: secrets.randbits(64) or 1)
     #: Authenticate every packet with the key in this file (see probe/auth.py).
     key_file: str | None = None
+    #: Round trips: a reflector answers every packet; read the echoes with kernel RX timestamps.
+    echo: bool = False
+    #: After the end packet, wait this long at most for the reflector's echo end (the last t3 values).
+    echo_wait_ns: int = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,18 @@ class ReceiverSpec:
     memory_bytes: int | None = None
 
 
+@dataclass(frozen=True)
+class ReflectorSpec(ReceiverSpec):
+    """A receiver that answers every packet of the stream at once with an echo (probe/reflector.py).
+
+    Same fields as a receiver: it listens, validates (stream, nonce, MAC, seq) and stops like one.
+    """
+
+
+ROLES = ("sender", "receiver", "reflector")
+Spec = SenderSpec | ReceiverSpec
+
+
 def to_json(spec: SenderSpec | ReceiverSpec) -> dict[str, Any]:
     """A JSON-ready dict of a spec (Endpoint nested)."""
     return asdict(spec)
@@ -97,6 +113,22 @@ def sender_from_json(doc: dict[str, Any]) -> SenderSpec:
 def receiver_from_json(doc: dict[str, Any]) -> ReceiverSpec:
     """Inverse of to_json for a ReceiverSpec."""
     return _build(ReceiverSpec, doc, "listen")
+
+
+def reflector_from_json(doc: dict[str, Any]) -> ReflectorSpec:
+    """Inverse of to_json for a ReflectorSpec."""
+    return _build(ReflectorSpec, doc, "listen")
+
+
+def spec_from_json(role: str, doc: dict[str, Any]) -> SenderSpec | ReceiverSpec:
+    """The spec of worker ``role`` (one of ROLES) from its JSON; ValueError for an unknown role."""
+    if role == "sender":
+        return sender_from_json(doc)
+    if role == "receiver":
+        return receiver_from_json(doc)
+    if role == "reflector":
+        return reflector_from_json(doc)
+    raise ValueError(f"unknown worker role {role!r}")
 
 
 def _build(cls: type, doc: dict[str, Any], endpoint_key: str) -> Any:

@@ -26,6 +26,23 @@ Hello packets carry a UTF-8 JSON document of the sender's configuration after
 the header. End packets carry up to END_MAX_TX pairs (seq u64, tx_ns i64) for
 the last packets whose TX timestamps no data packet carried.
 
+Round trips (``run --mode rtt``, probe.reflector): the far end answers each
+data packet at once with an *echo* of the same length, kind 3, whose header
+fields mean:
+
+    seq        the data packet's seq (stream and nonce copied)
+    sched_ns   far_rx_ns: the reflector's kernel RX timestamp of that packet (t2)
+    wake_ns    when the reflector read it in user space (diagnostic)
+    send_ns    0
+    tx_ns      far_tx_ns: the reflector's kernel TX timestamp (t3) of the echo of packet seq - tx_back
+    tx_back    0: tx_ns unused
+    flags      bit 0: tx_ns is hardware; bit 1: MAC; bit 2: sched_ns (t2) is hardware
+
+An echo cannot carry its own t3: the kernel stamps it as it leaves. As in
+PTP's two-step mode it travels in a later message: the next echo, and for the
+last ones the echo end (kind 4: seq = echoes sent, aux pairs (seq, t3) as in
+an end packet), which the reflector sends when the sender's end arrives.
+
 With a key (``--key-file``) the last MAC_SIZE bytes of every payload are
 HMAC-SHA256(key, payload[:length - MAC_SIZE]) truncated to 16 bytes, computed
 with the send_ns field set to zero: the sender computes it *before* it reads
@@ -52,6 +69,11 @@ KIND_DATA = 0
 KIND_HELLO = 1
 KIND_END = 2
 KINDS = (KIND_DATA, KIND_HELLO, KIND_END)
+#: Sent by a reflector only: the sender's echo socket takes these, a receiver counts them foreign (kind).
+KIND_ECHO = 3
+KIND_ECHO_END = 4
+#: Echo flag: sched_ns (the reflector's RX time t2) is a hardware timestamp.
+ECHO_RX_HW = 4
 
 # Offsets of fields that are read or written on their own.
 SEQ_OFFSET = 20
@@ -238,6 +260,18 @@ def end_payload(stream: int, nonce: int, sent: int, tx_pairs: list[tuple[int, in
     pairs = tx_pairs[-END_MAX_TX:]
     body = b"".join(TX_PAIR.pack(seq, tx) for seq, tx in pairs)
     return _control(KIND_END, stream, nonce, sent, body, size, key, aux=len(pairs))
+
+
+#: The largest echo end: a header, END_MAX_TX pairs and a MAC.
+ECHO_END_MAX_SIZE = HEADER_SIZE + END_MAX_TX * TX_PAIR.size + MAC_SIZE
+
+
+def echo_end_payload(stream: int, nonce: int, echoed: int, tx_pairs: list[tuple[int, int]], size: int,
+                     key: bytes | None = None) -> bytes:
+    """A reflector's last word: how many echoes it sent, and the t3 of the last ones."""
+    pairs = tx_pairs[-END_MAX_TX:]
+    body = b"".join(TX_PAIR.pack(seq, tx) for seq, tx in pairs)
+    return _control(KIND_ECHO_END, stream, nonce, echoed, body, size, key, aux=len(pairs))
 
 
 def end_tx_pairs(data: bytes | bytearray | memoryview, nbytes: int, npairs: int, flags: int = 0

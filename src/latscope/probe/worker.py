@@ -24,17 +24,24 @@ from typing import Any
 
 import numpy as np
 
-from latscope.errors import LatscopeError
-from latscope.files import atomic_output, write_atomic
 from latscope import netns
+from latscope.errors import ConfigError, LatscopeError
+from latscope.files import atomic_output, write_atomic
 from latscope.probe import rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import to_numpy
 from latscope.probe.hwstamp import hardware_timestamping
 from latscope.probe.receiver import ReceiverResult, run_receiver
+from latscope.probe.reflector import ReflectorResult, enable_timestamps, run_reflector
 from latscope.probe.sender import Interrupted, SenderResult, run_sender
 from latscope.probe.sockets import open_receiver, open_sender
-from latscope.probe.spec import ReceiverSpec, SenderSpec, receiver_from_json, sender_from_json
+from latscope.probe.spec import (
+    ROLES,
+    ReceiverSpec,
+    ReflectorSpec,
+    SenderSpec,
+    spec_from_json,
+)
 from latscope.testhooks import hold
 
 READY = "ready"
@@ -141,26 +148,33 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     """Run one half; write RESULT.npz and RESULT.json; return the process exit code."""
     info: dict[str, Any] = {"role": role}
     # "python3" twice in a trace says nothing; these names say which half delayed whom.
-    rt.set_thread_name("latscope-rx" if role == "receiver" else "latscope-tx")
+    rt.set_thread_name({"receiver": "latscope-rx", "reflector": "latscope-echo"}.get(role, "latscope-tx"))
     progress, _mm = open_progress(progress_path)
-    is_recv = role == "receiver"
-    spec = receiver_from_json(spec_doc) if is_recv else sender_from_json(spec_doc)
-    stopper = _Stopper(progress, spec if is_recv else None)
-    res: SenderResult | ReceiverResult | None = None
+    spec = spec_from_json(role, spec_doc)
+    stopper = _Stopper(progress, spec if isinstance(spec, ReceiverSpec) else None)
+    res: SenderResult | ReceiverResult | ReflectorResult | None = None
     try:
         stopper.install()
         marker_fd, log_fd, info["scheduling"] = _prepare(spec)
         clock = RealClock(spin_ns=getattr(spec, "spin_ns", 0))
-        endpoint = spec.listen if is_recv else spec.dest
+        endpoint = spec.listen if isinstance(spec, ReceiverSpec) else spec.dest
         with hardware_timestamping(endpoint.ifname, spec.hw_timestamps) as info["hw_timestamping"]:
-            if is_recv:
+            if isinstance(spec, ReflectorSpec):
+                if spec.listen.family == "packet":
+                    raise ConfigError("round trips (--mode rtt) work over UDP, not raw Ethernet (--l2)")
+                sock = open_receiver(spec.listen)
+                enable_timestamps(sock)
+                with rt.gc_paused():
+                    res = run_reflector(spec, sock, clock, progress=progress,
+                                        on_ready=lambda: print(READY, _bound_port(sock), flush=True))
+            elif isinstance(spec, ReceiverSpec):
                 sock = open_receiver(spec.listen)
                 with rt.gc_paused():
                     res = run_receiver(spec, sock, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
                                        on_ready=lambda: print(READY, _bound_port(sock), flush=True))
             else:
                 out = open_sender(spec.dest, tos=spec.tos, so_priority=spec.so_priority,
-                                  txtime=spec.txtime_offset_ns is not None)
+                                  txtime=spec.txtime_offset_ns is not None, echo=spec.echo)
                 with rt.gc_paused():
                     res = run_sender(spec, out, clock, progress=progress, log_fd=log_fd, marker_fd=marker_fd,
                                      tai_offset_ns=tai_offset_ns())
@@ -195,22 +209,35 @@ def _bound_port(sock) -> int:
     return int(name[1]) if sock.family != socket.AF_PACKET else 0
 
 
-def _write_columns(result: Path, res: SenderResult | ReceiverResult) -> None:
+def _write_columns(result: Path, res: SenderResult | ReceiverResult | ReflectorResult) -> None:
     if isinstance(res, SenderResult):
         n = res.done
         arrays = {k: to_numpy(getattr(res, k), n) for k in ("sched", "wake", "send", "tx_sw", "tx_hw", "flags")}
+        if res.echo is not None:
+            e = res.echo
+            arrays.update({f"echo_{k}": to_numpy(getattr(e, k), n)
+                           for k in ("rx_sw", "rx_hw", "rx_user", "far_rx", "far_tx", "flags")})
+    elif isinstance(res, ReflectorResult):
+        n = res.capacity
+        arrays = {k: to_numpy(getattr(res, k), n)
+                  for k in ("far_rx", "far_rx_is_hw", "far_tx", "far_tx_is_hw", "far_user", "flags")}
     else:
         n = res.capacity
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
         arrays = {k: to_numpy(getattr(res, k), n) for k in names}
     with atomic_output(result) as fh:
-        np.savez(fh, **arrays)
+        # numpy's stub types **kwds as if a column could be named allow_pickle; these names cannot.
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
-def _describe(res: SenderResult | ReceiverResult) -> dict[str, Any]:
+def _describe(res: SenderResult | ReceiverResult | ReflectorResult) -> dict[str, Any]:
     if isinstance(res, SenderResult):
         return {"done": res.done, "send_failed": res.send_failed, "interrupted": res.interrupted,
                 "base_time_ns": res.base_time_ns, **res.info}
+    if isinstance(res, ReflectorResult):
+        return {"received": res.received, "duplicated": res.duplicated, "foreign": dict(res.foreign),
+                "stream": res.stream, "count": res.count, "sent_reported": res.sent_reported, "hello": res.hello,
+                "stop_reason": res.stop_reason, "interrupted": res.interrupted, **res.info}
     return {
         "received": res.received, "duplicated": res.duplicated, "reordered": res.reordered,
         "foreign": dict(res.foreign), "stream": res.stream, "count": res.count,
@@ -226,8 +253,8 @@ def _write_info(result: Path, info: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (3, 4) or args[0] not in ("sender", "receiver"):
-        print("usage: python -m latscope.probe.worker sender|receiver SPEC.json RESULT.npz [PROGRESS]",
+    if len(args) not in (3, 4) or args[0] not in ROLES:
+        print(f"usage: python -m latscope.probe.worker {'|'.join(ROLES)} SPEC.json RESULT.npz [PROGRESS]",
               file=sys.stderr)
         return 2
     if not die_with_parent(os.environ.get(PARENT_ENV)):

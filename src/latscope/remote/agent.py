@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import json
 import mmap
 import os
 import signal
@@ -289,9 +288,9 @@ class Agent:
                 self.workers[w.wid] = w
                 self.reply(req, pid=w.pid)
             elif op == "signal":
-                w = self.workers.get(str(req.header["wid"]))
-                if w is not None:
-                    w.send_signal(int(req.header["sig"]))
+                target = self.workers.get(str(req.header["wid"]))
+                if target is not None:
+                    target.send_signal(int(req.header["sig"]))
                 self.reply(req)
             elif op == "environment":
                 from latscope.env import collect_environment

@@ -44,22 +44,26 @@ class Frame:
 class Channel:
     """Framed messages over a file descriptor (socket or character device)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, max_header: int = MAX_HEADER, max_payload: int = MAX_PAYLOAD) -> None:
         self.fd = fd
         self.buf = bytearray()
+        #: What the other side may send: a network agent takes small requests from strangers.
+        self.max_header = max_header
+        self.max_payload = max_payload
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> int:
         """Write one frame; returns CLOCK_REALTIME just before its first byte was written."""
         if payload:
             header = {**header, "bytes": len(payload)}
         head = json.dumps(header, separators=(",", ":")).encode()
-        data = memoryview(_LEN.pack(len(head)) + head + payload)
+        frame = _LEN.pack(len(head)) + head + payload
+        data = memoryview(frame + self._seal(frame))
         t = time.clock_gettime_ns(time.CLOCK_REALTIME)
         while data:
             try:
                 n = os.write(self.fd, data)
             except BlockingIOError:
-                select.select([], [self.fd], [], 1.0)
+                _wait(self.fd, select.POLLOUT, 1.0)
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 raise ChannelClosed("the other side went away") from None
@@ -74,8 +78,7 @@ class Channel:
             if frame is not None:
                 return frame
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.fd], [], [], wait)
-            if not ready:
+            if not _wait(self.fd, select.POLLIN, wait):
                 return None
             try:
                 chunk = os.read(self.fd, 1 << 20)
@@ -94,8 +97,9 @@ class Channel:
         if len(self.buf) < 4:
             return None
         (hlen,) = _LEN.unpack_from(self.buf)
-        if hlen == 0 or hlen > MAX_HEADER:
-            raise ChannelError(f"bad frame header length {hlen}")
+        if hlen == 0 or hlen > self.max_header:
+            raise ChannelError(f"frame header of {hlen} bytes (at most {self.max_header})" if hlen
+                               else "bad frame header length 0")
         if len(self.buf) < 4 + hlen:
             return None
         try:
@@ -105,11 +109,29 @@ class Channel:
         if not isinstance(header, dict):
             raise ChannelError("frame header is not a JSON object")
         size = header.get("bytes", 0)
-        if not isinstance(size, int) or size < 0 or size > MAX_PAYLOAD:
-            raise ChannelError(f"bad payload size {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or size > self.max_payload:
+            raise ChannelError(f"bad payload size {size!r} (at most {self.max_payload})")
         end = 4 + hlen + size
-        if len(self.buf) < end:
+        if len(self.buf) < end + self.TRAILER:
             return None
+        self._verify(bytes(self.buf[:end]), bytes(self.buf[end:end + self.TRAILER]))
         payload = bytes(self.buf[4 + hlen:end])
-        del self.buf[:end]
+        del self.buf[:end + self.TRAILER]
         return Frame(header, payload, self.stamp)
+
+    #: Bytes that follow each frame (a sealed channel's MAC, remote.netauth); none here.
+    TRAILER = 0
+
+    def _seal(self, frame: bytes) -> bytes:
+        """The trailer of an outgoing frame."""
+        return b""
+
+    def _verify(self, frame: bytes, trailer: bytes) -> None:
+        """Raise ChannelError when an incoming frame's trailer is wrong."""
+
+
+def _wait(fd: int, events: int, timeout_s: float | None) -> bool:
+    """True when ``fd`` is ready for ``events`` within ``timeout_s`` (poll: any fd number, not only < 1024)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(None if timeout_s is None else int(timeout_s * 1000) + (timeout_s > 0)))

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from latscope.errors import CaptureError, TopologyError
-from latscope.probe.controller import WorkerControl, read_results
 from latscope.files import write_atomic
+from latscope.probe.controller import WorkerControl, read_results
 from latscope.remote.channel import Channel, ChannelClosed, ChannelError, Frame
 from latscope.remote.clock import OffsetEstimate, estimate
-from latscope.stopping import StopRequest, Stopped
+from latscope.stopping import Stopped, StopRequest
 
 PROGRESS_SLOT = {"receiver": 0, "sender": 1}
 
@@ -40,11 +40,15 @@ def check_stop() -> None:
 
 
 class GuestLink:
-    """Requests to, and events from, the agent in a guest."""
+    """Requests to, and events from, the agent in a guest (or, as remote.netlink.AgentLink, on another host)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    #: Who is at the other end, and how it goes away, for messages.
+    PEER = "guest"
+    GONE = "QEMU exited or the channel broke"
+
+    def __init__(self, sock: socket.socket, chan: Channel | None = None) -> None:
         self.sock = sock
-        self.chan = Channel(sock.fileno())
+        self.chan = chan if chan is not None else Channel(sock.fileno())
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
         self.waiting: dict[int, queue.Queue[Frame]] = {}
@@ -72,7 +76,7 @@ class GuestLink:
         except (ChannelClosed, ChannelError, OSError) as exc:
             self.closed = str(exc) or type(exc).__name__
             for q in list(self.waiting.values()):
-                q.put(Frame({"ok": False, "error": f"guest channel closed: {self.closed}"}, b"", 0))
+                q.put(Frame({"ok": False, "error": f"{self.PEER} channel closed: {self.closed}"}, b"", 0))
             for w in list(self.workers.values()):
                 w.on_closed(self.closed)
             self.events.put(Frame({"ev": "closed", "error": self.closed}, b"", 0))
@@ -83,8 +87,7 @@ class GuestLink:
                 return self.chan.send(header)
             except (ChannelClosed, OSError) as exc:
                 self.closed = self.closed or str(exc) or type(exc).__name__
-                raise CaptureError(f"the guest went away (QEMU exited or the channel broke: {self.closed})") \
-                    from None
+                raise CaptureError(f"the {self.PEER} went away ({self.GONE}: {self.closed})") from None
 
     def request(self, op: str, timeout_s: float = 30.0, **fields: Any) -> Frame:
         """Send a request and wait for its answer; a CaptureError when it fails or times out."""
@@ -93,16 +96,16 @@ class GuestLink:
         self.waiting[rid] = q
         try:
             if self.closed:
-                raise CaptureError(f"guest channel closed: {self.closed}")
+                raise CaptureError(f"{self.PEER} channel closed: {self.closed}")
             self.send({"op": op, "id": rid, **fields})
             try:
                 frame = q.get(timeout=timeout_s)
             except queue.Empty:
-                raise CaptureError(f"the guest did not answer {op!r} within {timeout_s:.0f} s") from None
+                raise CaptureError(f"the {self.PEER} did not answer {op!r} within {timeout_s:.0f} s") from None
         finally:
             self.waiting.pop(rid, None)
         if not frame.header.get("ok"):
-            raise CaptureError(f"guest: {op}: {frame.header.get('error')}")
+            raise CaptureError(f"{self.PEER}: {op}: {frame.header.get('error')}")
         return frame
 
     def wait_event(self, kind: str, timeout_s: float) -> Frame | None:
@@ -131,11 +134,11 @@ class GuestLink:
                 sent = self.send({"op": "time", "id": rid})
                 frame = q.get(timeout=10)
             except queue.Empty:
-                raise CaptureError("the guest stopped answering clock exchanges") from None
+                raise CaptureError(f"the {self.PEER} stopped answering clock exchanges") from None
             finally:
                 self.waiting.pop(rid, None)
             if not frame.header.get("ok"):
-                raise CaptureError(f"guest clock exchange: {frame.header.get('error')}")
+                raise CaptureError(f"{self.PEER} clock exchange: {frame.header.get('error')}")
             t1.append(sent)
             t2.append(int(frame.header["t2"]))
             t3.append(int(frame.header["t3"]))
@@ -167,7 +170,7 @@ class _Exit:
 
 
 class RemoteWorker(WorkerControl):
-    """A sender or receiver running in the guest, seen through the channel."""
+    """A worker running in the guest (or on a network agent), seen through the channel."""
 
     KILL_WAIT_S = 10.0
 
@@ -214,7 +217,7 @@ class RemoteWorker(WorkerControl):
 
     def on_closed(self, why: str) -> None:
         if not self.ended.is_set():
-            self.error = f"lost with its guest (QEMU exited or the channel broke: {why})"
+            self.error = f"lost with its {self.link.PEER} ({self.link.GONE}: {why})"
             self.proc.returncode = -1
             self.ended.set()
 
@@ -259,7 +262,7 @@ class RemoteWorker(WorkerControl):
                 return int(parts[1]) if len(parts) > 1 else 0
         if self.alive():
             self.stop()
-            raise CaptureError(f"the guest's {self.role} did not become ready within {timeout_s:.0f} s")
+            raise CaptureError(f"the {self.link.PEER}'s {self.role} did not become ready within {timeout_s:.0f} s")
         self.wait(10.0)
         raise CaptureError(self._death())
 
@@ -272,8 +275,8 @@ class RemoteWorker(WorkerControl):
 
             err = json.loads(info.read_text()).get("error")
             if err:
-                return f"guest {self.role}: {err}"
-        return f"the guest's {self.role} exited with status {self.proc.returncode} before it was ready: " \
+                return f"{self.link.PEER} {self.role}: {err}"
+        return f"the {self.link.PEER}'s {self.role} exited with status {self.proc.returncode} before it was ready: " \
                f"{self.stderr_tail()}"
 
     def collect(self):

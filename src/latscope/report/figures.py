@@ -13,18 +13,24 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402  (the backend must be chosen first)
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
-from latscope.analysis.histogram import histogram  # noqa: E402
+from latscope.analysis.histogram import histogram
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Runs with more points than this are drawn as an envelope.
 POINTS = 5000
@@ -32,7 +38,7 @@ POINTS = 5000
 COLUMNS = 1200
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 #: Applied around every figure (creation and saving), never to matplotlib's global state.
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",  # glyphs as paths: the SVG needs no font from anywhere
     "svg.hashsalt": "latscope",  # stable element ids: the same data gives the same file
     "font.size": 9,
@@ -41,9 +47,9 @@ STYLE = {
 }
 
 
-def _styled(fn):  # type: ignore[no-untyped-def]
+def _styled(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
     return wrapper
@@ -218,7 +224,7 @@ def repeat_spread(cells: Sequence[tuple[str, np.ndarray]], metric: str = "p99",
     """
     fig = Figure(figsize=(10, 1.6 + 0.32 * max(1, len(cells))), layout="constrained")
     ax = fig.add_subplot()
-    for i, (label, values) in enumerate(cells):
+    for i, (_label, values) in enumerate(cells):
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         if len(v) == 0:
@@ -234,7 +240,7 @@ def repeat_spread(cells: Sequence[tuple[str, np.ndarray]], metric: str = "p99",
     return fig
 
 
-_SVG_START = re.compile(r"<svg\b", re.S)
+_SVG_START = re.compile(r"<svg\b", re.DOTALL)
 
 
 @_styled
@@ -246,10 +252,124 @@ def svg(fig: Figure) -> str:
     match = _SVG_START.search(text)
     text = text[match.start():] if match else text
     # The RDF metadata block names external vocabularies; inline figures do not need it.
-    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
 
 
 @_styled
 def save_png(fig: Figure, out: Path | BinaryIO, dpi: int = 150) -> None:
     """Write the figure as PNG to a path or a binary file."""
     fig.savefig(out, format="png", dpi=dpi)
+
+
+def _stage_colors(stages: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per stage, stable in the stages' order (tab20: 20 distinct colours)."""
+    cmap = matplotlib.colormaps["tab20"]
+    return {s: tuple(cmap(i % 20)) for i, s in enumerate(stages)}
+
+
+@_styled
+def stage_excess(packets: Sequence[tuple[str, Sequence[float]]], stages: Sequence[str],
+                 titles: Sequence[str] | None = None, title: str = "Late packets: stages over their median") -> Figure:
+    """A stacked bar per late packet (worst first): each stage's excess over its median (µs), coloured by stage.
+
+    ``packets``: (label, excess µs per stage in ``stages`` order); negative excess (a stage faster than
+    usual) is not drawn. Bar segment k of packet i has the SVG id ``excess-{i}-{k}``.
+    """
+    n = max(1, len(packets))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    colors = _stage_colors(stages)
+    names = list(titles) if titles is not None else list(stages)
+    bottom = np.zeros(len(packets))
+    for k, stage in enumerate(stages):
+        vals = np.array([max(0.0, float(p[1][k])) for p in packets])
+        if not (vals > 0).any():
+            continue
+        bars = ax.bar(np.arange(len(packets)), vals, bottom=bottom, color=colors[stage], label=names[k], width=0.8)
+        for i, patch in enumerate(bars.patches):
+            patch.set_gid(f"excess-{i}-{k}")
+        bottom += vals
+    ax.set_xticks(np.arange(len(packets)), [p[0] for p in packets], rotation=90, fontsize=6)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("late packet (seq), worst first")
+    ax.set_ylabel("excess over the stage's median (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    if len(packets):
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+    return fig
+
+
+@_styled
+def culprit_bars(rows: Sequence[tuple[str, float, int]], title: str = "Culprits by total delay") -> Figure:
+    """Horizontal bars, largest first: each culprit's total delay (µs) over the late packets, with its packet count.
+
+    Bar i has the SVG id ``culprit-{i}``.
+    """
+    fig = Figure(figsize=(10, 1.2 + 0.3 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    bars = ax.barh(y, [r[1] for r in rows], color=COLORS[3], height=0.7)
+    top = max((r[1] for r in rows), default=0.0)
+    for i, (patch, (_label, total, count)) in enumerate(zip(bars.patches, rows, strict=True)):
+        patch.set_gid(f"culprit-{i}")
+        ax.text(total + 0.01 * top, i, f"{total:.1f} µs, {count} packet{'s' if count != 1 else ''}",
+                va="center", fontsize=7)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25 if top > 0 else 1)
+    ax.set_xlabel("total delay over the late packets (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    return fig
+
+
+@dataclass(frozen=True)
+class CpuRow:
+    """What one CPU did in a window: (start µs, end µs, name) of each running task, and silent stretches."""
+
+    label: str
+    tasks: Sequence[tuple[float, float, str]]
+    silent: Sequence[tuple[float, float]] = ()
+
+
+@_styled
+def cpu_timeline(rows: Sequence[CpuRow], packet: str, stages: Sequence[tuple[float, float, str]],
+                 stage_order: Sequence[str], title: str = "Who ran when around the worst packet") -> Figure:
+    """The packet's stages on the top lane (coloured as in ``stage_excess``), then one lane per CPU: the tasks
+    that ran (coloured by name; idle blank) and, under each lane, the stretches without any event (hatched).
+
+    Times are µs from the window's start; ``stages``: (start, end, stage) with stage one of ``stage_order``.
+    """
+    fig = Figure(figsize=(10, 1.8 + 0.6 * (len(rows) + 1)), layout="constrained")
+    ax = fig.add_subplot()
+    stage_color = _stage_colors(stage_order)
+    handles: dict[str, Any] = {}
+    for s, e, name in stages:
+        bars = ax.broken_barh([(s, max(e - s, 1e-3))], (-0.35, 0.7), facecolors=stage_color.get(name, "gray"))
+        handles.setdefault(name, bars)
+    totals: dict[str, float] = {}
+    for r in rows:
+        for s, e, name in r.tasks:
+            totals[name] = totals.get(name, 0.0) + (e - s)
+    # tasks in another palette than the stages' (Dark2), the busiest seven named, the rest grey
+    task_colors = [tuple(matplotlib.colormaps["Dark2"](i)) for i in range(7)]
+    named = [n for n, _ in sorted(totals.items(), key=lambda kv: -kv[1])][:len(task_colors)]
+    color = {n: task_colors[i] for i, n in enumerate(named)}
+    for lane, r in enumerate(rows, start=1):
+        for s, e, name in r.tasks:
+            key = name if name in color else "other tasks"
+            bars = ax.broken_barh([(s, max(e - s, 1e-3))], (lane - 0.3, 0.55), facecolors=color.get(name, "#bbbbbb"))
+            handles.setdefault(key, bars)
+        if r.silent:
+            bars = ax.broken_barh([(s, e - s) for s, e in r.silent], (lane + 0.27, 0.13), facecolors="none",
+                                  edgecolors="black", hatch="//////", linewidth=0.4)
+            handles.setdefault("no event on the CPU", bars)
+    for s, _e, _name in stages:
+        ax.axvline(s, color="black", linewidth=0.5, linestyle=":")
+    ax.set_yticks(range(len(rows) + 1), [packet] + [r.label for r in rows])
+    ax.set_ylim(-0.6, len(rows) + 0.6)
+    ax.invert_yaxis()
+    ax.set_xlabel("time from the window's start (µs)")
+    ax.set_title(title, loc="left", fontsize=10)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    return fig

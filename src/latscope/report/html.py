@@ -25,8 +25,8 @@ from latscope.errors import LatscopeError, StoreError
 from latscope.files import atomic_output, write_atomic
 from latscope.report import figures
 from latscope.report.tables import group_anomalies
-from latscope.store.layout import StoredRun
 from latscope.report.text import context_lines
+from latscope.store.layout import StoredRun
 from latscope.store.samples import MISSING
 
 #: Environment facts shown for every run (dotted keys of the flattened environment).
@@ -104,7 +104,7 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
         sections.append(RunSection(
             view.label, view.run.run_id, summary, _facts(view), anomalies, group_anomalies(anomalies), worst,
             Figure(f"{name}-latency", f"{view.label}: latency over time and its histogram", figures.svg(fig)),
-            breakdown_summary(view.run), view.selection.as_json()))
+            breakdown_summary(view.run, name, pngs if keep_png else None), view.selection.as_json()))
         if keep_png:
             pngs.append((f"{name}-latency.png", fig))
         tails.append((view.label, latency / 1000.0))
@@ -128,46 +128,144 @@ def build(views: list[RunView], settings: Settings = Settings(), title: str = "l
     envdiff = differences([setup_document(v.run.record) for v in views]) if len(views) > 1 else []
     return ReportData(
         title=title,
-        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         runs=sections, comparisons=comparisons,
         tail=Figure("tail-ccdf", "Latency tail (CCDF, log scale)", figures.svg(tail_fig)),
         inter_arrival=Figure("inter-arrival", "Inter-arrival time (delta)", figures.svg(delta_fig)),
         environment=envdiff, settings=settings, pngs=pngs)
 
 
-def breakdown_summary(run: StoredRun) -> dict[str, Any] | None:
-    """The trace breakdown of a run; None when the run has no trace.
+def breakdown_summary(run: StoredRun, name: str = "run", pngs: list[tuple[str, Any]] | None = None
+                      ) -> dict[str, Any] | None:
+    """The trace breakdown of a run as the report shows it; None when the run has no trace.
 
     The breakdown is latscope.trace's work, computed now with the trace
-    module's defaults (as `latscope breakdown RUN --json` would). Whatever
-    fails there becomes a note in the report, not a failed report.
+    module's defaults (as `latscope breakdown RUN` would). Whatever fails
+    there becomes a note in the report, not a failed report. Figures: each
+    late packet's stages over their medians (the 50 worst), the culprits by
+    total delay, and who ran on each CPU around the worst packet; ``pngs``
+    (for --png) receives them under ``name``-breakdown-*.png.
     """
     if not (run.path / "trace").is_dir():
         return None
-    doc = _compute_breakdown(run)
-    culprits = [c for c in doc.get("culprits") or [] if isinstance(c, dict)][:15]
-    late = [p for p in doc.get("late_packets") or [] if isinstance(p, dict)]
-    scalars = {k: v for k, v in doc.items()
-               if isinstance(v, (str, int, float, bool)) and k not in ("note", "format", "schema_version", "run_id")}
-    dominant = doc.get("dominant_stages") if isinstance(doc.get("dominant_stages"), dict) else {}
-    return {
-        "culprits": culprits,
-        "culprit_keys": _keys(culprits, ("comm", "kind", "count", "total_us", "max_us")),
-        "late_count": len(late),
-        "late": [{"seq": p.get("seq"), "latency_us": p.get("latency_us"), "stage": p.get("dominant_stage")}
-                 for p in late[:10]],
-        "dominant": dominant,
-        "scalars": scalars,
-        "note": doc.get("note"),
-    }
+    bd, note = _compute_breakdown(run)
+    if bd is None:
+        return {"note": note, "sentence": "", "figures": [], "culprits": [], "dominant": {}, "warnings": []}
+    from latscope.trace.report import culprit_label, to_json
+
+    doc = to_json(bd)
+    figs: list[Figure] = []
+    drawn = breakdown_figures(bd)
+    for key, title, fig in drawn:
+        figs.append(Figure(f"{name}-breakdown-{key}", title, figures.svg(fig)))
+        if pngs is not None:
+            pngs.append((f"{name}-breakdown-{key}.png", fig))
+    culprits = [{"label": culprit_label(c["kind"], c["comm"], c["pids"], c["where"] or ""), "kind": c["kind"],
+                 "count": c["count"], "total_us": c["total_us"], "max_us": c["max_us"],
+                 "note": (c["notes"] or [""])[0]} for c in doc["culprits"][:15]]
+    return {"note": note, "sentence": breakdown_sentence(bd), "figures": figs, "culprits": culprits,
+            "dominant": {bd.model.title(k): v for k, v in bd.dominant.items()}, "warnings": list(bd.warnings)}
 
 
-def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
+def breakdown_sentence(bd: Any) -> str:
+    """The breakdown's parameters in words: metric, threshold and where it came from, what was broken down."""
+    from latscope.trace.report import METRIC_WORDS
+
+    metric = METRIC_WORDS.get(bd.metric, bd.metric)
+    if bd.threshold_ns == float("inf"):
+        thr = "no threshold could be set (no packet has the metric)"
+    else:
+        src = {"p99": "the run's 99th percentile of that metric (the default)",
+               "--threshold": "set with --threshold"}.get(bd.threshold_source, bd.threshold_source)
+        thr = f"above {bd.threshold_ns / 1000:.3f} µs, {src}"
+    pct = 100.0 * bd.late_count / bd.packets if bd.packets else 0.0
+    tr = bd.trace
+    text = (f"A packet is late when its {metric} is {thr}: {bd.late_count} of {bd.packets} packets "
+            f"({pct:.2f} %) are late, {len(bd.late)} broken down"
+            + (f" ({bd.collateral} of them collateral: delivered in the same wakeup as a late one)"
+               if bd.collateral else "")
+            + f". The kernel trace has {tr.get('events')} events on {tr.get('cpus')} CPUs over {tr.get('span_s')} s"
+            + f" with {tr.get('overruns', 0)} overruns")
+    hs = tr.get("host_steal")
+    text += (f"; the run's host steal series ({hs['samples']} samples) names silent gaps hypervisor (steal) or "
+             "unexplained gap." if hs else "; without a host steal series, silent gaps stay unnamed.")
+    return text
+
+
+def breakdown_figures(bd: Any, top: int = 50) -> list[tuple[str, str, Any]]:
+    """(key, title, figure) of the breakdown figures drawn from ``bd``'s own numbers."""
+    from latscope.trace.report import culprit_label
+
+    out: list[tuple[str, str, Any]] = []
+    if bd.late:
+        stages = [b.stage for b in bd.baselines]
+        rows = []
+        for p in bd.late[:top]:
+            ex = {s.name: s.excess_ns / 1000.0 for s in p.stages}
+            rows.append((str(p.seq), [ex.get(st, 0.0) for st in stages]))
+        out.append(("stages", f"The {len(rows)} worst late packets: each stage's time over its median",
+                    figures.stage_excess(rows, stages, [bd.model.title(st) for st in stages])))
+    if bd.culprits:
+        ranked = [(culprit_label(c.kind, c.name, c.pids, c.where)[:48], c.total_ns / 1000.0, c.count)
+                  for c in bd.culprits[:15]]
+        out.append(("culprits", "Culprits by total delay over the late packets (with the number of packets)",
+                    figures.culprit_bars(ranked)))
+    worst = worst_packet_timeline(bd)
+    if worst is not None:
+        out.append(("timeline", f"Who ran on each CPU around the worst packet (seq {bd.late[0].seq})", worst))
+    return out
+
+
+def worst_packet_timeline(bd: Any, margin_ns: int = 50_000) -> Any:
+    """The per-CPU timeline of the worst late packet: tasks, silent stretches and the packet's checkpoints."""
+    from latscope.trace.attribution import GAP_MIN_NS
+    from latscope.trace.model import silent_gaps
+
+    tl, pk = bd.timeline, bd.packets_detail
+    if not bd.late or tl is None or pk is None:
+        return None
+    worst = bd.late[0]
+    hit = np.flatnonzero(pk.seq == worst.seq)
+    if not len(hit):
+        return None
+    times = pk.times[int(hit[0])]
+    seen = times[times != MISSING]
+    if not len(seen):
+        return None
+    a, b = int(seen.min()) - margin_ns, int(seen.max()) + margin_ns
+    rows = []
+    for cpu in range(tl.ncpu):
+        seg = tl.segments.on(cpu)
+        tasks = []
+        for k in range(seg.start, seg.stop):
+            s, e = max(int(tl.segments.start[k]), a), min(int(tl.segments.end[k]), b)
+            pid = int(tl.segments.pid[k])
+            if e > s and pid != 0:
+                tasks.append(((s - a) / 1000.0, (e - a) / 1000.0, f"{tl.comm_of(int(tl.segments.comm[k]))} {pid}"))
+        silent = [((s - a) / 1000.0, (e - a) / 1000.0) for s, e in silent_gaps(tl, cpu, a, b, GAP_MIN_NS)]
+        rows.append(figures.CpuRow(f"CPU {cpu}", tasks, silent))
+    names = bd.model.names
+    stages = []
+    last = int(times[0]) if times[0] != MISSING else None
+    for k in range(1, len(times)):
+        if times[k] == MISSING or last is None:
+            continue
+        stages.append(((last - a) / 1000.0, (int(times[k]) - a) / 1000.0, bd.model.title(names[k - 1])))
+        last = int(times[k])
+    return figures.cpu_timeline(rows, f"seq {worst.seq}", stages, [bd.model.title(b.stage) for b in bd.baselines])
+
+
+def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
+    """(the Breakdown or None, a note on how it was computed or why it could not be)."""
     try:
-        from latscope.trace.breakdown import Options, analyse, load_run_table
-        from latscope.trace.report import to_json
+        from latscope.trace.breakdown import (
+            Options,
+            analyse,
+            load_run_steal,
+            load_run_table,
+        )
     except ImportError as exc:
-        return {"note": f"a kernel trace was recorded, but the breakdown is not available here ({exc})"}
+        return None, f"a kernel trace was recorded, but the breakdown is not available here ({exc})"
     try:
         overruns = run.record.completeness.get("trace_overruns")
         if run.record.extra.get("vm"):
@@ -177,12 +275,11 @@ def _compute_breakdown(run: StoredRun) -> dict[str, Any]:
             bd = analyse_vm_run(run.path, run.record.extra, run.samples(), Options(), run_id=run.run_id,
                                 overruns=overruns)
         else:
-            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns)
+            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns,
+                         steal=load_run_steal(run.path))
     except LatscopeError as exc:
-        return {"note": f"a kernel trace was recorded but could not be broken down: {exc}"}
-    doc = to_json(bd)
-    doc["note"] = "computed for this report with `latscope breakdown`'s defaults (late: above the run's p99 of e2e)"
-    return doc
+        return None, f"a kernel trace was recorded but could not be broken down: {exc}"
+    return bd, "computed for this report with `latscope breakdown`'s defaults"
 
 
 def render(data: ReportData) -> str:
@@ -230,13 +327,6 @@ def _facts(view: RunView) -> list[tuple[str, str]]:
     # A VM run's numbers come with caveats a reader of the report must see next to them.
     facts += [(line.split(":", 1)[0].strip(), line.split(":", 1)[1].strip()) for line in context_lines(rec)]
     return facts
-
-
-def _keys(rows: list[dict[str, Any]], first: tuple[str, ...]) -> list[str]:
-    seen = [k for k in first if any(k in r for r in rows)]
-    for r in rows:
-        seen += [k for k, v in r.items() if k not in seen and isinstance(v, (str, int, float, bool))]
-    return seen[:8]
 
 
 def _slug(text: str) -> str:

@@ -120,13 +120,13 @@ def compare_text(runs: Sequence[dict[str, Any]], comparisons: Sequence[Any], env
     """The runs, then per run B against A: the metric table and the distribution tests, then what else differs."""
     letters = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(runs))]
     lines = ["runs (A is the baseline):"]
-    for letter, r in zip(letters, runs):
+    for letter, r in zip(letters, runs, strict=True):
         name = f"{printable(r['name'])} ({r['run_id']})" if r["name"] else r["run_id"]
         if len(r.get("run_ids", ())) > 1:
             name = f"{len(r['run_ids'])} runs of one configuration: {', '.join(r['run_ids'])}"
         lines.append(f"  {letter}  {name}: {r['packets']} packets, {r['lost']} lost")
     level = f"{100 * (1 - settings.alpha):g}%"
-    for letter, c in zip(letters[1:], comparisons):
+    for letter, c in zip(letters[1:], comparisons, strict=True):
         lines.append("")
         lines.append(f"{letter} against A ({level} block-bootstrap intervals; differences under "
                      f"{settings.min_effect_ns / 1000:g} us do not count):")

@@ -5,11 +5,11 @@ from latscope.store.runfile import RunRecord, load_run_json
 from latscope.store.samples import SAMPLE_COLUMNS, Samples, read_samples
 
 __all__ = [
-    "ResultsStore",
-    "resolve_results_root",
-    "RunRecord",
-    "load_run_json",
     "SAMPLE_COLUMNS",
+    "ResultsStore",
+    "RunRecord",
     "Samples",
+    "load_run_json",
     "read_samples",
+    "resolve_results_root",
 ]

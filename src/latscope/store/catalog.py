@@ -223,10 +223,15 @@ def sort_runs(runs: list[StoredRun], key: str) -> list[StoredRun]:
 #: the formula of latscope.analysis.metrics: NULL where the Python code gives NaN.
 RX_BEST = "coalesce(rx_hw_ns, rx_sw_ns)"
 TX_BEST = "coalesce(tx_hw_ns, tx_sw_ns)"
+#: A round trip's t1 (metrics.t1): the kernel TX time, the send time where the kernel gave none.
+T1 = f"coalesce({TX_BEST}, send_ns)"
+TURNAROUND = "(far_tx_ns - far_rx_ns)"
+RTT = f"(({RX_BEST} - {T1}) - {TURNAROUND})"
 DERIVED_SQL = {
     "rx_best_ns": RX_BEST,
     "tx_best_ns": TX_BEST,
-    "latency_ns": f"{RX_BEST} - send_ns",
+    # metrics.latency: the round-trip time in rows of a round trip (far_rx_ns present), else one-way.
+    "latency_ns": f"CASE WHEN far_rx_ns IS NOT NULL THEN {RTT} ELSE {RX_BEST} - send_ns END",
     "wakeup_latency_ns": "wake_ns - sched_ns",
     "sender_latency_ns": "tx_sw_ns - send_ns",
     "path_delay_ns": f"{RX_BEST} - {TX_BEST}",
@@ -235,6 +240,11 @@ DERIVED_SQL = {
     # Arrival order, ties in row order: the stable argsort of metrics.delta.
     "delta_ns": (f"CASE WHEN {RX_BEST} IS NOT NULL THEN {RX_BEST} - lag({RX_BEST}) OVER "
                  f"(PARTITION BY filename, {RX_BEST} IS NULL ORDER BY {RX_BEST}, file_row_number) END"),
+    "rtt_ns": RTT,
+    "turnaround_ns": TURNAROUND,
+    "forward_delay_ns": f"far_rx_ns - {T1}",
+    "reverse_delay_ns": f"{RX_BEST} - far_tx_ns",
+    "clock_offset_ns": f"((far_rx_ns - {T1}) - ({RX_BEST} - far_tx_ns)) / 2",
     "lost": "(flags & 1) <> 0",
     "duplicate": "(flags & 2) <> 0",
     "reordered": "(flags & 4) <> 0",
@@ -331,7 +341,8 @@ def samples_sql(files: Sequence[str]) -> str:
         run_id = "run_id"
     else:
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        source = f"read_parquet([{listed}], filename = true, file_row_number = true)"
+        # union_by_name: samples files of schema version 1 have no far_* columns; they read as NULL.
+        source = f"read_parquet([{listed}], filename = true, file_row_number = true, union_by_name = true)"
         run_id = _RUN_ID
     return f"SELECT {run_id} AS run_id, {', '.join(_RAW)}, {derived} FROM {source}"
 
@@ -380,10 +391,10 @@ def _timestamp(text: Any) -> _dt.datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = _dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def resolve_results_root(option: str | os.PathLike[str] | None = None) -> Path:
 
 def new_run_id(now: _dt.datetime | None = None) -> str:
     """A readable, unique id: UTC time to the microsecond plus 6 random hex digits."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     return f"{now:%Y%m%d-%H%M%S-%f}-{secrets.token_hex(3)}"
 
 

@@ -148,12 +148,12 @@ def check_record(record: RunRecord) -> None:
 def created_at(text: str) -> _dt.datetime:
     """The creation time of a run (its ``created`` field) as an aware UTC datetime; ValueError if it is none."""
     try:
-        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+        value = _dt.datetime.fromisoformat(text) if isinstance(text, str) else None
     except ValueError:
         value = None
     if value is None:
         raise ValueError(f"created {quote(text)} is not an ISO 8601 time")
-    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
 def is_run_id(text: str) -> bool:

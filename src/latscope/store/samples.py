@@ -28,11 +28,26 @@ from latscope.errors import FormatError
 from latscope.files import atomic_output
 from latscope.store.versioned import first_line, open_parquet
 
-__all__ = ["ARROW_SCHEMA", "FLAG_DUPLICATE", "FLAG_LOST", "FLAG_NAMES", "FLAG_REORDERED", "FLAG_SEND_FAILED",
-           "MISSING", "SAMPLE_COLUMNS", "SAMPLES_MAGIC", "SAMPLES_SCHEMA_VERSION", "Samples", "TIME_COLUMNS",
-           "read_samples", "samples_table", "write_samples"]
+__all__ = [
+    "ARROW_SCHEMA",
+    "FLAG_DUPLICATE",
+    "FLAG_LOST",
+    "FLAG_NAMES",
+    "FLAG_REORDERED",
+    "FLAG_SEND_FAILED",
+    "MISSING",
+    "SAMPLES_MAGIC",
+    "SAMPLES_SCHEMA_VERSION",
+    "SAMPLE_COLUMNS",
+    "TIME_COLUMNS",
+    "Samples",
+    "read_samples",
+    "samples_table",
+    "write_samples",
+]
 
-SAMPLES_SCHEMA_VERSION = 1
+#: 2 added far_rx_ns and far_tx_ns (round trips); a version 1 file reads as if they were null.
+SAMPLES_SCHEMA_VERSION = 2
 SAMPLES_MAGIC = b"latscope-samples"
 
 ARROW_SCHEMA = pa.schema(

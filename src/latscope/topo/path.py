@@ -33,3 +33,6 @@ class TopologyPath:
     description: dict[str, Any] = field(default_factory=dict)
     #: The running guest of a VM topology (latscope.topo.vm.guest.Guest).
     guest: Any = None
+    #: Between network agents (kind "agents"): the hosts' part of run.json, stored as environment.hosts
+    #: (each host's agent, hello and environment, and what the clock checks found).
+    hosts: dict[str, Any] | None = None

@@ -11,8 +11,13 @@
    task's own work ("self"), and silent gaps: stretches without a single
    event on that CPU while only the waiting task or idle was there, which a
    guest cannot explain (the host or hypervisor took the CPU, or kernel work
-   that no enabled event shows). Migrations of the waiting task and a
-   wakeup that only preempted at the next tick are noted.
+   that no enabled event shows). With the run's host steal series
+   (latscope.env.steal) a gap is ``hypervisor (steal)`` when that CPU's
+   steal grew over the gap's window, else ``unexplained gap``; a gap while
+   another task was current is taken from that task's time when steal grew
+   (the task cannot have made progress while its vCPU was not running).
+   Without a series it stays ``silent gap (no events)``. Migrations of the
+   waiting task and a wakeup that only preempted at the next tick are noted.
 4. Across late packets: culprits ranked by total time and by how many late
    packets they delayed.
 """
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latscope.env.steal import StealSeries
 from latscope.store.samples import MISSING
 from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
 from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets
@@ -33,6 +39,9 @@ MIN_SHARE_NS = 1_000
 GAP_MIN_NS = 20_000
 MAX_CULPRITS = 8
 TICK_FUNCTIONS = ("tick_nohz_handler", "tick_sched_timer", "tick_handle_periodic")
+#: Steal is accounted at the CPU's next tick after it happened (4 ms at HZ=250, 10 ms at HZ=100).
+STEAL_LAG_NS = 10_000_000
+STEAL_NAME, UNEXPLAINED_NAME, SILENT_NAME = "hypervisor (steal)", "unexplained gap", "silent gap (no events)"
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,10 @@ def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray,
 
 
 def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.ndarray,
-            base: list[Baseline], ctx=None) -> LatePacket:
+            base: list[Baseline], ctx=None, steal: StealSeries | None = None) -> LatePacket:
     """Stages, dominant stage and culprits of packet ``idx`` of ``pk``.
+
+    ``steal``: the run's host steal series (on the trace's clock), which splits silent gaps.
 
     ``ctx`` finds the culprits of each stage for models other than one host's
     (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
@@ -145,7 +156,7 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
         if cpu < 0 or b <= a:
             continue
         victim = (pk.sender_pid, -1, pk.receiver_pid)[STAGE_ROLE[k]]
-        culprits += _stage_culprits(tl, names[k], cpu, a, b, victim, base[k])
+        culprits += _stage_culprits(tl, names[k], cpu, a, b, victim, base[k], steal)
         if names[k] == "runqueue_wait" and pk.model is ONE_HOST:
             culprits = _note_tick(tl, pk, idx, culprits)
     culprits += _migrations(tl, pk, idx) if ctx is None else ctx.extra(idx)
@@ -174,13 +185,22 @@ def _stage_starts(times: np.ndarray) -> np.ndarray:
 
 
 def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: int,
-                    base: Baseline) -> list[Culprit]:
+                    base: Baseline, steal: StealSeries | None = None) -> list[Culprit]:
     shares = window_shares(tl, cpu, a, b)
     out: list[Culprit] = []
     gap_min = int(max(GAP_MIN_NS, base.p99_ns))
-    gaps = [(s, e) for s, e in silent_gaps(tl, cpu, a, b, gap_min)
-            if running_at(tl, cpu, (s + e) // 2) in (victim, 0, -1)]
-    gap_ns = sum(e - s for s, e in gaps)
+    gaps: list[tuple[int, int, int | None]] = []   # while the waiting task or idle was current
+    held: list[tuple[int, int, int, int]] = []     # while another task was current, with steal
+    taken: dict[int, int] = defaultdict(int)        # that task's pid -> time to take from its share
+    for s, e in silent_gaps(tl, cpu, a, b, gap_min):
+        current = running_at(tl, cpu, (s + e) // 2)
+        grew = steal.grew(cpu, s, e, STEAL_LAG_NS) if steal is not None else None
+        if current in (victim, 0, -1):
+            gaps.append((s, e, grew))
+        elif grew:
+            held.append((s, e, grew, current))
+            taken[current] += e - s
+    gap_ns = sum(e - s for s, e, _g in gaps)
     for sh in shares:
         if sh.ns < MIN_SHARE_NS:
             continue
@@ -193,15 +213,37 @@ def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: 
             take = min(ns, gap_ns)
             ns -= take
             gap_ns -= take
+        if kind == "task" and taken.get(sh.pid):
+            # its vCPU was not running: the host's time, not the task's
+            take = min(ns, taken[sh.pid])
+            ns -= take
+            taken[sh.pid] -= take
         if kind == "idle":
             name = f"idle CPU {cpu}"
             note = "the CPU was idle: wakeup IPI or idle-state exit latency"
         if ns >= MIN_SHARE_NS:
             out.append(Culprit(kind, name, sh.pid, cpu, int(ns), stage, note))
-    for s, e in gaps:
-        out.append(Culprit("gap", "silent gap (no events)", -1, cpu, int(e - s), stage,
-                           "no event on this CPU: host/hypervisor preemption or untraced kernel work"))
+    for s, e, grew in gaps:
+        out.append(_gap_culprit(cpu, s, e, grew, stage))
+    for s, e, _grew, pid in held:
+        out.append(Culprit("steal", STEAL_NAME, -1, cpu, int(e - s), stage,
+                           f"no event on this CPU while pid {pid} was current, and the host's steal time on "
+                           f"this CPU grew around it: the hypervisor ran something else"))
     return out
+
+
+def _gap_culprit(cpu: int, s: int, e: int, grew: int | None, stage: str) -> Culprit:
+    """A silent gap named by the steal series: hypervisor, unexplained, or (no series) just silent."""
+    if grew is None:
+        return Culprit("gap", SILENT_NAME, -1, cpu, int(e - s), stage,
+                       "no event on this CPU: host/hypervisor preemption or untraced kernel work")
+    if grew > 0:
+        return Culprit("steal", STEAL_NAME, -1, cpu, int(e - s), stage,
+                       "no event on this CPU, and the host's steal time on this CPU grew around it: "
+                       "the hypervisor ran something else")
+    return Culprit("gap", UNEXPLAINED_NAME, -1, cpu, int(e - s), stage,
+                   "no event on this CPU and no host steal around it: kernel work no enabled event shows "
+                   "(or steal shorter than the steal counter's 10 ms step)")
 
 
 def _note_tick(tl: Timeline, pk: Packets, idx: int, culprits: list[Culprit]) -> list[Culprit]:

@@ -312,11 +312,10 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
     spec = BINARY_SPECS.get(name)
     if spec is None:
         return
-    for col, kind, fname in spec:
-        f = fmt.fields.get(fname)
-        if f is None:
-            sink.garbled += len(rows)
-            return
+    if any(fname not in fmt.fields for _col, _kind, fname in spec):
+        # a kernel whose event lacks a field latscope reads: the rows keep no fields, and are counted
+        sink.garbled += len(rows)
+        return
     for col, kind, fname in spec:
         f = fmt.fields[fname]
         if kind == STR:
@@ -419,7 +418,7 @@ def _comms(pid: np.ndarray, ts: np.ndarray, cmdlines: dict[int, str], strings: d
             o = np.argsort(ts[r_all], kind="stable")[::-1]
             last_p, first = np.unique(p_all[o], return_index=True)
             names = sorted(strings, key=strings.__getitem__)
-            learned = {int(pp): names[int(sid)] for pp, sid in zip(last_p, s_all[o][first])}
+            learned = {int(pp): names[int(sid)] for pp, sid in zip(last_p, s_all[o][first], strict=True)}
     ids = np.empty(len(uniq), np.int32)
     for j, p in enumerate(uniq.tolist()):
         if p == 0:

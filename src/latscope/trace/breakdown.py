@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from latscope.env.steal import STEAL_FILE, StealSeries, read_series
 from latscope.errors import ConfigError, FormatError, TraceError
 from latscope.files import open_regular, reason
 from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
+from latscope.trace.model import Timeline
 from latscope.trace.stagemodel import StageModel
 from latscope.trace.stages import (
     ONE_HOST,
@@ -85,7 +87,7 @@ class Breakdown:
     model: StageModel = ONE_HOST
     #: Across a hypervisor: direction, QEMU's threads, the guest trace and its clock mapping.
     vm: dict[str, Any] | None = None
-    guest_timeline: model.Timeline | None = field(default=None, repr=False, compare=False)
+    guest_timeline: Timeline | None = field(default=None, repr=False, compare=False)
 
 
 # -- loading --------------------------------------------------------------
@@ -184,9 +186,21 @@ def detect_format(head: bytes) -> str:
 
 # -- analysis -------------------------------------------------------------
 
+def load_run_steal(run_path: Path) -> StealSeries | None:
+    """The run's host steal series (steal.parquet), None for runs recorded without one."""
+    path = run_path / STEAL_FILE
+    if not path.exists():
+        return None
+    return read_series(path)
+
+
 def analyse(table: EventTable, samples: Samples | None = None, options: Options = Options(), *,
-            run_id: str | None = None, overruns: int | None = None) -> Breakdown:
-    """Break the late packets of a trace (and run) down into stages and culprits."""
+            run_id: str | None = None, overruns: int | None = None, steal: StealSeries | None = None) -> Breakdown:
+    """Break the late packets of a trace (and run) down into stages and culprits.
+
+    ``steal``: the run's host steal series; with it, silent gaps are named ``hypervisor (steal)`` or
+    ``unexplained gap`` (latscope.trace.attribution).
+    """
     if options.metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)}")
     warnings: list[str] = list(table.meta.get("warnings", []))
@@ -226,7 +240,7 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     if len(late_idx) > MAX_EXPLAINED:
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} latest are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
-    explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base) for i in late_idx]
+    explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal) for i in late_idx]
     missing = [" or ".join(group) for group in NEEDED if all(table.code(e) < 0 for e in group)]
     if missing:
         warnings.append(f"the trace has no {', '.join(missing)} events: packets cannot be followed through "
@@ -235,6 +249,9 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the trace and are not broken down")
     info = trace_info(table, tl, mapping, overruns, warnings)
+    info["host_steal"] = None if steal is None else {
+        "samples": len(steal), "resolution_ns": steal.resolution_ns,
+        "covers_trace": bool(len(steal) and steal.ts_ns[0] <= tl.start_ns and steal.ts_ns[-1] >= tl.end_ns)}
     dominant = Counter(p.dominant_stage for p in explained)
     return Breakdown(
         metric=metric, threshold_ns=float(threshold), threshold_source=source, packets=int(valid.sum()),

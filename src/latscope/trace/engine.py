@@ -114,7 +114,7 @@ def parse_lines(data: bytes | memoryview, dialect: Dialect, *, chunk_bytes: int 
     stats = ParseStats()
     state = _State()
     parts: list[tuple[np.ndarray, ...]] = []
-    group: list[tuple] = []
+    group: list[_Chunk] = []
     group_bytes = 0
     data_base = line_base = 0
     for _off, buf in scan.chunks(data, chunk_bytes):
@@ -246,7 +246,7 @@ def _fields_of(group: list[_Chunk], dialect: Dialect, st: _State, stats: ParseSt
     event_names = sorted(st.events, key=st.events.__getitem__)
     bases = np.cumsum([0] + [c.rows for c in group])
     for code, name in enumerate(event_names):
-        pieces = [(c.args[code], base) for c, base in zip(group, bases) if code in c.args]
+        pieces = [(c.args[code], base) for c, base in zip(group, bases[:-1], strict=True) if code in c.args]
         if not pieces:
             continue
         width = max(p[0][1].shape[1] for p in pieces)
@@ -254,7 +254,8 @@ def _fields_of(group: list[_Chunk], dialect: Dialect, st: _State, stats: ParseSt
         mat = np.concatenate([np.pad(p[0][1], ((0, 0), (0, width - p[0][1].shape[1]))) for p in pieces])
         length = np.concatenate([p[0][2] for p in pieces])
         if name in dialect.special:
-            dialect.special[name](*fields.flat(mat, length), rows=rows, sink=sink)
+            buf, lo, hi = fields.flat(mat, length)
+            dialect.special[name](buf, rows, lo, hi, sink)
         elif name == "print":
             buf, lo, hi = fields.flat(mat, length)
             fields.markers(buf, rows, lo, hi, sink)
@@ -325,10 +326,10 @@ def _slow_path(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rest: np.n
     notice_idx = np.asarray(notices, dtype=np.int64)
     if not rows:
         return prefix.empty(), notice_idx
-    cols = list(zip(*rows))
+    cols = list(zip(*rows, strict=True))
     dtypes = (np.int64, np.int32, np.int16, np.int32, np.uint8, np.int64, bool, np.int8, np.int32, np.int8,
               np.int64, np.int64)
-    arrays = [np.asarray(c, dtype=d) for c, d in zip(cols, dtypes)]
+    arrays = [np.asarray(c, dtype=d) for c, d in zip(cols, dtypes, strict=True)]
     return Prefixes(*arrays), notice_idx
 
 

@@ -118,8 +118,10 @@ def extract(spec: Spec, mat: np.ndarray, length: np.ndarray, rows: np.ndarray, s
     for one in specs:
         if len(left) == 0:
             break
-        reader = _extract_keys if isinstance(one, tuple) else _extract_per_line
-        failed = reader(one, flat, rows[left], lo[left], hi[left], sink)
+        if isinstance(one, tuple):
+            failed = _extract_keys(one, flat, rows[left], lo[left], hi[left], sink)
+        else:
+            failed = _extract_per_line(one, flat, rows[left], lo[left], hi[left], sink)
         left = left[failed]
     sink.garbled += len(left)
 

@@ -132,7 +132,8 @@ class GuestTraceCapture:
             fh.write(parts["text"])
         os.replace(tmp, out / TEXT_FILE)
         t = time.monotonic()
-        meta = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
+        meta: dict[str, Any] = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance")
+                                if k in info}
         meta.update(overruns=info.get("overruns", 0), per_cpu=info.get("per_cpu") or {}, side="guest")
         table = parse_kernel_text(parts["text"], parts["raw"], meta=meta)
         write_table(table, out / TABLE_FILE)

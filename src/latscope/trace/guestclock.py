@@ -107,7 +107,7 @@ def fit_correction(ts_by_cpu: list[np.ndarray], iv_by_cpu: list[tuple[np.ndarray
     ``ts_by_cpu[i]`` are guest event times (host clock by the exchange) that must fall into
     ``iv_by_cpu[i]``; a correction c means the true host time is ts - c.
     """
-    pairs = [(t, iv) for t, iv in zip(ts_by_cpu, iv_by_cpu) if len(t) and len(iv[0])]
+    pairs = [(t, iv) for t, iv in zip(ts_by_cpu, iv_by_cpu, strict=True) if len(t) and len(iv[0])]
     total = sum(len(t) for t, _ in pairs)
     if total == 0:
         return 0, bound_ns, 0.0, 0.0, 0
@@ -143,8 +143,8 @@ def to_host(guest: EventTable, vm: dict[str, Any], to_realtime_ns: int, host_seg
     bound = max(before.uncertainty_ns, after.uncertainty_ns if after else 0)
     drift = 0.0 if after is None or after.at_ns == before.at_ns else \
         (after.offset_ns - before.offset_ns) / (after.at_ns - before.at_ns) * 1e6
-    base = dict(to_realtime_ns=int(to_realtime_ns), exchange_offset_ns=int(before.offset_ns),
-                exchange_uncertainty_ns=int(bound), drift_ppm=round(drift, 3))
+    base: dict[str, Any] = {"to_realtime_ns": int(to_realtime_ns), "exchange_offset_ns": int(before.offset_ns),
+                "exchange_uncertainty_ns": int(bound), "drift_ppm": round(drift, 3)}
     note = ""
     if host_segments is not None and vcpu_of_cpu and len(guest) >= MIN_EVENTS:
         cpus = sorted(vcpu_of_cpu)

@@ -252,7 +252,7 @@ def _interrupts(t: EventTable, ncpu: int, names: dict[int, str]) -> Intervals:
     if len(entry) and len(exit_):
         lab = np.array([label(f"irq {int(t.nums[r, 0])} {t.string(int(t.strs[r, 0]))}".strip()) for r in entry[
             np.unique(t.nums[entry, 0], return_index=True)[1]]], dtype=np.int64)
-        irq_of = dict(zip(np.unique(t.nums[entry, 0]).tolist(), lab.tolist()))
+        irq_of = dict(zip(np.unique(t.nums[entry, 0]).tolist(), lab.tolist(), strict=True))
         name_entry = np.array([irq_of[int(x)] for x in t.nums[entry, 0]], dtype=np.int64)
         parts.append(_pair(t, entry, exit_, HARD, name_entry))
     for en, ex, text in VECTOR_IRQS:
@@ -407,8 +407,8 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
             if net <= 0:
                 continue
             kind = "idle" if pid == 0 else "task"
-            name = "idle" if pid == 0 else tl.comm_of(int(tl.segments.comm[k]))
-            key = (kind, name, pid)
+            comm = "idle" if pid == 0 else tl.comm_of(int(tl.segments.comm[k]))
+            key = (kind, comm, pid)
             out[key] = out.get(key, 0) + net
     shares = [Share(kind, name, pid, cpu, ns) for (kind, name, pid), ns in out.items()]
     shares += [Share("irq" if kind == HARD else "softirq", tl.comm_of(name), -1, cpu, ns)

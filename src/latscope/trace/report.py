@@ -120,6 +120,11 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
     out.append(f"  trace: {tr.get('events')} events on {tr.get('cpus')} CPUs over {tr.get('span_s')} s, "
                f"clock {tr.get('clock') or '?'} ({tr.get('clock_mapping')}), "
                f"{tr.get('overruns', 0)} overruns, sender pid {bd.sender_pid}, receiver pid {bd.receiver_pid}")
+    hs = tr.get("host_steal")
+    if hs:
+        out.append(f"  host steal: {hs['samples']} samples of each CPU's steal time"
+                   + ("" if hs.get("covers_trace") else " (not covering the whole trace)")
+                   + ": silent gaps are hypervisor (steal) where it grew, else unexplained gap")
     out.extend(_vm_lines(bd))
     for w in bd.warnings:
         out.append(f"  warning: {w}")
@@ -157,9 +162,9 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
             head += f"  collateral of seq {p.collateral_of}"
         out.append(head)
         by_stage: dict[str, list[Culprit]] = {}
-        for c in p.culprits:
-            for s in (c.stage.split(",") if c.stage else ["-"]):
-                by_stage.setdefault(s, []).append(c)
+        for cu in p.culprits:
+            for name in (cu.stage.split(",") if cu.stage else ["-"]):
+                by_stage.setdefault(name, []).append(cu)
         for s in p.stages:
             mark = "  <" if s.name == p.dominant_stage else "   "
             who = [c for c in by_stage.get(s.name, []) if c.kind != "vcpu"]
@@ -173,12 +178,12 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
             out.append(f"    +{fmt(s.ns):>11} us  {T(s.name):<22}{mark} CPU {cpu:<3}"
                        f" median {fmt(median):>9}{tail}")
             # the seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"
-            for c in by_stage.get(s.name, []):
-                if c.kind == "vcpu" or (c.kind == "qemu" and c.victim.startswith("vCPU thread")):
-                    out.append(f"        {c.note}")
-        migr = [c for c in p.culprits if c.kind == "migration"]
-        for c in migr:
-            out.append(f"    migration: {c.name} (pid {c.pid}) {c.note}")
+            for cu in by_stage.get(s.name, []):
+                if cu.kind == "vcpu" or (cu.kind == "qemu" and cu.victim.startswith("vCPU thread")):
+                    out.append(f"        {cu.note}")
+        for cu in p.culprits:
+            if cu.kind == "migration":
+                out.append(f"    migration: {cu.name} (pid {cu.pid}) {cu.note}")
     return "\n".join(out) + "\n"
 
 

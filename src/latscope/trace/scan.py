@@ -115,7 +115,7 @@ def digits(buf: np.ndarray, start: np.ndarray, end: np.ndarray, max_width: int =
     inside = np.arange(width)[None, :] < length[:, None]
     ok = np.all(((d >= 0) & (d <= 9)) | ~inside, axis=1) & (length >= 1) & (length <= width)
     d = np.where(inside, d, 0).astype(np.uint64)
-    val = np.zeros(n, dtype=np.uint64)
+    val: np.ndarray = np.zeros(n, dtype=np.uint64)
     ten = np.uint64(10)
     with np.errstate(over="ignore"):
         for k in range(width):

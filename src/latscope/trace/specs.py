@@ -46,12 +46,14 @@ from latscope.trace.fields import (
 )
 
 # Kernel text (and trace-cmd's default output, which prints the same format strings).
+#: sched_waking and its aliases as the kernel prints them (also one of trace-cmd's forms, below).
+_WAKING_KEYS = (Key("comm=", STR, "s0", 16), Key(" pid=", INT, "a0"), Key(" prio=", INT, "a1"),
+                Key(" target_cpu=", INT, "a2"))
 TEXT_SPECS: dict[str, Spec] = {
     "sched_switch": (Key("prev_comm=", STR, "s0", 16), Key(" prev_pid=", INT, "a0"), Key(" prev_prio=", INT, "a2"),
                      Key(" prev_state=", STATE, "a4"), Key(" ==> next_comm=", STR, "s1", 16),
                      Key(" next_pid=", INT, "a1"), Key(" next_prio=", INT, "a3")),
-    "sched_waking": (Key("comm=", STR, "s0", 16), Key(" pid=", INT, "a0"), Key(" prio=", INT, "a1"),
-                     Key(" target_cpu=", INT, "a2")),
+    "sched_waking": _WAKING_KEYS,
     "sched_migrate_task": (Key("comm=", STR, "s0", 16), Key(" pid=", INT, "a0"), Key(" prio=", INT, "a1"),
                            Key(" orig_cpu=", INT, "a2"), Key(" dest_cpu=", INT, "a3")),
     "irq_handler_entry": (Key("irq=", INT, "a0"), Key(" name=", REST, "s0")),
@@ -94,7 +96,7 @@ TRACECMD_SPECS.update({
                           r"(?P<s1>.+?):(?P<a1>-?\d+) \[(?P<a3>-?\d+)\]",
                           {"s0": STR, "a0": INT, "a2": INT, "a4": STATE, "s1": STR, "a1": INT, "a3": INT}),
     # Older trace-cmd plugins print wakeups as "comm:pid [prio] success=1 CPU:001".
-    "sched_wakeup": Alt((TEXT_SPECS["sched_waking"],
+    "sched_wakeup": Alt((_WAKING_KEYS,
                          Regex(r"^(?P<s0>.+?):(?P<a0>\d+) \[(?P<a1>-?\d+)\](?: success=\d+)? CPU:(?P<a2>\d+)",
                                {"s0": STR, "a0": INT, "a1": INT, "a2": INT}))),
 })

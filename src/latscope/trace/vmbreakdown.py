@@ -23,8 +23,16 @@ from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import guestclock, model
 from latscope.trace import qemuthreads as qt
-from latscope.trace.breakdown import Breakdown, Options, _packets, _threshold, _to_probe_clock, load_run_table, \
-    load_trace_file, trace_info
+from latscope.trace.breakdown import (
+    Breakdown,
+    Options,
+    _packets,
+    _threshold,
+    _to_probe_clock,
+    load_run_table,
+    load_trace_file,
+    trace_info,
+)
 from latscope.trace.guestcapture import TABLE_FILE, TEXT_FILE
 from latscope.trace.stages import trace_pids
 from latscope.trace.table import EventTable, read_table
@@ -109,7 +117,7 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
         raise TraceError("the host trace has no latscope markers of this run's host half")
     seq, probe, values, metric = _packets(htl, samples, options.metric, warnings)
     shift = clock.correction_ns if clock is not None else 0
-    if shift:
+    if clock is not None and shift:
         probe, values = _refine_probe(probe, values, shift, direction)
         warnings.append(f"the guest clock mapping was refined by {shift / 1000:+.1f} us within the exchange's "
                         f"+-{clock.exchange_uncertainty_ns / 1000:.0f} us (vCPU fit): this breakdown's latencies "
@@ -150,10 +158,11 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
         "vcpu_preemption": vcpu_summary(explained),
     }
     if gtl is not None and guest is not None:
-        vm_info["guest_trace"] = trace_info(guest, gtl, clock.method if clock else "exchange",
-                                            (guest_rec or {}).get("overruns"), warnings, "the guest trace")
-        vm_info["guest_trace"]["sender_pid" if direction == "reverse" else "receiver_pid"] = \
+        guest_trace = trace_info(guest, gtl, clock.method if clock else "exchange",
+                                 (guest_rec or {}).get("overruns"), warnings, "the guest trace")
+        guest_trace["sender_pid" if direction == "reverse" else "receiver_pid"] = \
             sender if direction == "reverse" else receiver
+        vm_info["guest_trace"] = guest_trace
     return Breakdown(
         metric=metric, threshold_ns=float(threshold), threshold_source=source, packets=int(valid.sum()),
         traced=int(traced.sum()), late_count=int(late.sum()), late_untraced=untraced, late=tuple(explained),

@@ -32,7 +32,6 @@ from latscope.trace.qemuthreads import QemuThreads
 from latscope.trace.vmpath import VmPackets
 
 
-
 def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
     return sum(max(0, min(b, e) - max(a, s)) for s, e in ivals)
 
@@ -137,7 +136,7 @@ class VmCulprits:
         return host_side + inside + self._guest_gaps(stage, cpu, a, b, victim, base, offcpu)
 
     def extra(self, idx: int) -> list[Culprit]:
-        out = []
+        out: list[Culprit] = []
         pk = self.vp.packets
         times = pk.times[idx]
         valid = times[times != MISSING]

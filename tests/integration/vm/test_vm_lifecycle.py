@@ -95,7 +95,7 @@ def test_a_guest_that_does_not_boot_is_reported_with_its_console(tmp_path) -> No
                              "--vm-append", "rdinit=/nonexistent", "--vm-boot-timeout", "90s",
                              "--results", str(tmp_path / "r")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=200)
+    _out, err = proc.communicate(timeout=200)
     assert proc.returncode == 1, err
     assert "guest" in err and ("No working init" in err or "Kernel panic" in err), err
     assert not list((tmp_path / "r").glob("2*")), "a failed boot stored a run"

@@ -20,7 +20,7 @@ def _run(lat: np.ndarray, lost: np.ndarray | None = None, same_clock: bool | Non
                      PERIOD, same_clock)
 
 
-def _kinds(found) -> list[str]:  # noqa: ANN001
+def _kinds(found) -> list[str]:
     return [a.kind for a in found]
 
 
@@ -123,9 +123,9 @@ def test_periodic_spikes_every_ten_seconds() -> None:
 
 
 def test_random_spikes_are_not_periodic() -> None:
-    """Randomly placed spikes do not make up a period (checked over many seeds)."""
+    """Randomly placed spikes do not make up a period: at most one false period in 150 seeds (anomalies.md)."""
     fired = 0
-    for seed in range(20):
+    for seed in range(150):
         rng = np.random.default_rng(seed)
         lat = _base(seed)
         lat[rng.choice(60_000, 30, replace=False)] += 200_000
@@ -134,12 +134,12 @@ def test_random_spikes_are_not_periodic() -> None:
 
 
 def test_a_minute_long_period_in_a_long_run() -> None:
-    """"Every ~60 s" in a 15-minute run, among 30 random spikes."""
+    """"Every ~60 s" in a 15-minute run, among 100 random spikes (anomalies.md)."""
     rng = np.random.default_rng(1)
     n = 900_000
     lat = 20_000 * rng.lognormal(0, 0.1, n)
     lat[np.arange(3_000, n, 60_000)] += 150_000
-    lat[rng.choice(n, 30, replace=False)] += 150_000
+    lat[rng.choice(n, 100, replace=False)] += 150_000
     periodic = [a for a in find_anomalies(_run(lat)) if a.kind == "periodic_spikes"]
     assert periodic and periodic[0].period_s == pytest.approx(60, rel=0.01)
 

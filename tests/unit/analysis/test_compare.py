@@ -6,10 +6,19 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp, mannwhitneyu
 
-from latscope.analysis.compare import (
-    HIGHER, LOWER, SAME, UNTESTED, RunData, Settings, compare_pair, hodges_lehmann, quantile_shift, rank_tests,
-)
 from latscope.analysis.bootstrap import Dependence
+from latscope.analysis.compare import (
+    HIGHER,
+    LOWER,
+    SAME,
+    UNTESTED,
+    RunData,
+    Settings,
+    compare_pair,
+    hodges_lehmann,
+    quantile_shift,
+    rank_tests,
+)
 from tests.support import ar1_lognormal
 
 FAST = Settings(resamples=300)

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 from latscope.analysis import metrics
@@ -74,7 +73,7 @@ def test_imported_run_reports_what_the_tool_reported(tmp_path: Path, kind: str) 
 
 def test_created_is_the_measurement_time_when_known(tmp_path: Path) -> None:
     """created comes from the file (irtt start time); the import time is kept in source."""
-    now = _dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=_dt.timezone.utc)
+    now = _dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=_dt.UTC)
     run = import_run(ResultsStore(tmp_path), "irtt", FILES["irtt"], name="x", now=now)
     assert run.record.created.startswith("2026-") and run.record.source["created_from"] == "file"
     assert run.record.source["imported_at"].startswith("2030-01-02T03:04:05")

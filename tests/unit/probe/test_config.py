@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latscope.errors import ConfigError
-from latscope.probe.config import MeasureConfig, parse_hostport
+from latscope.probe.config import MeasureConfig, host_and_port, parse_hostport
 
 
 def test_defaults_are_the_classic_stream() -> None:
@@ -50,11 +50,49 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
     assert parse_hostport(text, 48500) == expected
 
 
-@pytest.mark.parametrize("text", [":5", "host:port", "host:70000", "[::1]:x"])
+@pytest.mark.parametrize("text", [":5", "host:port", "host:70000", "[::1]:x", "[::1", "[::1]5", "[]:5", "h:0"])
 def test_parse_hostport_rejects(text: str) -> None:
     """Missing hosts and bad ports are ConfigErrors."""
     with pytest.raises(ConfigError):
         parse_hostport(text, 1)
+
+
+@pytest.mark.parametrize(("text", "port", "expected"), [
+    ("127.0.0.1", None, ("127.0.0.1", 48500)),
+    ("127.0.0.1", 6000, ("127.0.0.1", 6000)),
+    ("127.0.0.1:6000", None, ("127.0.0.1", 6000)),
+    ("127.0.0.1:6000", 6000, ("127.0.0.1", 6000)),
+    ("[::1]:7", None, ("::1", 7)),
+    ("[::1]", 8, ("::1", 8)),
+    ("::", 9, ("::", 9)),
+])
+def test_host_and_port(text: str, port: int | None, expected: tuple[str, int]) -> None:
+    """The port comes from the address, from --port, from both when they agree, else the default."""
+    assert host_and_port(text, port, "--bind") == expected
+
+
+def test_host_and_port_conflict_names_both() -> None:
+    """A port in the address and a different --port: one error that names both."""
+    with pytest.raises(ConfigError, match=r"--bind 127.0.0.1:6000 says port 6000 but --port says 7000"):
+        host_and_port("127.0.0.1:6000", 7000, "--bind")
+    with pytest.raises(ConfigError, match="--port must be 1..65535"):
+        host_and_port("127.0.0.1", 0, "--bind")
+
+
+def test_dest_port_conflict_is_a_config_error() -> None:
+    """run --topology none --dest HOST:PORT --port OTHER fails before anything is built."""
+    with pytest.raises(ConfigError, match="give the port once"):
+        MeasureConfig(topology="none", dest="198.18.0.2:5000", port=5001)
+    assert MeasureConfig(topology="none", dest="198.18.0.2:5000", port=5000).port == 5000
+
+
+def test_remote_topology_takes_l2_and_no_dest() -> None:
+    """send's one config: the remote topology accepts --l2 frames (the endpoint says where), not --dest."""
+    from latscope.probe.config import REMOTE
+
+    assert MeasureConfig(topology=REMOTE, family="packet", vid=5).family == "packet"
+    with pytest.raises(ConfigError, match="--dest is only"):
+        MeasureConfig(topology=REMOTE, dest="198.18.0.2:5000")
 
 
 def test_cpu_dma_latency_needs_the_device(tmp_path) -> None:
@@ -63,9 +101,8 @@ def test_cpu_dma_latency_needs_the_device(tmp_path) -> None:
 
     with cpu_dma_latency(None) as held:
         assert held == {"requested": None}
-    with pytest.raises(ConfigError, match="does not exist"):
-        with cpu_dma_latency(0, str(tmp_path / "missing")):
-            pass
+    with pytest.raises(ConfigError, match="does not exist"), cpu_dma_latency(0, str(tmp_path / "missing")):
+        pass
     with pytest.raises(ConfigError, match="--cpu-dma-latency"):
         MeasureConfig(cpu_dma_latency_us=-1)
 

@@ -86,7 +86,7 @@ def test_a_normal_end_changes_nothing() -> None:
 
 
 def test_the_stop_request_names_the_signal() -> None:
-    cols, counts, end = join(_sender(3), {"interrupted": True, "signal": "SIGTERM"}, _receiver(3, [0, 1, 2]),
+    _cols, _counts, end = join(_sender(3), {"interrupted": True, "signal": "SIGTERM"}, _receiver(3, [0, 1, 2]),
                              {"stop_reason": "end"}, 9, signal.SIGINT)
     assert end.interrupted and end.reason == "stopped by SIGINT"
 

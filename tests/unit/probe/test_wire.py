@@ -6,7 +6,6 @@ import hmac
 import json
 
 import pytest
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +14,8 @@ from latscope.probe import wire
 
 def _data_packet(size: int = 64, **kw) -> bytearray:
     buf = bytearray(size)
-    fields = dict(kind=wire.KIND_DATA, length=size, stream=42, nonce=2**64 - 1, seq=7, sched_ns=1, wake_ns=2,
-                  send_ns=3, tx_ns=5, tx_back=1, flags=0)
+    fields = {"kind": wire.KIND_DATA, "length": size, "stream": 42, "nonce": 2**64 - 1, "seq": 7, "sched_ns": 1, "wake_ns": 2,
+                  "send_ns": 3, "tx_ns": 5, "tx_back": 1, "flags": 0}
     fields.update(kw)
     wire.pack_into(buf, **fields)
     return buf
@@ -59,7 +58,7 @@ def test_mac_covers_everything_but_send_ns() -> None:
     buf[wire.SEND_OFFSET:wire.SEND_OFFSET + 8] = (123456789).to_bytes(8, "big")
     assert wire.mac_ok(wire.Signer(key), memoryview(bytearray(buf)), len(buf))
     assert not wire.mac_ok(wire.Signer(b"other key"), memoryview(bytearray(buf)), len(buf))
-    for pos in [*range(0, wire.SEND_OFFSET), *range(wire.SEND_OFFSET + 8, len(buf))]:
+    for pos in [*range(wire.SEND_OFFSET), *range(wire.SEND_OFFSET + 8, len(buf))]:
         bad = bytearray(buf)
         bad[pos] ^= 0x01
         assert not wire.mac_ok(wire.Signer(key), memoryview(bad), len(bad)), pos

@@ -49,3 +49,32 @@ def test_wide_range_switches_to_log() -> None:
     assert figures.wide_range(v)
     fig = figures.series_with_histogram(np.arange(10_000) / 1000.0, v, "run")
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_breakdown_figures_are_drawn_from_the_breakdown_numbers() -> None:
+    """The three breakdown figures of a planted late packet: bars sized as the breakdown's own figures."""
+    from latscope.report.html import breakdown_figures, breakdown_sentence
+    from latscope.trace.breakdown import Options, analyse
+    from latscope.trace.parse_text import parse_kernel_text
+    from tests.svgbars import bar_sizes
+    from tests.unit.trace.test_steal_attribution import gap_trace, series
+
+    bd = analyse(parse_kernel_text(gap_trace(hog=True).text()), None, Options(threshold_ns=500_000),
+                 steal=series(grow_cpu1_at_ms=35))
+    drawn = {key: figures.svg(fig) for key, _title, fig in breakdown_figures(bd)}
+    assert set(drawn) == {"stages", "culprits", "timeline"}
+    bars = bar_sizes(drawn["culprits"], "culprit-")
+    assert len(bars) == len(bd.culprits) >= 2
+    w0 = bars["culprit-0"][0]
+    for i, c in enumerate(bd.culprits):
+        assert abs(bars[f"culprit-{i}"][0] / w0 - c.total_ns / bd.culprits[0].total_ns) < 0.01
+    late = bd.late[0]
+    stages = [b.stage for b in bd.baselines]
+    seg = bar_sizes(drawn["stages"], "excess-0-")
+    positive = {s.name: s.excess_ns for s in late.stages if s.excess_ns > 0}
+    assert len([h for _w, h in seg.values() if h > 0]) == len(positive)
+    top = seg[f"excess-0-{stages.index(late.dominant_stage)}"][1]
+    for name, ex in positive.items():
+        assert abs(seg[f"excess-0-{stages.index(name)}"][1] / top - ex / late.excess_ns) < 0.01
+    sentence = breakdown_sentence(bd)
+    assert "above 500.000 µs, set with --threshold" in sentence and f"{bd.late_count} of {bd.packets}" in sentence

@@ -115,7 +115,7 @@ def test_resolve_by_id_prefix_name_path(results: Path) -> None:
 def test_latest_is_the_newest_by_creation_time(results: Path) -> None:
     """'latest', the order of runs() and a name shared by runs follow the recorded creation time, not the
     directory name; directories that are not runs never win."""
-    t0 = _dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=_dt.timezone.utc)
+    t0 = _dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=_dt.UTC)
     # Names sort the other way round from creation times.
     newest = _run_at(results, "20200101-000000-aaaaaa", t0 + _dt.timedelta(hours=2), name="same")
     middle = _run_at(results, "20261101-120000-bbbbbb", t0 + _dt.timedelta(hours=1), name="same")

@@ -14,7 +14,7 @@ def test_line_bounds_handle_crlf_and_missing_final_newline() -> None:
     """Lines end before CR and a last line without newline still counts."""
     buf = scan.padded(b"ab\r\ncd\n\nlast")
     starts, ends = scan.line_bounds(buf)
-    assert [bytes(buf[s:e]) for s, e in zip(starts, ends)] == [b"ab", b"cd", b"", b"last"]
+    assert [bytes(buf[s:e]) for s, e in zip(starts, ends, strict=True)] == [b"ab", b"cd", b"", b"last"]
 
 
 def test_chunks_cut_after_newlines_only() -> None:

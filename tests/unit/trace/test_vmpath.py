@@ -29,7 +29,7 @@ from .conftest import FIXTURES
 
 VM_RUN = FIXTURES / "vm-run"
 #: Stages whose culprits include the host's view of the vCPU thread.
-VCPU_STAGES = {n for n, r, d in zip(FORWARD.names, FORWARD.roles, FORWARD.domains) if r == "vcpu" or d == "guest"}
+VCPU_STAGES = {n for n, r, d in zip(FORWARD.names, FORWARD.roles, FORWARD.domains, strict=True) if r == "vcpu" or d == "guest"}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_fit_finds_a_planted_correction() -> None:
     events = starts[pick] + (rng.random(5000) * (ends[pick] - starts[pick])).astype(np.int64)
     corr, half, fit, _fit0, used = guestclock.fit_correction([np.sort(events) + 37_000], [(starts, ends)], 500_000)
     assert used == 5000 and fit == pytest.approx(1.0)
-    assert abs(corr - 37_000) <= half and half <= 20_000
+    assert abs(corr - 37_000) <= half <= 20_000
 
 
 def test_qemu_threads_are_known_by_id_and_role(bd, vm_run) -> None:

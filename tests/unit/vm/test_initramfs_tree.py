@@ -80,7 +80,7 @@ def test_bytecode_is_an_unchecked_hash_pyc_that_python_loads(tmp_path: Path) -> 
     code = marshal.loads(pyc[16:])
     assert code.co_filename == "/guest/m.py"
     ns: dict = {}
-    exec(code, ns)
+    exec(code, ns)  # noqa: S102 - the test runs the bytecode it just compiled, to prove it is the module
     assert ns["X"] == 42
 
 
@@ -96,8 +96,8 @@ def test_the_initramfs_init_execs_the_agent_without_mounting_a_root() -> None:
 
 def test_qemu_shares_no_host_root_for_an_initramfs_root() -> None:
     """root_share=False: no virtio-9p device for / ; a --vm-cwd 9p share is still possible."""
-    base = dict(name="t", kernel=Path("/k"), initrd=Path("/i"), accel="tcg", control=Path("/c"),
-                console=Path("/con"), agent_argv=("/venv/bin/python", "-m", "latscope.remote.agent"))
+    base = {"name": "t", "kernel": Path("/k"), "initrd": Path("/i"), "accel": "tcg", "control": Path("/c"),
+                "console": Path("/con"), "agent_argv": ("/venv/bin/python", "-m", "latscope.remote.agent")}
     argv = q.command_line(q.QemuSpec(**base, root_share=False, cwd_share=Path("/w/cwd")), "qemu")
     assert "mount_tag=hostroot" not in " ".join(argv) and "path=/," not in " ".join(argv)
     assert "virtio-9p-pci,fsdev=cwd,mount_tag=cwd" in argv

@@ -18,7 +18,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from latscope.errors import ConfigError, StoreError, TopologyError
 from latscope.files import write_atomic
@@ -123,14 +123,14 @@ def module_order(modules: Path, wanted: tuple[str, ...] = GUEST_MODULES) -> list
         order.append(path)
 
     for name in wanted:
-        path = by_name.get(name.replace("-", "_"))
-        if path is None:
+        found = by_name.get(name.replace("-", "_"))
+        if found is None:
             builtin = modules / "modules.builtin"
             if builtin.is_file() and any(Path(b).name.split(".ko")[0] == name
                                          for b in builtin.read_text().split()):
                 continue
             raise TopologyError(f"guest kernel {modules.name} has no module {name}")
-        visit(path)
+        visit(found)
     return order
 
 
@@ -271,6 +271,12 @@ def _write_atomic(out: Path, data: bytes) -> None:
         raise TopologyError(str(exc)) from None
 
 
+class _Sink(Protocol):
+    """Where an image's bytes go: a file, or a gzip stream over one."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class _Cpio:
     """A minimal writer of the "newc" cpio format the kernel unpacks as initramfs.
 
@@ -279,7 +285,7 @@ class _Cpio:
     returns the bytes.
     """
 
-    def __init__(self, sink: BinaryIO | None = None) -> None:
+    def __init__(self, sink: _Sink | None = None) -> None:
         self.parts: list[bytes] = []
         self.sink = sink
         self.ino = 1

@@ -204,8 +204,9 @@ def select(p: Probe, latscope_dir: Path) -> Selection:
         site = next((s for s in p.site if _under(path, s)), None)
         if site is not None and name in p.startup:
             continue  # a .pth file's import (setuptools' _distutils_hack): the image has no .pth files
-        if site is not None:
-            key = (site, _under(path, site).split(os.sep)[0])
+        rel = _under(path, site) if site is not None else None
+        if site is not None and rel is not None:
+            key = (site, rel.split(os.sep)[0])
             tops[key] = tops.get(key, False) or name in p.eager
             continue
         rel = _under(path, p.stdlib) or _under(path, p.platstdlib)
@@ -229,7 +230,7 @@ def select(p: Probe, latscope_dir: Path) -> Selection:
         root = Path(site) / top
         for f in (_tree(root, PACKAGE_LEFT_OUT) if root.is_dir() else [root] if top.endswith(".py") else []):
             files[str(f)] = str(f)
-        for mod, path in p.modules.items():
+        for path in p.modules.values():
             if _under(path, str(root)) is not None or path == str(root):
                 if path.endswith(".py"):
                     compiled.add(path)

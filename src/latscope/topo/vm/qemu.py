@@ -154,10 +154,13 @@ def running_qemu(spec: QemuSpec) -> Iterator[Qemu]:
     argv = command_line(spec, binary)
     with open(spec.console, "wb"):
         pass
-    log = open(spec.console.with_suffix(".qemu.log"), "wb")
+    # Open for QEMU's whole life (it writes there until it is killed below), closed in the finally path.
+    log = open(spec.console.with_suffix(".qemu.log"), "wb")  # noqa: SIM115
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                pass_fds=(spec.tap_fd,) if spec.tap_fd >= 0 else (), preexec_fn=_child_setup,
+                                # One prctl and sched_setaffinity between fork and exec, no Python objects.
+                                pass_fds=(spec.tap_fd,) if spec.tap_fd >= 0 else (),
+                                preexec_fn=_child_setup,  # noqa: PLW1509
                                 start_new_session=True)
     except OSError as exc:
         log.close()
