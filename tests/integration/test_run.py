@@ -48,7 +48,8 @@ def test_run_3000_packets_json(latscope, results: Path) -> None:
     for half in ("sender", "receiver"):
         assert doc["capture"][half]["hw_timestamping"]["state"].startswith("software only")
     run_dir = Path(doc["path"])
-    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "samples.parquet"]
+    # The samples, run.json, and the host's steal time sampled during the run (env/steal.py).
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "samples.parquet", "steal.parquet"]
     assert not [p for p in results.iterdir() if p.name.startswith(".")], "staging left behind"
 
 
