@@ -75,7 +75,7 @@ def test_both_kernels_are_recorded(runs) -> None:
     guest's the guest receiver's markers; run.json says how to map the guest's clock."""
     _store, fwd, _rev = runs
     tdir = fwd.run.path / "trace"
-    for name in ("trace.txt.zst", "events.parquet", "guest.txt.zst", "guest-events.parquet"):
+    for name in ("ring.zst", "ring.json", "events.parquet", "guest.txt.zst", "guest-events.parquet"):
         assert (tdir / name).stat().st_size > 0, name
     extra = fwd.run.record.extra
     gt = extra["guest_trace"]

@@ -93,7 +93,8 @@ class Breakdown:
 # -- loading --------------------------------------------------------------
 
 def load_run_table(run_path: Path, recorded: dict[str, Any] | None = None) -> EventTable:
-    """A run's parsed trace (trace/events.parquet), re-parsed from trace/trace.txt.zst if need be.
+    """A run's parsed trace (trace/events.parquet), decoded again from trace/ring.zst (or parsed again
+    from an older run's trace/trace.txt.zst) if need be.
 
     ``recorded`` is the run.json ``trace`` record, whose error (if storing the trace failed) is quoted.
     """
@@ -103,8 +104,12 @@ def load_run_table(run_path: Path, recorded: dict[str, Any] | None = None) -> Ev
         try:
             return read_table(table_path)
         except FormatError:
-            if not (tdir / "trace.txt.zst").exists():
+            if not (tdir / "trace.txt.zst").exists() and not (tdir / "ring.zst").exists():
                 raise
+    if (tdir / "ring.zst").exists() and (tdir / "ring.json").exists():
+        from latscope.trace.capture import load_ring
+
+        return load_ring(tdir)
     for name in ("trace.txt.zst", "trace.txt"):
         if (tdir / name).exists():
             # Files of the store are read only when regular (a FIFO would hang the read).

@@ -162,6 +162,19 @@ def reap_stale(root: Path) -> list[str]:
     return reaped
 
 
+def saved_cmdlines(root: Path) -> dict[int, str]:
+    """The kernel's pid -> comm map (``saved_cmdlines``, shared by all instances), {} when unreadable."""
+    try:
+        text = (root / "saved_cmdlines").read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        pid, _, comm = line.partition(" ")
+        if pid.isdigit():
+            out[int(pid)] = comm
+    return out
+
 
 @dataclass(frozen=True)
 class CpuStats:
