@@ -125,7 +125,20 @@ def spark():
     session = job.session("local[2]", "2g")
     session.sparkContext.setLogLevel("ERROR")
     yield session
+    # stop() leaves PySpark's JVM (the py4j gateway, our child) running for reuse: end it and reap it, so no
+    # process of this test outlives it (test_import_tools checks pytest has no children left).
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
     session.stop()
+    if gateway is not None:
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 @pytest.mark.slow
