@@ -118,16 +118,6 @@ class RingMeta:
             raise FormatError(f"ring-buffer description is incomplete or malformed ({exc})") from None
 
 
-def parse_cmdlines(text: str) -> dict[int, str]:
-    """``saved_cmdlines``: one ``pid comm`` per line."""
-    out = {}
-    for line in text.splitlines():
-        pid, _, comm = line.partition(" ")
-        if pid.isdigit():
-            out[int(pid)] = comm
-    return out
-
-
 class Kallsyms:
     """The kernel's function symbols (``/proc/kallsyms``), for the names ``%ps`` prints.
 

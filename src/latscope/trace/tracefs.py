@@ -168,6 +168,11 @@ def saved_cmdlines(root: Path) -> dict[int, str]:
         text = (root / "saved_cmdlines").read_text(errors="replace")
     except OSError:
         return {}
+    return parse_cmdlines(text)
+
+
+def parse_cmdlines(text: str) -> dict[int, str]:
+    """``saved_cmdlines``: one ``pid comm`` per line."""
     out = {}
     for line in text.splitlines():
         pid, _, comm = line.partition(" ")
