@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-from latscope.errors import FormatError, StoreError
+from latscope.errors import ConfigError, FormatError, StoreError
 
 
 def reason(exc: OSError) -> str:
@@ -200,3 +200,25 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     if len(data) > limit:  # it grew after fstat
         raise FormatError(f"{path}: more than the {limit} bytes this file may have")
     return data
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, busy: str, cannot: str) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created, directories too) for the block.
+
+    ConfigError(``busy``) when another process holds it; StoreError(``cannot``: why) when it cannot be made.
+    The kernel drops the lock with its holder, so a killed holder never leaves a stale one.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{cannot}: {reason(exc)}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(busy) from None
+        yield
+    finally:
+        os.close(fd)

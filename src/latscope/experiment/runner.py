@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as _dt
-import fcntl
 import json
 import os
 import signal
@@ -29,7 +28,7 @@ from typing import Any
 
 from latscope.errors import ConfigError, StoreError
 from latscope.experiment.campaign import Campaign, PlannedRun, argv, expected_seconds
-from latscope.files import read_regular, reason, write_atomic
+from latscope.files import held_lock, read_regular, reason, write_atomic
 from latscope.process import pid_alive
 from latscope.safetext import printable
 from latscope.stopping import Stopped
@@ -145,21 +144,10 @@ def _bad_entry(runs: dict[str, Any]) -> str | None:
 @contextlib.contextmanager
 def locked(root: Path, campaign: Campaign) -> Iterator[None]:
     """One runner per campaign (or trial) and results root at a time."""
-    name = campaign.name
     d = state_dir(root, campaign)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot create the campaign's directory {d}: {reason(exc)}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"campaign {name} is being run by another process (lock {d / 'lock'})") from None
+    with held_lock(d / "lock", f"campaign {campaign.name} is being run by another process (lock {d / 'lock'})",
+                   f"cannot create the campaign's directory {d}"):
         yield
-    finally:
-        os.close(fd)
 
 
 def campaign_runs(store: ResultsStore, campaign: Campaign) -> dict[str, list[StoredRun]]:

@@ -16,7 +16,6 @@ ROW_GROUP_ROWS) and fixed-size histograms, whatever the run's length.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import shutil
@@ -34,8 +33,8 @@ from latscope.analysis.check import Limit, judge
 from latscope.contract import FLAG_DUPLICATE, FLAG_LOST, FLAG_REORDERED, FLAG_SEND_FAILED, MISSING
 from latscope.env.clock import check_host
 from latscope.env.steal import read_steal
-from latscope.errors import CaptureError, ConfigError, StoreError
-from latscope.files import reason
+from latscope.errors import CaptureError, ConfigError
+from latscope.files import held_lock, reason
 from latscope.leftovers import reap
 from latscope.monitor.histogram import Distribution, prometheus_counts
 from latscope.monitor.metrics import MetricsState, serve
@@ -131,21 +130,10 @@ class MonitorOutcome:
 @contextlib.contextmanager
 def _lock(directory: Path, host: str, stream: int) -> Iterator[None]:
     """One monitor per directory, host and stream: a second would store the same seqs twice."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / f".monitor-{safe_host(host)}-{stream}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot use {directory}: {reason(exc)}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another latscope monitor writes stream {stream} of host {host} "
-                              f"into {directory}") from None
+    with held_lock(directory / f".monitor-{safe_host(host)}-{stream}.lock",
+                   f"another latscope monitor writes stream {stream} of host {host} into {directory}",
+                   f"cannot use {directory}"):
         yield
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
