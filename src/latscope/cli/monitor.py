@@ -13,6 +13,7 @@ from latscope.cli.common import DURATION
 from latscope.cli.run import key_path, resolve_size
 from latscope.errors import ConfigError, PrivilegeError
 from latscope.privileges import can_build_namespaces
+from latscope.probe import wire
 from latscope.probe.config import MeasureConfig
 from latscope.safetext import printable
 from latscope.topo.available import TOPOLOGIES
@@ -43,8 +44,9 @@ def _log(line: str) -> None:
 @click.option("--interval", type=DURATION, default="1h", show_default=True,
               help="Length of each samples file (aligned to the clock: 1h files start on the hour); at least 1s.")
 @click.option("--period", type=DURATION, default="1ms", show_default=True, help="Interval between packets.")
-@click.option("--size", type=click.IntRange(1), default=None,
-              help="Payload bytes [default and least: 64; 80 with --key-file].")
+@click.option("--size", type=int, default=None,
+              help=f"Payload bytes, {wire.MIN_SIZE}..{wire.MAX_SIZE} [default and least: {wire.MIN_SIZE}; "
+                   f"{wire.MIN_SIZE_MAC} with --key-file].")
 @click.option("--stream", type=click.IntRange(0, 0x7FFFFFFF), default=1, show_default=True,
               help="Stream id: names the files; a restart continues the stream's seqs.")
 @click.option("--host", "host", default=None,

@@ -46,9 +46,10 @@ def probe_options(f):
         click.option("--period", type=DURATION, default="1ms", show_default=True, help="Interval between packets."),
         click.option("--count", type=click.IntRange(1), default=None, help="Packets to send [default: 60000]."),
         click.option("--duration", type=DURATION, default=None, help="Run length instead of --count (60s, 5m)."),
-        click.option("--size", type=click.IntRange(1), default=None,
-                     help="Payload bytes (UDP payload or Ethernet payload) [default and least: 64; 80 with "
-                          "--key-file]."),
+        click.option("--size", type=int, default=None,
+                     help=f"Payload bytes (UDP payload or Ethernet payload), {wire.MIN_SIZE}..{wire.MAX_SIZE} "
+                          f"(at most 1500 with --l2) [default and least: {wire.MIN_SIZE}; {wire.MIN_SIZE_MAC} "
+                          "with --key-file]."),
         click.option("--spin", type=DURATION, default="0", help="Busy-wait this long before each deadline (50us)."),
         click.option("--base-time", "base_time", default=None,
                      help="Absolute start (CLOCK_REALTIME seconds, e.g. 1795605691.5); default: next whole period."),
