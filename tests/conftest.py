@@ -52,12 +52,42 @@ def tracefs_problem(caps: int) -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked root or tracefs where the capabilities or the tracefs they need are missing.
+#: ``./dev test`` runs the suite in two phases (LATSCOPE_TEST_PHASE): ``parallel`` (pytest-xdist
+#: workers) takes every test not marked serial, ``serial`` takes the serial ones on a machine left to them.
+PHASES = ("parallel", "serial")
 
-    What counts is the effective capability set, not the uid: CI runs as root with every capability,
-    so these tests run there.
+
+def test_phase(config: pytest.Config) -> str | None:
+    phase = os.environ.get("LATSCOPE_TEST_PHASE") or None
+    if phase is not None and phase not in PHASES:
+        raise pytest.UsageError(f"LATSCOPE_TEST_PHASE={phase}: expected one of {', '.join(PHASES)}")
+    return phase
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep this phase's tests, group them for the xdist workers, skip what this machine cannot run.
+
+    Grouping (``--dist loadgroup``): every VM test goes to one worker, so the session's booted guest is
+    booted once; the tests of one integration or hostile file stay together on one worker, in order,
+    as they were written (module fixtures, fixed ports inside their namespaces); unit tests spread one
+    by one. Runs before xdist's own hook, which reads the groups.
+
+    Skips: what counts is the effective capability set, not the uid: CI runs as root with every
+    capability, so the tests marked root or tracefs run there.
     """
+    phase = test_phase(config)
+    if phase is not None:
+        keep = [it for it in items if ("serial" in it.keywords) == (phase == "serial")]
+        dropped = [it for it in items if ("serial" in it.keywords) != (phase == "serial")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+    for item in items:
+        if "vm" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("vm"))
+        elif not item.nodeid.startswith("tests/unit/"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     caps = effective_caps()
     missing = missing_caps(caps)
     skip_root = pytest.mark.skip(reason=f"needs {', '.join(missing)}") if missing else None

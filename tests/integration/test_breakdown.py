@@ -159,6 +159,7 @@ def overlap_ns(held: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(hi - lo, 0, None).sum(axis=1)
 
 
+@pytest.mark.serial
 def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(latscope, results: Path,
                                                                              tmp_path: Path) -> None:
     """A SCHED_FIFO busy loop on the receiver's CPU, checked against the intervals it recorded itself.
@@ -234,6 +235,7 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     assert f"{HOG_COMM} (pid {hog.pid})" in text.stdout
 
 
+@pytest.mark.serial
 def test_fsync_writer_io_is_attributed_where_it_ran(latscope, results: Path, tmp_path: Path) -> None:
     """An fsync loop on the receiver's CPU: its I/O work is named on the CPU where it ran, never beyond its time.
 

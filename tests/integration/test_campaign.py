@@ -86,6 +86,7 @@ def no_run_processes() -> bool:
     return not out.strip()
 
 
+@pytest.mark.serial
 def test_killed_twice_resumes_to_exactly_one_run_per_cell_and_repeat(results: Path, tmp_path: Path,
                                                                       latscope) -> None:
     camp = tmp_path / "c.toml"
@@ -217,6 +218,7 @@ def test_examples_plan_with_every_level_checked(example: str, latscope) -> None:
     assert len(doc["runs"]) == len(doc["cells"]) * doc["repeats"]
 
 
+@pytest.mark.serial
 def test_bridge_stress_example_runs_at_a_small_count(results: Path, latscope) -> None:
     example = str(EXAMPLES / "bridge-stress.toml")
     trial = ("--set", "count=300", "--repeats", "1")

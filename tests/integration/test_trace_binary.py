@@ -128,6 +128,7 @@ def _burst(marker: str, n: int, per_burst: int = 250, pause_s: float = 0.01) -> 
         os.close(fd)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("streamed", [False, True])
 def test_streaming_keeps_up_where_the_same_small_buffer_overruns(tmp_path: Path, streamed: bool) -> None:
     n = 60_000   # about 3 MB of events on CPU 0, three times its buffer
