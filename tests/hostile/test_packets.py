@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from latscope import netns as ns
 from latscope.probe import wire
 from latscope.store.layout import ResultsStore
 from latscope.topo.veth import RECEIVER_ADDR4, veth_pair
@@ -246,7 +247,10 @@ def test_recv_pinned_stream_ignores_another_senders_hello(results: Path) -> None
 def _wait_dropped(netns: str, n: int, timeout_s: float = 30.0) -> None:
     """Block until the drop rule has dropped ``n`` real packets (so the forgeries come after them)."""
     deadline = time.monotonic() + timeout_s
-    while nft_dropped(netns) < n:
+    while True:
+        assert netns in ns.owned(), f"{netns} is gone: the run ended before its packets reached the drop rule"
+        if nft_dropped(netns) >= n:
+            return
         assert time.monotonic() < deadline, "the real packets never reached the drop rule"
         time.sleep(0.05)
 
@@ -254,7 +258,9 @@ def _wait_dropped(netns: str, n: int, timeout_s: float = 30.0) -> None:
 # -- run ---------------------------------------------------------------------------------------------------
 
 def _start_run(results: Path, *extra: str, count: int = COUNT) -> subprocess.Popen[str]:
-    base = time.clock_gettime_ns(time.CLOCK_REALTIME) + 4_000_000_000  # time to attack before the first packet
+    # Time to attack before the first packet: the attack starts Python processes in the namespaces, which on
+    # a loaded 2-CPU machine (the suite's other workers) took more than the 4 s this once had.
+    base = time.clock_gettime_ns(time.CLOCK_REALTIME) + 12_000_000_000
     return subprocess.Popen([str(BIN / "latscope"), "run", "--count", str(count), "--period", "1ms", "--port",
                              str(PORT), "--base-time", str(base), "--json", "-q", "--results", str(results),
                              *extra], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

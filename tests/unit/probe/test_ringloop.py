@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from latscope.contract import FLAG_DUPLICATE, FLAG_REORDERED, MISSING
 from latscope.probe import ring as R
+from latscope.probe import timestamping as ts
 from latscope.probe import wire
 from latscope.probe.clock import RealClock
 from latscope.probe.ringloop import run_ring_receiver
@@ -29,6 +31,25 @@ def _interrupt(_s: int, _f: object) -> None:
     raise Interrupted("test over")
 
 
+def wait_for_rx_stamps(sock: socket.socket) -> None:
+    """Until a packet arrives with its software receive timestamp (consumed here).
+
+    The kernel turns receive timestamps on for the whole machine through a deferred work item
+    (net_enable_timestamp) when the first socket asks while no other socket has them on: packets
+    that arrive before that work has run carry none. On a busy machine that can be a while.
+    """
+    port = sock.getsockname()[1]
+    deadline = time.monotonic() + 30
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        while time.monotonic() < deadline:
+            out.sendto(b"warm-up", ("127.0.0.1", port))
+            _data, anc, _flags, _addr = sock.recvmsg(2048, 1024)
+            if any(level == socket.SOL_SOCKET and kind == ts.SCM_TIMESTAMPING for level, kind, _d in anc):
+                return
+            time.sleep(0.01)
+    raise AssertionError("no receive timestamps after 30 s")
+
+
 def test_ring_receiver_files_each_packet_under_its_seq(tmp_path: Path) -> None:
     """seq & mask slots, a duplicate flagged once, a reordered one flagged, below the watermark refused as late,
     a stranger counted foreign; the controller's counters follow."""
@@ -38,6 +59,7 @@ def test_ring_receiver_files_each_packet_under_its_seq(tmp_path: Path) -> None:
     ring.header[R.H_WATERMARK] = 3
     sock = open_receiver(Endpoint("inet", "127.0.0.1", 0))
     port = sock.getsockname()[1]
+    wait_for_rx_stamps(sock)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
         for seq in (20, 21, 21, 19, 2):
             out.sendto(packet(seq), ("127.0.0.1", port))

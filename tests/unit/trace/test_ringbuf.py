@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,10 @@ def test_reader_runs_idle_and_off_the_probe_cpus_when_one_is_spare(tmp_path: Pat
     sink = stream.PageSink(tmp_path / "ring.zst", PAGE)
     reader = stream.Reader(_NoPipes(), sink, interval_s=0.01, avoid_cpus={allowed[0]})  # type: ignore[arg-type]
     reader.start()
+    # An idle-class thread on a busy machine may not have run yet: wait for its first drain, not for time.
+    deadline = time.monotonic() + 60
+    while reader.stats.drains < 1 and reader.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
     reader.finish()
     sink.close()
     assert reader.error is None and reader.stats.drains >= 1
