@@ -32,8 +32,37 @@ from latscope.trace.qemuthreads import QemuThreads
 from latscope.trace.vmpath import VmPackets
 
 
-def _overlap(ivals: list[tuple[int, int]], a: int, b: int) -> int:
-    return sum(max(0, min(b, e) - max(a, s)) for s, e in ivals)
+def _overlaps(ivals: list[tuple[int, int]], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each window [a[k], b[k]): the sum over ``ivals`` of their overlap with it (no scan per window).
+
+    The overlap of [s, e) with [a, b) is F(b) - F(a), with F(x) = sum of max(x - s, 0) - max(x - e, 0)
+    over the intervals; each sum is a count and a prefix sum over the sorted starts (ends). Times are
+    taken relative to the smallest one so the products stay far inside int64.
+    """
+    if not ivals or len(a) == 0:
+        return np.zeros(len(a), np.int64)
+    iv = np.asarray(ivals, np.int64)
+    base = min(int(iv.min()), int(a.min()))
+    starts, ends = np.sort(iv[:, 0] - base), np.sort(iv[:, 1] - base)
+    cs = np.concatenate([[0], np.cumsum(starts)])
+    ce = np.concatenate([[0], np.cumsum(ends)])
+
+    def f(x: np.ndarray) -> np.ndarray:
+        x = x - base
+        ks, ke = np.searchsorted(starts, x, side="right"), np.searchsorted(ends, x, side="right")
+        return (ks * x - cs[ks]) - (ke * x - ce[ke])
+
+    return f(b) - f(a)
+
+
+def _running_at(tl: Timeline, cpu: int, ts: np.ndarray) -> np.ndarray:
+    """model.running_at for many times on one CPU: the pid running at each (-1 when unknown)."""
+    seg = tl.segments.on(cpu)
+    if seg.stop <= seg.start:
+        return np.full(len(ts), -1, np.int64)
+    j = np.searchsorted(tl.segments.start[seg], ts, side="right") - 1
+    pids = tl.segments.pid[seg.start + np.maximum(j, 0)]
+    return np.where(j >= 0, pids, -1)
 
 
 def fmt_ms(ns: int) -> str:
@@ -308,15 +337,11 @@ class VmCulprits:
         """The guest's silent stretches, less what the host explains (the vCPU thread was not running)."""
         assert self.guest is not None
         gap_min = int(max(GAP_MIN_NS, base.p99_ns))
-        out = []
-        for s, e in silent_gaps(self.guest, cpu, a, b, gap_min):
-            if running_at(self.guest, cpu, (s + e) // 2) not in (victim, 0, -1):
-                continue
-            explained = _overlap(offcpu, s, e)
-            rest = (e - s) - explained
-            if rest >= MIN_SHARE_NS:
-                out.append(Culprit("gap", "silent gap (no events)", -1, cpu, int(rest), stage,
-                                   "no guest event while the vCPU thread ran: emulation or untraced guest work",
-                                   "guest"))
-        return out
+        gaps = np.asarray(silent_gaps(self.guest, cpu, a, b, gap_min), np.int64).reshape(-1, 2)
+        s, e = gaps[:, 0], gaps[:, 1]
+        mine = np.isin(_running_at(self.guest, cpu, (s + e) // 2), (victim, 0, -1))
+        rest = (e - s) - _overlaps(offcpu, s, e)
+        return [Culprit("gap", "silent gap (no events)", -1, cpu, int(r), stage,
+                        "no guest event while the vCPU thread ran: emulation or untraced guest work", "guest")
+                for r in rest[mine & (rest >= MIN_SHARE_NS)]]
 
