@@ -258,6 +258,17 @@ class Payloads:
         """Unsigned little-endian integers of ``size`` bytes at byte offsets ``at`` (as uint64)."""
         if size not in (1, 2, 4, 8):
             raise ValueError(f"unsupported field size {size}")
+        if len(at) and size <= 4:
+            # payloads start 4-byte aligned, so a field's offset within its word is usually the same in
+            # every event: then a field that does not cross a word is one gather and a shift
+            r = int(at[0]) & 3
+            if r + size <= 4 and not np.any((at & 3) != r):
+                v = self.words[at >> 2]
+                if r:
+                    v = v >> np.uint32(8 * r)
+                if size < 4:
+                    v = v & np.uint32((1 << (8 * size)) - 1)
+                return v.astype(np.uint64)
         wi = at // 4
         shift = ((at % 4) * 8).astype(np.uint64)
         lo = self.words[wi].astype(np.uint64)

@@ -81,6 +81,8 @@ class PageSink:
         import pyarrow as pa
 
         self.path, self.page_size = path, page_size
+        #: Pages written per CPU (what the merge of latscope.trace.ringstore needs to know).
+        self.pages: dict[int, int] = {}
         self._cm = atomic_output(path)
         raw = self._cm.__enter__()
         self._done = False
@@ -94,6 +96,7 @@ class PageSink:
     def write(self, cpu: int, page: bytes) -> None:
         self._out.write(RECORD.pack(cpu, 0))
         self._out.write(page)
+        self.pages[cpu] = self.pages.get(cpu, 0) + 1
 
     def close(self, keep: bool = True) -> None:
         """Finish the file (``keep=False``: discard it); safe to call twice."""
@@ -305,3 +308,13 @@ def read_ring(path: Path, chunk_pages: int = 1 << 15) -> Iterator[tuple[np.ndarr
                     raise FormatError(f"{path}: ends inside a page record")
         except (OSError, pa.ArrowException) as exc:
             raise FormatError(f"{path}: corrupt or unreadable ({exc})") from None
+
+
+def ring_cpu_pages(path: Path) -> dict[int, int]:
+    """Pages per CPU of a ``ring.zst`` (one pass over the file)."""
+    out: dict[int, int] = {}
+    for _pages, cpus in read_ring(path):
+        u, n = np.unique(cpus, return_counts=True)
+        for c, k in zip(u.tolist(), n.tolist(), strict=True):
+            out[c] = out.get(c, 0) + k
+    return out
