@@ -259,8 +259,8 @@ class TraceCapture:
                 info["pages_after_run"] = left
                 cmdlines = tracefs.saved_cmdlines(inst.root)
                 ring = binary.RingMeta(self.page_size, inst.read("events/header_page"), self.formats, cmdlines)
-                pages = dict(self.sink.pages) if self.sink is not None else None
-                info.update(store_trace(workdir / TRACE_DIR, ring, info, notify=self.notify, cpu_pages=pages))
+                index = self.sink.index if self.sink is not None else None
+                info.update(store_trace(workdir / TRACE_DIR, ring, info, notify=self.notify, index=index))
         except (LatscopeError, OSError) as exc:
             info["error"] = str(exc)
         except Stopped as exc:
@@ -332,17 +332,17 @@ def event_formats(inst: tracefs.Instance, specs: list[ev.EventSpec]) -> dict[int
 
 
 def store_trace(out: Path, ring: binary.RingMeta, info: dict[str, Any],
-                notify: Callable[[str], None] | None = None, cpu_pages: dict[int, int] | None = None,
+                notify: Callable[[str], None] | None = None, index: st.RingIndex | None = None,
                 workers: int | None = None) -> dict[str, Any]:
     """Decode ``out/ring.zst`` with ``ring`` into events.parquet (latscope.trace.ringstore); write ring.json
-    (with the function names). ``cpu_pages``: the file's pages per CPU, when the writer counted them."""
+    (with the function names). ``index``: the file's pages per CPU, when the writer kept count (PageSink.index)."""
     timings: dict[str, float] = {}
     t = time.monotonic()
     meta: dict[str, Any] = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
     meta["overruns"] = info.get("overruns", 0)
     meta["per_cpu"] = info.get("per_cpu", {})
     tmeta = ringstore.store_ring(out / RING_FILE, ring, out / TABLE_FILE, meta=meta, kallsyms=binary.Kallsyms.load(),
-                                 cpu_pages=cpu_pages, workers=workers)
+                                 index=index, workers=workers)
     timings["decode_and_write_s"] = time.monotonic() - t
     t = time.monotonic()
     with atomic_output(out / RING_META) as fh:

@@ -15,8 +15,10 @@ workers return:
   runs, concatenated CPU after CPU, by a stable sort: equal times by CPU,
   then buffer order, the order of ``binary.time_order``) and written as row
   groups, on a thread of their own while the next chunk is merged;
-* the file's page count per CPU (from the capture, or one pass over the
-  file) says when a CPU has no pages left, so it holds nothing back.
+* the file's page count per CPU (stream.RingIndex: from the capture, or
+  one pass over the file) says when a CPU has no pages left, so it holds
+  nothing back; a CPU not decoded yet holds back only what is earlier than
+  the timestamp of its first page's header (no event of it is earlier).
 
 What is in memory at once: the chunks being decoded (WORKERS + 1 of them
 in flight, their pages and decoded rows), the rows waiting for the other
@@ -118,6 +120,8 @@ class Merger:
     emit: Callable[[EventTable, np.ndarray, tuple[str, ...], tuple[str, ...]], None]
     #: Pages of each CPU still to be decoded.
     left: dict[int, int]
+    #: No event of a CPU is earlier than this (its first page's header time), for CPUs not decoded yet.
+    floor: dict[int, int] = field(default_factory=dict)
     strings: dict[str, int] = field(default_factory=dict)
     names: dict[str, int] = field(default_factory=dict)
     waiting: dict[int, list[EventTable]] = field(default_factory=dict)
@@ -134,7 +138,8 @@ class Merger:
             if len(t) == 0:
                 continue
             ts = t.ts
-            if bool(np.any(ts[1:] < ts[:-1])) or int(ts[0]) < self.last.get(cpu, self.emitted_before):
+            if bool(np.any(ts[1:] < ts[:-1])) or int(ts[0]) < max(self.last.get(cpu, self.emitted_before),
+                                                                    self.floor.get(cpu, self.emitted_before)):
                 raise Unsorted(f"CPU {cpu}'s events are not in time order")
             self.waiting.setdefault(cpu, []).append(self._global_ids(t))
             self.last[cpu] = int(ts[-1])
@@ -160,9 +165,9 @@ class Merger:
             bound = np.iinfo(np.int64).max
         else:
             busy = [c for c, n in self.left.items() if n > 0]
-            if any(c not in self.last for c in busy):
-                return   # a CPU with pages to come has shown no events yet: they may be the earliest
-            bound = min((self.last[c] for c in busy), default=np.iinfo(np.int64).max)
+            if any(c not in self.last and c not in self.floor for c in busy):
+                return   # a CPU with pages to come and nothing known of their times: they may be the earliest
+            bound = min((self.last.get(c, self.floor.get(c, 0)) for c in busy), default=np.iinfo(np.int64).max)
         cpus = [c for c in sorted(self.waiting) if self.waiting[c]]
         if not cpus:
             return
@@ -226,12 +231,12 @@ def workers_for(n: int | None = None) -> int:
 
 def store_ring(path: Path, ring: binary.RingMeta, out: Path, *, meta: dict[str, Any] | None = None,
                kallsyms: binary.Kallsyms | None = None, addresses: binary.AddressMix | None = None,
-               cpu_pages: dict[int, int] | None = None, chunk_pages: int = DECODE_PAGES,
+               index: st.RingIndex | None = None, chunk_pages: int = DECODE_PAGES,
                workers: int | None = None, comm_fallback: bool = True) -> dict[str, Any]:
     """Decode the page file ``path`` into the events.parquet ``out``; return the table's metadata.
 
-    ``cpu_pages``: the file's pages per CPU when the caller counted them
-    (else the file is read once more to count). Function names resolved
+    ``index``: the file's pages per CPU and their first timestamps, when the
+    writer kept them (PageSink.index; else the file is read once more for them). Function names resolved
     with ``kallsyms`` are added to ``ring.symbols``. Pointer fields are mixed
     with ``addresses`` (a fresh key when None). ``meta`` goes into the
     table's metadata with the decoder's (format, parse counts) and, under
@@ -239,8 +244,8 @@ def store_ring(path: Path, ring: binary.RingMeta, out: Path, *, meta: dict[str, 
     """
     mix = addresses or binary.AddressMix()
     info = dict(meta or {})
-    if cpu_pages is None:
-        cpu_pages = st.ring_cpu_pages(path)
+    if index is None:
+        index = st.ring_index(path)
     if kallsyms is not None:
         _ = kallsyms.addrs   # read once, before the workers are forked (they inherit it)
     job = _Job(ring, kallsyms, mix, comm_fallback)
@@ -248,7 +253,7 @@ def store_ring(path: Path, ring: binary.RingMeta, out: Path, *, meta: dict[str, 
     start_meta = {**info, "format": "ftrace-binary", "ts_resolution_ns": 1, "ts_source": "binary",
                   "pointers": "mixed"}
     try:
-        return _stream(path, out, job, start_meta, dict(cpu_pages), chunk_pages, nworkers)
+        return _stream(path, out, job, start_meta, index, chunk_pages, nworkers)
     except Unsorted as exc:
         table = decode_all(path, ring, kallsyms=kallsyms, addresses=mix, meta=start_meta, chunk_pages=chunk_pages,
                            comm_fallback=comm_fallback)
@@ -257,7 +262,7 @@ def store_ring(path: Path, ring: binary.RingMeta, out: Path, *, meta: dict[str, 
         return table.meta
 
 
-def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], cpu_pages: dict[int, int],
+def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], index: st.RingIndex,
             chunk_pages: int, nworkers: int) -> dict[str, Any]:
     writer = TableWriter(out, start_meta)
     parses: list[dict[str, Any]] = []
@@ -278,7 +283,7 @@ def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], cpu_pa
                     last_write.pop().result()
                 last_write.append(wpool.submit(write, src, pick, strings, names))
 
-            merger = Merger(emit, dict(cpu_pages))
+            merger = Merger(emit, dict(index.pages), dict(index.first_ts))
 
             def take(result: tuple[list[tuple[int, EventTable]], dict[int, str], dict[str, Any]],
                      pages: dict[int, int]) -> None:
