@@ -145,6 +145,18 @@ def pointer_field(f: rb.Field) -> bool:
     return f.size in (4, 8) and not f.dynamic and ("*" in f.ctype or "addr" in f.name.lower())
 
 
+def pointer_columns(formats: dict[int, rb.EventFormat]) -> dict[str, list[int]]:
+    """Per event name, the ``a0..a4`` columns (0..4) that hold a mixed pointer in a decoded table."""
+    out: dict[str, list[int]] = {}
+    for fmt in formats.values():
+        spec = BINARY_SPECS.get(fmt.name, ())
+        cols = [int(col[1]) for col, kind, name in spec
+                if kind == INT and name in fmt.fields and pointer_field(fmt.fields[name])]
+        if cols:
+            out[fmt.name] = sorted(cols)
+    return out
+
+
 @dataclass
 class RingMeta:
     """What decoding pages needs besides the pages: layouts, names, the kernel's maps at capture time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_slices_of_small_chunks_make_the_table_decoded_at_once(tmp_path: Path, w
     pf = pq.ParquetFile(tmp_path / "events.parquet")
     assert pf.metadata.num_row_groups > 3
     stats = [pf.metadata.row_group(i).column(0).statistics for i in range(pf.metadata.num_row_groups)]
-    assert all(a.max < b.min for a, b in zip(stats, stats[1:], strict=False))
+    assert all(a.max < b.min for a, b in itertools.pairwise(stats))
     # the rows held back waiting for slower CPUs stayed a few chunks' worth
     assert store["max_rows_waiting"] < len(whole) / 3
 
