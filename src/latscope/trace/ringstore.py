@@ -42,12 +42,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latscope.errors import TraceError
 from latscope.trace import binary
 from latscope.trace import stream as st
 from latscope.trace.table import EventTable, TableWriter, empty_table, write_table
@@ -327,6 +329,9 @@ def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], index:
         meta["parse"].setdefault("events", 0)
         writer.close(meta)
         return meta
+    except BrokenProcessPool as exc:
+        writer.abort()
+        raise TraceError(f"a process decoding the trace died ({exc})") from None
     except BaseException:
         writer.abort()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from latscope.errors import TraceError
 from latscope.trace import binary, ringstore, stream
 from latscope.trace.table import read_table
 from tests.unit.trace.test_ringbuf import PAGE, RING, data, page, waking
@@ -158,3 +160,18 @@ def test_stored_pointers_keep_their_equalities_and_are_never_the_addresses(tmp_p
     assert not (stored.view(np.uint64) == raw)[raw != 0].any()
     pairs = np.unique(np.stack([stored.view(np.uint64), raw]), axis=1).shape[1]
     assert pairs == len(np.unique(stored)) == len(np.unique(raw)) == len(ADDRS)
+
+
+def _die(pages: np.ndarray, cpus: np.ndarray, job: object = None) -> None:
+    os._exit(3)
+
+
+def test_a_decoding_process_that_dies_is_a_trace_error_and_leaves_no_table(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pages, cpus = capture(np.random.default_rng(2))
+    counts = write_ring(tmp_path / "ring.zst", pages, cpus)
+    monkeypatch.setattr(ringstore, "_decode", _die)   # the forked workers run this one
+    with pytest.raises(TraceError, match="died"):
+        ringstore.store_ring(tmp_path / "ring.zst", RING, tmp_path / "events.parquet", index=counts,
+                             chunk_pages=4, workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ring.zst"]
