@@ -253,6 +253,8 @@ def store_ring(path: Path, ring: binary.RingMeta, out: Path, *, meta: dict[str, 
         _ = kallsyms.addrs   # read once, before the workers are forked (they inherit it)
     job = _Job(ring, kallsyms, mix, comm_fallback)
     nworkers = workers_for(workers)
+    if nworkers > 1:
+        _warm_up(path, job)
     start_meta = {**info, "format": "ftrace-binary", "ts_resolution_ns": 1, "ts_source": "binary",
                   "pointers": "mixed"}
     try:
@@ -338,6 +340,17 @@ def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], index:
     except BaseException:
         writer.abort()
         raise
+
+
+def _warm_up(path: Path, job: _Job) -> None:
+    """Decode a few pages here, before the workers are forked: what the decoder imports and compiles on
+    first use (pyarrow.compute alone takes 0.4-0.8 s to import) is then done once, not once per worker."""
+    import pyarrow.compute  # noqa: F401
+
+    for pages, cpus in st.read_ring(path, 16):
+        binary.decode_table(pages, cpus, job.ring, comm_fallback=job.comm_fallback, sort=False,
+                            addresses=job.addresses)
+        break
 
 
 def _children_cpu_s() -> float:
