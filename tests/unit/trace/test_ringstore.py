@@ -175,3 +175,12 @@ def test_a_decoding_process_that_dies_is_a_trace_error_and_leaves_no_table(tmp_p
         ringstore.store_ring(tmp_path / "ring.zst", RING, tmp_path / "events.parquet", index=counts,
                              chunk_pages=4, workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ring.zst"]
+
+
+def test_workers_are_one_per_idle_cpu() -> None:
+    allowed = len(os.sched_getaffinity(0))
+    assert ringstore.workers_for(3) == 3 and ringstore.workers_for(0) == 1
+    assert ringstore.workers_for(load=0.0) == min(ringstore.MAX_WORKERS, allowed)
+    assert ringstore.workers_for(load=float(allowed)) == 1 and ringstore.workers_for(load=50.0) == 1
+    if allowed >= 2:
+        assert ringstore.workers_for(load=allowed - 1.2) == 1 and ringstore.workers_for(load=allowed - 2.0) == 2
