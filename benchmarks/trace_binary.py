@@ -22,7 +22,8 @@ field (pointer fields: the same cells share a value as share an address in
 the text, and none is the address), and prints one JSON document with the
 timings (wall and the CPU seconds of this process and of the decoding
 workers; the machine is shared, so the CPU seconds are the steadier
-figure) and the peak RSS of this process and of the largest worker.
+figure) and the peak RSS of this process and of its largest child (the
+run's sender and receiver, or a decoding worker).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def main() -> None:
     import resource
 
     res["peak_rss_mib"] = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-                           "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}
+                           "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}
     res["loadavg_before"] = res_load
     res["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     doc = json.dumps(res, indent=1)
