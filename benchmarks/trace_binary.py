@@ -12,13 +12,18 @@ ways in this one invocation:
   parse it (latscope.trace.parse_text), write events.parquet;
 * binary (what it does now): drain every CPU's ``trace_pipe_raw`` (this
   consumes the buffer, so it comes second; the ``trace`` file does not
-  consume), write the pages to ring.zst, decode them
-  (latscope.trace.binary), write events.parquet.
+  consume) a few hundred pages per CPU in turn, as the streaming reader's
+  drains interleave them, into ring.zst; then store it as ``run --trace``
+  does (latscope.trace.ringstore: chunks decoded by worker processes,
+  merged by time, events.parquet written a slice at a time).
 
 Then it checks that the two tables are the same, row by row and field by
-field, and prints one JSON document with the timings (wall and this
-process's CPU seconds; the machine is shared, so the CPU seconds are the
-steadier figure).
+field (pointer fields: the same cells share a value as share an address in
+the text, and none is the address), and prints one JSON document with the
+timings (wall and the CPU seconds of this process and of the decoding
+workers; the machine is shared, so the CPU seconds are the steadier
+figure) and the peak RSS of this process and of its largest child (the
+run's sender and receiver, or a decoding worker).
 """
 
 from __future__ import annotations
@@ -33,11 +38,25 @@ from typing import Any
 import numpy as np
 
 
-def same_tables(a: Any, b: Any, racing_pids: set[int] | frozenset[int] = frozenset()) -> dict[str, int]:
+def cpu_s() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def same_tables(a: Any, b: Any, racing_pids: set[int] | frozenset[int] = frozenset(),
+                pointers: dict[str, list[int]] | None = None) -> dict[str, int]:
     """Rows that differ, per column (strings and names compared as text); comms of ``racing_pids``, whose
-    entry in the kernel's shared pid -> comm map another tracer changed while the text was rendered, apart."""
+    entry in the kernel's shared pid -> comm map another tracer changed while the text was rendered, apart.
+    ``pointers`` (event -> nums columns): cells ``a`` holds mixed and ``b`` as addresses, compared as a
+    bijection (``pointer_pairs`` not a bijection, ``pointer_unmixed``: cells that are the address)."""
     if len(a) != len(b):
         return {"rows": abs(len(a) - len(b))}
+    mask = np.zeros(a.nums.shape, bool)
+    for name, where in (pointers or {}).items():
+        mask[np.ix_(a.rows(name), where)] = True
 
     def cols(t: Any) -> dict[str, np.ndarray]:
         s = np.array([*t.strings, None], dtype=object)
@@ -50,11 +69,18 @@ def same_tables(a: Any, b: Any, racing_pids: set[int] | frozenset[int] = frozens
     racing = np.isin(a.pid, np.asarray(sorted(racing_pids), np.int32))
     for k in x:
         diff = x[k] != y[k]
+        if k == "nums":
+            diff &= ~mask
         diff = diff.any(axis=1) if diff.ndim > 1 else diff
         if k == "comm":
             out["comm_of_racing_pids"] = int((diff & racing).sum())
             diff &= ~racing
         out[k] = int(diff.sum())
+    stored, addr = a.nums[mask], b.nums[mask]
+    pairs = np.unique(np.stack([stored, addr]), axis=1).shape[1] if len(stored) else 0
+    out["pointer_cells"] = int(mask.sum())
+    out["pointer_pairs_not_a_bijection"] = int(pairs - len(np.unique(addr))) + int(pairs - len(np.unique(stored)))
+    out["pointer_unmixed"] = int(((stored == addr) & (addr != 0)).sum())
     return out
 
 
@@ -62,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--workers", type=int, help="decoding processes (default: one per CPU, at most 4)")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -70,10 +97,10 @@ def main() -> None:
     from latscope.probe.config import MeasureConfig
     from latscope.session import measure
     from latscope.store.layout import ResultsStore
-    from latscope.trace import binary, capture, stream, tracefs
+    from latscope.trace import binary, capture, ringstore, stream, tracefs
     from latscope.trace import events as ev
     from latscope.trace.parse_text import parse_kernel_text
-    from latscope.trace.table import write_table
+    from latscope.trace.table import read_table, write_table
 
     work = Path(tempfile.mkdtemp(prefix="latscope-trace-binary-", dir="/var/tmp"))
     root = tracefs.find_tracefs()
@@ -140,36 +167,50 @@ def main() -> None:
         del text, raw
 
         # -- binary: what run --trace does now -----------------------------------
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, (c0, k0) = time.perf_counter(), cpu_s()
         tb: dict[str, float] = {}
         t = time.perf_counter()
         pipes = stream.CpuPipes(inst.path, inst.cpus(), page_size)
         sink = stream.PageSink(work / capture.RING_FILE, page_size)
         pages = 0
-        for c in list(pipes.fds):
-            for page in pipes.drain(c):
-                sink.write(c, page)
-                pages += 1
+        more = True
+        while more:   # the streaming reader's drains interleave the CPUs' pages in the file
+            more = False
+            for c in list(pipes.fds):
+                for page in pipes.drain(c, limit=512):
+                    sink.write(c, page)
+                    pages += 1
+                    more = True
         sink.close()
         pipes.close()
         tb["drain_and_compress_s"] = time.perf_counter() - t
         ring = binary.RingMeta(page_size, inst.read("events/header_page"), formats, cmdlines)
-        t = time.perf_counter()
-        bin_table = capture.decode_ring(work / capture.RING_FILE, ring, kallsyms=binary.Kallsyms.load())
-        tb["decode_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        write_table(bin_table, work / "events.parquet")
-        tb["write_table_s"] = time.perf_counter() - t
+        mix = binary.AddressMix()
+        t, (c1, k1) = time.perf_counter(), cpu_s()
+        meta = ringstore.store_ring(work / capture.RING_FILE, ring, work / "events.parquet", index=sink.index,
+                                    kallsyms=binary.Kallsyms.load(), addresses=mix, workers=args.workers)
+        (c2, k2) = cpu_s()
+        tb["store_s"] = time.perf_counter() - t
+        tb["store_cpu_s"] = c2 - c1 + k2 - k1
+        tb["store_cpu_workers_s"] = k2 - k1
         tb["total_s"] = time.perf_counter() - t0
-        tb["total_cpu_s"] = time.process_time() - c0
-        res["binary"] = {**{k: round(v, 3) for k, v in tb.items()}, "pages": pages,
-                         "ring_bytes": (work / capture.RING_FILE).stat().st_size, "events": len(bin_table)}
+        tb["total_cpu_s"] = c2 - c0 + k2 - k0
+        res["binary"] = {**{k: round(v, 3) for k, v in tb.items()}, "pages": pages, "store": meta["store"],
+                         "ring_bytes": (work / capture.RING_FILE).stat().st_size, "events": meta["parse"]["events"],
+                         "events_parquet_bytes": (work / "events.parquet").stat().st_size}
         # the text showed these comms; the binary table without the trace's own names must equal it
-        plain = capture.decode_ring(work / capture.RING_FILE, ring, comm_fallback=False)
+        plain = ringstore.decode_all(work / capture.RING_FILE, ring, comm_fallback=False, addresses=mix)
         racing = {p for p in set(before) | set(cmdlines) if before.get(p) != cmdlines.get(p)}
-        res["differences"] = same_tables(plain, text_table, racing)
+        res["differences"] = same_tables(plain, text_table, racing, binary.pointer_columns(ring.parsed()[1]))
+        stored = read_table(work / "events.parquet")
+        res["stored_vs_at_once"] = same_tables(stored, ringstore.decode_all(
+            work / capture.RING_FILE, ring, kallsyms=binary.Kallsyms.load(), addresses=mix))
     finally:
         inst.remove()
+    import resource
+
+    res["peak_rss_mib"] = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+                           "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}
     res["loadavg_before"] = res_load
     res["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     doc = json.dumps(res, indent=1)

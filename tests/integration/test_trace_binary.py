@@ -24,7 +24,7 @@ import pytest
 from latscope.probe.config import MeasureConfig
 from latscope.session import measure
 from latscope.store.layout import ResultsStore
-from latscope.trace import binary, capture, stream, tracefs
+from latscope.trace import binary, capture, ringstore, stream, tracefs
 from latscope.trace import events as ev
 from latscope.trace.breakdown import load_run_table
 from latscope.trace.parse_text import parse_kernel_text
@@ -88,29 +88,55 @@ def test_binary_decoder_and_text_parser_agree_on_one_capture(tmp_path: Path) -> 
     finally:
         inst.remove()
     from_text = parse_kernel_text(text, raw)
-    from_pages = binary.decode_table(pages, cpus, ring, comm_fallback=False, kallsyms=binary.Kallsyms.load())
+    mix = binary.AddressMix()
+    from_pages = binary.decode_table(pages, cpus, ring, comm_fallback=False, kallsyms=binary.Kallsyms.load(),
+                                     addresses=mix)
     assert from_text.meta["ts_source"] == "raw" and from_text.meta["parse"]["unparsed"] == 0
     assert len(from_pages) == len(from_text) > 10_000
     a, b = _columns(from_pages), _columns(from_text)
     racing = np.isin(from_pages.pid, np.asarray(sorted(moved), np.int32))
     assert racing.mean() < 0.01
+    # pointer cells: the binary table holds the addresses mixed, the text (hash-ptr off) the addresses
+    pointer = np.zeros(a["nums"].shape, bool)
+    for name, cols in binary.pointer_columns(ring.parsed()[1]).items():
+        pointer[np.ix_(from_pages.rows(name), cols)] = True
+    assert pointer[from_pages.rows("net_dev_queue"), 0].all() and pointer.sum() > 1000
     for name in a:
         differ = a[name] != b[name]
         if name == "comm":
             differ &= ~racing
+        if name == "nums":
+            differ &= ~pointer
         rows = np.flatnonzero(differ.any(axis=1) if differ.ndim > 1 else differ)
         assert len(rows) == 0, f"{name} differs in {len(rows)} rows, first {rows[:3]}"
+    # ... a bijection over the table: the same cells share a value as shared an address, none is the address
+    stored, addr = a["nums"][pointer], b["nums"][pointer]
+    assert np.array_equal(stored == 0, addr == 0) and not (stored == addr)[addr != 0].any()
+    pairs = np.unique(np.stack([stored, addr]), axis=1).shape[1]
+    assert pairs == len(np.unique(stored)) == len(np.unique(addr)) > 100
     # the capture really exercised the fields: markers, switches, the network path, timers
     counts = from_pages.counts()
     for name in ("print", "sched_switch", "net_dev_xmit", "sys_exit_sendto", "hrtimer_expire_entry"):
         assert counts.get(name, 0) > 0, name
     assert (from_pages.nums[from_pages.rows("print"), 0] >= 0).all()
-    # decoding in chunks of pages gives the same table
+    # decoding in chunks of pages gives the same table (one key for all of them)
     chunks = [binary.decode_table(pages[i:i + 7], cpus[i:i + 7], ring, comm_fallback=False,
-                                  kallsyms=binary.Kallsyms.load()) for i in range(0, len(pages), 7)]
+                                  kallsyms=binary.Kallsyms.load(), addresses=mix) for i in range(0, len(pages), 7)]
     joined = _columns(binary.concat(chunks))
     for name in a:
         assert np.array_equal(joined[name], a[name]), name
+    # ... and so does storing it a slice at a time from chunks decoded by worker processes
+    sink = stream.PageSink(tmp_path / "ring.zst", page_size)
+    for p, c in zip(pages, cpus, strict=True):
+        sink.write(int(c), p.tobytes())
+    sink.close()
+    meta = ringstore.store_ring(tmp_path / "ring.zst", ring, tmp_path / "events.parquet", index=sink.index,
+                                kallsyms=binary.Kallsyms.load(), addresses=mix, chunk_pages=7, workers=2,
+                                comm_fallback=False)
+    assert meta["store"]["streamed"] and meta["store"]["chunks"] > 5
+    stored_table = _columns(read_table(tmp_path / "events.parquet"))
+    for name in a:
+        assert np.array_equal(stored_table[name], a[name]), name
 
 
 def _burst(marker: str, n: int, per_burst: int = 250, pause_s: float = 0.01) -> None:

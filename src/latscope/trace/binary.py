@@ -17,13 +17,21 @@ kernel's text rendering adds from elsewhere:
 * names the format prints with ``__print_symbolic`` (a drop reason, a KVM
   exit reason) from the table in the event's print format.
 
-Pointers (skb addresses, timers) are the raw addresses: the text shows them
-hashed unless the instance's ``hash-ptr`` option is off.
+Pointers (skb addresses, NAPI contexts, timers, work items: every field the
+format file declares as a pointer or names ``*addr*``) are not stored as the
+kernel's addresses, which would give away its layout (KASLR) in files users
+share: each is replaced by a keyed 64-bit mix (AddressMix) whose key is drawn
+per capture and never stored. The mix is a bijection, so equal addresses stay
+equal and distinct ones distinct within one decoded trace, which is all the
+breakdown uses them for (following an skb from queue to receive); NULL stays
+0. Function addresses (``%ps``) are stored as their names; one the kernel's
+symbol table lacks as ``0x`` and its mixed value.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +52,7 @@ MARKER_TEXT_MAX = 128
 #: The text parser reads at most this many bytes of an event's arguments.
 ARGS_WIDTH = 192
 KALLSYMS = Path("/proc/kallsyms")
+_KALLSYMS_LINE = re.compile(rb"^([0-9a-fA-F]+) [tTwW] ([^\s]+)", re.MULTILINE)
 _SYMBOLS_LOCK = threading.Lock()
 
 INT, STR, STATE, DEVT, SYM, SYMBOLIC = "int", "str", "state", "devt", "sym", "symbolic"
@@ -82,6 +91,70 @@ BINARY_SPECS: dict[str, tuple[Col, ...]] = {
     "jbd2_commit_flushing": _JBD2, "jbd2_commit_logging": _JBD2,
     "kvm_exit": (("s0", SYMBOLIC, "exit_reason"),),
 }
+
+
+_MIX_A = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_B = np.uint64(0x94D049BB133111EB)
+_S32 = np.uint64(32)
+_NONE_BITS = 1 << 63    # table.NONE (int64 min) as a u64 bit pattern: "no value"
+
+
+class AddressMix:
+    """A keyed bijection of 64-bit integers that replaces kernel addresses (see the module's docstring).
+
+    ``g(x) = s(B * s(A * (x ^ key)))`` with ``s(y) = y ^ (y >> 32)`` and odd
+    A, B (mod 2**64): each step is invertible, so no two addresses collide.
+    Then two swaps keep 0 (NULL) at 0 and the table's "no value" pattern
+    (int64 min) where it is: ``f(0) = 0``, ``f(x) = g(0)`` for the x that g
+    sends to 0, likewise for int64 min; still a bijection. The key is drawn
+    from ``secrets`` unless given (tests), and never written anywhere.
+    """
+
+    def __init__(self, key: int | None = None) -> None:
+        while True:
+            k = secrets.randbits(64) if key is None else key & ((1 << 64) - 1)
+            self._key = np.uint64(k)
+            g0, gn = (int(v) for v in self._g(np.array([0, _NONE_BITS], np.uint64)))
+            if key is not None or not {g0, gn} & {0, _NONE_BITS}:
+                break
+        self._g0, self._gn = np.uint64(g0), np.uint64(gn)
+
+    def __repr__(self) -> str:
+        return "AddressMix(<key not shown>)"
+
+    def _g(self, x: np.ndarray) -> np.ndarray:
+        y = (x ^ self._key) * _MIX_A
+        y ^= y >> _S32
+        y *= _MIX_B
+        y ^= y >> _S32
+        return y
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """The stored values (int64) of raw addresses (any 64-bit integer dtype)."""
+        x = np.ascontiguousarray(raw).view(np.uint64) if raw.dtype.itemsize == 8 else raw.astype(np.uint64)
+        y = self._g(x)
+        for fixed, image in ((np.uint64(0), self._g0), (np.uint64(_NONE_BITS), self._gn)):
+            if image != fixed:
+                y = np.where(y == image, fixed, np.where(y == fixed, image, y))
+        return y.view(np.int64)
+
+
+def pointer_field(f: rb.Field) -> bool:
+    """A field holding a kernel address: declared as a pointer (``void *``, ``struct napi_struct *``,
+    ``const void *``) or named ``*addr*`` (``skbaddr``), of pointer size."""
+    return f.size in (4, 8) and not f.dynamic and ("*" in f.ctype or "addr" in f.name.lower())
+
+
+def pointer_columns(formats: dict[int, rb.EventFormat]) -> dict[str, list[int]]:
+    """Per event name, the ``a0..a4`` columns (0..4) that hold a mixed pointer in a decoded table."""
+    out: dict[str, list[int]] = {}
+    for fmt in formats.values():
+        spec = BINARY_SPECS.get(fmt.name, ())
+        cols = [int(col[1]) for col, kind, name in spec
+                if kind == INT and name in fmt.fields and pointer_field(fmt.fields[name])]
+        if cols:
+            out[fmt.name] = sorted(cols)
+    return out
 
 
 @dataclass
@@ -139,28 +212,26 @@ class Kallsyms:
 
     @staticmethod
     def _read(path: Path) -> tuple[np.ndarray, list[str]]:
-        pairs = []
         try:
-            lines = path.read_bytes().split(b"\n")
+            data = path.read_bytes()
         except OSError:
-            lines = []
-        for line in lines:
-            parts = line.split(b" ", 3)
-            if len(parts) >= 3 and parts[1] in (b"t", b"T", b"w", b"W"):
-                pairs.append((int(parts[0], 16), parts[2].split(b"\t", 1)[0].decode("ascii", "replace")))
-        pairs = [p for p in pairs if p[0]]   # all zero: addresses hidden (kptr_restrict)
+            data = b""
+        # "address type name[\tmodule]", text (and weak) symbols only; all-zero addresses: hidden (kptr_restrict)
+        pairs = [(a, n.decode("ascii", "replace")) for a, n in
+                 ((int(h, 16), n) for h, n in _KALLSYMS_LINE.findall(data)) if a]
         pairs.sort()
         return np.array([a for a, _ in pairs], np.uint64), [n for _, n in pairs]
 
     def resolve(self, addresses: np.ndarray) -> dict[int, str]:
-        """Name of the function each address is in (``0x...`` when none is known), as %ps prints it."""
+        """Name of the function each address is in, as %ps prints it (addresses before every symbol: none)."""
         out: dict[int, str] = {}
         if len(addresses) == 0:
             return out
         addrs = self.addrs
         for a in np.unique(addresses.astype(np.uint64)):
             i = int(np.searchsorted(addrs, a, side="right")) - 1
-            out[int(a)] = self.names[i] if i >= 0 and len(self.names) else f"0x{int(a):x}"
+            if i >= 0 and len(self.names):
+                out[int(a)] = self.names[i]
         return out
 
 
@@ -204,7 +275,7 @@ def _state_code(raw: np.ndarray) -> np.ndarray:
 
 def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fallback: bool = True,
                  kallsyms: Kallsyms | None = None, meta: dict[str, Any] | None = None,
-                 sort: bool = True) -> EventTable:
+                 sort: bool = True, addresses: AddressMix | None = None) -> EventTable:
     """The EventTable of ring-buffer pages (a (n, page_size) uint8 array) recorded on ``cpus`` (per page).
 
     Pages of one CPU must be in the order they were read. Rows come out in
@@ -212,8 +283,12 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
     kernel's ``trace`` file prints them in). Function addresses missing from
     ``ring.symbols`` are looked up in ``kallsyms`` (and added to ``ring.symbols``).
     ``sort=False`` leaves the rows in buffer order (for ``concat``, which sorts once).
+    Pointer fields are mixed with ``addresses`` (a fresh random key when None:
+    chunks of one trace decoded apart must share one AddressMix).
     """
     layout, formats = ring.parsed()
+    if addresses is None:
+        addresses = AddressMix()
     info = dict(meta or {})
     dec = rb.decode_pages(pages, layout)
     lost_by_cpu: dict[int, int] = {}
@@ -264,7 +339,7 @@ def decode_table(pages: np.ndarray, cpus: np.ndarray, ring: RingMeta, *, comm_fa
             unknown += len(rows)
         else:
             name = fmt.name
-            _fields(fmt, pay, at[rows], plen[rows], rows, sink, ring.symbols, kallsyms)
+            _fields(fmt, pay, at[rows], plen[rows], rows, sink, ring.symbols, kallsyms, addresses)
         code[j] = event_names.setdefault(name, len(event_names))
     parse["unknown_event_ids"] = unknown
     parse["garbled_fields"] = sink.garbled
@@ -289,7 +364,9 @@ def time_order(cpu: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndarray, rows: np.ndarray,
-            sink: fx.FieldSink, symbols: dict[int, str], kallsyms: Kallsyms | None = None) -> None:
+            sink: fx.FieldSink, symbols: dict[int, str], kallsyms: Kallsyms | None = None,
+            addresses: AddressMix | None = None) -> None:
+    mix = addresses if addresses is not None else AddressMix()
     name = fmt.name
     if name == "print":
         _markers(fmt, pay, at, plen, rows, sink)
@@ -321,11 +398,21 @@ def _fields(fmt: rb.EventFormat, pay: rb.Payloads, at: np.ndarray, plen: np.ndar
                 with _SYMBOLS_LOCK:   # chunks may be decoded on several threads (capture.decode_ring)
                     new = np.setdiff1d(np.unique(addr), np.fromiter(list(symbols), np.uint64, len(symbols)))
                     symbols.update(kallsyms.resolve(new))
-            sink.put(rows, col, _texts(addr, lambda v: symbols.get(v, f"0x{v:x}"), sink.strings))
+            missing = [v for v in np.unique(addr).tolist() if v not in symbols]
+            hidden = dict(zip(missing, mix(np.asarray(missing, np.uint64)).view(np.uint64).tolist(),
+                              strict=True))
+            sink.put(rows, col, _texts(addr, _symbol_or_hidden(symbols, hidden), sink.strings))
         elif kind == SYMBOLIC:
             sink.put(rows, col, _symbolic(fmt, pay, at, f, sink.strings))
+        elif pointer_field(f):
+            sink.put(rows, col, mix(pay.uint(at + f.offset, min(f.size, 8))))
         else:
             sink.put(rows, col, pay.value(at + f.offset, f))
+
+
+def _symbol_or_hidden(symbols: dict[int, str], hidden: dict[int, int]) -> Callable[[int], str]:
+    """A function address's name, or ``0x`` and its mixed value when the kernel's table lacks it."""
+    return lambda v: symbols.get(v) or f"0x{hidden[v]:x}"
 
 
 def _string(pay: rb.Payloads, at: np.ndarray, plen: np.ndarray, f: rb.Field, strings: dict[str, int]) -> np.ndarray:

@@ -6,7 +6,9 @@ the workers start, the kernel fills its per-CPU ring buffers while they run
 descriptors), and a reader thread (latscope.trace.stream: SCHED_IDLE, off
 the probe's CPUs when there is one to spare) drains the buffers' pages into
 a compressed file every 200 ms. After the run the pages are decoded
-(latscope.trace.binary; nothing is rendered as text) and stored:
+(latscope.trace.binary; nothing is rendered as text) on every CPU the
+process may use, merged by time and written a slice at a time
+(latscope.trace.ringstore: memory bounded whatever the length of the run):
 
     trace/ring.zst        the ring-buffer pages as the kernel wrote them (zstd; latscope.trace.stream)
     trace/ring.json       what decoding them needs: page and event formats, pid names, function names
@@ -40,10 +42,10 @@ from latscope.errors import ConfigError, FormatError, LatscopeError, TraceError
 from latscope.files import atomic_output, open_regular, reason
 from latscope.stopping import Stopped, interruptible
 from latscope.testhooks import hold
-from latscope.trace import binary, tracefs
+from latscope.trace import binary, ringstore, tracefs
 from latscope.trace import events as ev
 from latscope.trace import stream as st
-from latscope.trace.table import EventTable, write_table
+from latscope.trace.table import EventTable
 
 TRACE_DIR = "trace"
 RING_FILE = "ring.zst"
@@ -52,8 +54,8 @@ TABLE_FILE = "events.parquet"
 #: Per-CPU buffer while a reader drains it: room for a second of the heaviest bursts seen here
 #: (800,000 events a second at 40 bytes), should the reader be held off the CPU that long.
 STREAM_BUFFER_KB = 32 << 10
-#: Pages decoded at a time when the trace is stored (bounds the decoder's working memory).
-DECODE_PAGES = 1 << 13
+#: Pages decoded at a time when the trace is decoded into memory (load_ring; bounds the decoder's working memory).
+DECODE_PAGES = ringstore.DECODE_PAGES
 DECODE_THREADS = 4
 # Short runs get generous room: a burst of disk or scheduler activity (an fsync loop makes
 # well over 50,000 events a second) must not overwrite the start of the run.
@@ -257,7 +259,8 @@ class TraceCapture:
                 info["pages_after_run"] = left
                 cmdlines = tracefs.saved_cmdlines(inst.root)
                 ring = binary.RingMeta(self.page_size, inst.read("events/header_page"), self.formats, cmdlines)
-                info.update(store_trace(workdir / TRACE_DIR, ring, info, notify=self.notify))
+                index = self.sink.index if self.sink is not None else None
+                info.update(store_trace(workdir / TRACE_DIR, ring, info, notify=self.notify, index=index))
         except (LatscopeError, OSError) as exc:
             info["error"] = str(exc)
         except Stopped as exc:
@@ -329,24 +332,27 @@ def event_formats(inst: tracefs.Instance, specs: list[ev.EventSpec]) -> dict[int
 
 
 def store_trace(out: Path, ring: binary.RingMeta, info: dict[str, Any],
-                notify: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Decode ``out/ring.zst`` with ``ring``; write ring.json (with the function names) and events.parquet."""
+                notify: Callable[[str], None] | None = None, index: st.RingIndex | None = None,
+                workers: int | None = None) -> dict[str, Any]:
+    """Decode ``out/ring.zst`` with ``ring`` into events.parquet (latscope.trace.ringstore); write ring.json
+    (with the function names). ``index``: the file's pages per CPU, when the writer kept count (PageSink.index)."""
     timings: dict[str, float] = {}
     t = time.monotonic()
     meta: dict[str, Any] = {k: info[k] for k in ("clock", "to_realtime_ns", "clock_mapping", "instance") if k in info}
     meta["overruns"] = info.get("overruns", 0)
     meta["per_cpu"] = info.get("per_cpu", {})
-    table = decode_ring(out / RING_FILE, ring, kallsyms=binary.Kallsyms.load(), meta=meta)
-    timings["decode_s"] = time.monotonic() - t
+    tmeta = ringstore.store_ring(out / RING_FILE, ring, out / TABLE_FILE, meta=meta, kallsyms=binary.Kallsyms.load(),
+                                 index=index, workers=workers)
+    timings["decode_and_write_s"] = time.monotonic() - t
     t = time.monotonic()
     with atomic_output(out / RING_META) as fh:
         fh.write(json.dumps({"schema_version": RING_META_VERSION, **ring.as_json()}, indent=1).encode())
-    write_table(table, out / TABLE_FILE)
-    timings["write_table_s"] = time.monotonic() - t
-    parse = table.meta.get("parse", {})
-    return {"ring_bytes": (out / RING_FILE).stat().st_size, "events_decoded": len(table),
+    timings["ring_json_s"] = time.monotonic() - t
+    parse = tmeta.get("parse", {})
+    return {"ring_bytes": (out / RING_FILE).stat().st_size, "events_decoded": parse.get("events", 0),
             "pages": parse.get("pages", 0), "lost_events": parse.get("lost_events_total", 0),
-            "ts_source": table.meta.get("ts_source"), "timings": {k: round(v, 3) for k, v in timings.items()}}
+            "ts_source": tmeta.get("ts_source"), "store": tmeta.get("store", {}),
+            "timings": {k: round(v, 3) for k, v in timings.items()}}
 
 
 RING_META_VERSION = 1
@@ -362,6 +368,7 @@ def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms 
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    mix = binary.AddressMix()   # one key for every chunk: equal addresses stay equal across chunks
     if kallsyms is not None:
         _ = kallsyms.addrs  # read once, before the threads need it
     parts: list[EventTable] = []
@@ -370,7 +377,7 @@ def decode_ring(path: Path, ring: binary.RingMeta, *, kallsyms: binary.Kallsyms 
         pending: list[Future[EventTable]] = []
         for pages, cpus in st.read_ring(path, chunk_pages):
             pending.append(pool.submit(binary.decode_table, pages, cpus, ring, kallsyms=kallsyms, meta=meta,
-                                       comm_fallback=comm_fallback, sort=False))
+                                       comm_fallback=comm_fallback, sort=False, addresses=mix))
             while len(pending) >= 2 * threads:
                 parts.append(pending.pop(0).result())
         parts.extend(f.result() for f in pending)

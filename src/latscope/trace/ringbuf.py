@@ -182,49 +182,67 @@ def decode_pages(pages: np.ndarray, layout: PageLayout = PageLayout()) -> Decode
     words[:, :size // 4] = np.ascontiguousarray(pages).view("<u4")
     flat = words.ravel()
     stride = words.shape[1]
-    base = np.arange(n, dtype=np.int64) * stride
-    pos = np.full(n, layout.data_offset, np.int64)   # byte offset in the page
-    end = layout.data_offset + data_len
-    ts = page_ts.copy()
-    active = np.flatnonzero(pos < end)
+    end_all = layout.data_offset + data_len
+    # The pages still holding events, and their state, kept compacted (filtered together each step).
+    act = np.flatnonzero(end_all > layout.data_offset)
+    p = np.full(len(act), layout.data_offset, np.int64)    # byte offset in the page
+    e = end_all[act]
+    t = page_ts[act].copy()
+    base = act * stride
     out_off, out_len, out_ts, out_page, out_step = [], [], [], [], []
     step = 0
-    while len(active):
-        p = pos[active]
-        wi = base[active] + p // 4
+    while len(act):
+        wi = base + (p >> 2)
         w = flat[wi]
-        arr0 = flat[wi + 1].astype(np.int64)
         type_len = (w & 31).astype(np.int64)
         delta = (w >> 5).astype(np.uint64)
-        length = np.where(type_len == 0, arr0 + 4, type_len * 4 + 4)
-        is_pad = type_len == TYPE_PADDING
-        null = is_pad & (delta == 0)
-        length = np.where(is_pad, arr0 + 4, length)
-        ext = type_len >= TYPE_TIME_EXTEND
-        length = np.where(ext, 8, length)
-        data = type_len <= 28
-        t = ts[active]
-        big = (arr0.astype(np.uint64) << np.uint64(TS_SHIFT)) + delta
-        t = np.where(data, t + delta, t)
-        t = np.where(type_len == TYPE_TIME_EXTEND, t + big, t)
-        absolute = type_len == TYPE_TIME_STAMP
-        if absolute.any():
-            t = np.where(absolute, _fix_abs(big, t), t)
-        ts[active] = t
-        payload = np.where(type_len == 0, p + 8, p + 4)
-        plen = np.where(type_len == 0, arr0 - 4, type_len * 4)
-        over = (p + length > end[active]) | (length <= 0)
-        keep = data & ~over
-        if keep.any():
-            k = active[keep]
-            out_off.append(k * size + payload[keep])
-            out_len.append(plen[keep])
-            out_ts.append(t[keep])
-            out_page.append(k)
-            out_step.append(np.full(len(k), step, np.int64))
-        bad[active[over & ~null]] = True
-        pos[active] = np.where(null | over, end[active], p + length)
-        active = active[pos[active] < end[active]]
+        if not np.any((type_len == 0) | (type_len > 28)):
+            # every page's next event is a data event of type_len words: the common step
+            length = type_len * 4 + 4
+            t += delta
+            over = p + length > e
+            keep = ~over
+            kp = act[keep] if over.any() else act
+            if len(kp):
+                out_off.append(kp * size + (p + 4)[keep] if len(kp) < len(act) else kp * size + p + 4)
+                out_len.append((type_len * 4)[keep] if len(kp) < len(act) else type_len * 4)
+                out_ts.append(t[keep] if len(kp) < len(act) else t.copy())
+                out_page.append(kp)
+                out_step.append(np.full(len(kp), step, np.int64))
+            if len(kp) < len(act):
+                bad[act[over]] = True
+            p = np.where(over, e, p + length)
+        else:
+            arr0 = flat[wi + 1].astype(np.int64)
+            length = np.where(type_len == 0, arr0 + 4, type_len * 4 + 4)
+            is_pad = type_len == TYPE_PADDING
+            null = is_pad & (delta == 0)
+            length = np.where(is_pad, arr0 + 4, length)
+            ext = type_len >= TYPE_TIME_EXTEND
+            length = np.where(ext, 8, length)
+            data = type_len <= 28
+            big = (arr0.astype(np.uint64) << np.uint64(TS_SHIFT)) + delta
+            t = np.where(data, t + delta, t)
+            t = np.where(type_len == TYPE_TIME_EXTEND, t + big, t)
+            absolute = type_len == TYPE_TIME_STAMP
+            if absolute.any():
+                t = np.where(absolute, _fix_abs(big, t), t)
+            payload = np.where(type_len == 0, p + 8, p + 4)
+            plen = np.where(type_len == 0, arr0 - 4, type_len * 4)
+            over = (p + length > e) | (length <= 0)
+            keep = data & ~over
+            if keep.any():
+                kp = act[keep]
+                out_off.append(kp * size + payload[keep])
+                out_len.append(plen[keep])
+                out_ts.append(t[keep])
+                out_page.append(kp)
+                out_step.append(np.full(len(kp), step, np.int64))
+            bad[act[over & ~null]] = True
+            p = np.where(null | over, e, p + length)
+        still = p < e
+        if not still.all():
+            act, p, e, t, base = act[still], p[still], e[still], t[still], base[still]
         step += 1
     if not out_off:
         z = np.zeros(0, np.int64)
@@ -258,6 +276,17 @@ class Payloads:
         """Unsigned little-endian integers of ``size`` bytes at byte offsets ``at`` (as uint64)."""
         if size not in (1, 2, 4, 8):
             raise ValueError(f"unsupported field size {size}")
+        if len(at) and size <= 4:
+            # payloads start 4-byte aligned, so a field's offset within its word is usually the same in
+            # every event: then a field that does not cross a word is one gather and a shift
+            r = int(at[0]) & 3
+            if r + size <= 4 and not np.any((at & 3) != r):
+                v = self.words[at >> 2]
+                if r:
+                    v = v >> np.uint32(8 * r)
+                if size < 4:
+                    v = v & np.uint32((1 << (8 * size)) - 1)
+                return v.astype(np.uint64)
         wi = at // 4
         shift = ((at % 4) * 8).astype(np.uint64)
         lo = self.words[wi].astype(np.uint64)

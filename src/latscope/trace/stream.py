@@ -48,6 +48,20 @@ LATE_S = 0.5
 BOOST_S = 5.0
 
 
+@dataclass
+class RingIndex:
+    """Per CPU of a page file: its pages, and the timestamp in the header of its first page (bytes 0-7 of
+    the page, ``events/header_page``'s ``timestamp`` on every kernel): no event of the CPU is earlier."""
+
+    pages: dict[int, int] = field(default_factory=dict)
+    first_ts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, cpu: int, n: int, first_page: bytes | np.ndarray) -> None:
+        if cpu not in self.first_ts:
+            self.first_ts[cpu] = int.from_bytes(bytes(first_page[:8]), "little")
+        self.pages[cpu] = self.pages.get(cpu, 0) + n
+
+
 def write_header(fh: BinaryIO, page_size: int) -> None:
     fh.write(HEADER.pack(MAGIC, VERSION, page_size))
 
@@ -81,6 +95,8 @@ class PageSink:
         import pyarrow as pa
 
         self.path, self.page_size = path, page_size
+        #: Pages written per CPU and the first one's timestamp (what latscope.trace.ringstore's merge needs).
+        self.index = RingIndex()
         self._cm = atomic_output(path)
         raw = self._cm.__enter__()
         self._done = False
@@ -94,6 +110,7 @@ class PageSink:
     def write(self, cpu: int, page: bytes) -> None:
         self._out.write(RECORD.pack(cpu, 0))
         self._out.write(page)
+        self.index.add(cpu, 1, page)
 
     def close(self, keep: bool = True) -> None:
         """Finish the file (``keep=False``: discard it); safe to call twice."""
@@ -305,3 +322,13 @@ def read_ring(path: Path, chunk_pages: int = 1 << 15) -> Iterator[tuple[np.ndarr
                     raise FormatError(f"{path}: ends inside a page record")
         except (OSError, pa.ArrowException) as exc:
             raise FormatError(f"{path}: corrupt or unreadable ({exc})") from None
+
+
+def ring_index(path: Path) -> RingIndex:
+    """The RingIndex of a ``ring.zst`` (one pass over the file)."""
+    out = RingIndex()
+    for pages, cpus in read_ring(path):
+        for c in np.unique(cpus).tolist():
+            at = np.flatnonzero(cpus == c)
+            out.add(c, len(at), pages[at[0]])
+    return out

@@ -193,10 +193,14 @@ def test_prev_state_and_symbolic_and_dynamic_strings() -> None:
     name = b"eth0\0"
     kf = struct.pack("<HBBiQIi", 2310, 0, 0, 1, 0xFFFF888812345678, 3, (len(name) << 16) | 24) + name
     kf2 = struct.pack("<HBBiQIi", 2310, 0, 0, 1, 0x10, 77, (len(name) << 16) | 24) + name
+    mix = binary.AddressMix(7)
     t = binary.decode_table(np.stack([page(0, data(1, sw) + data(1, kf) + data(1, kf2))]), np.zeros(1, np.int16),
-                            RING)
+                            RING, addresses=mix)
     assert t.nums[0, 4] == 1 | (1 << 16)                  # "S+" as latscope.trace.fields.state_code reads it
-    assert t.nums[1, 0] == 0xFFFF888812345678 - (1 << 64)  # a kernel pointer keeps its bits in int64
+    # kernel pointers are stored mixed with the capture's key, never as the address
+    raw = np.array([0xFFFF888812345678, 0x10], np.uint64)
+    assert t.nums[1:3, 0].tolist() == mix(raw).tolist()
+    assert not np.isin(t.nums[1:3, 0], raw.view(np.int64)).any()
     assert t.string(int(t.strs[1, 0])) == "NO_SOCKET" and t.string(int(t.strs[2, 0])) == "0x4d"
 
 
@@ -257,3 +261,31 @@ def test_reader_runs_idle_and_off_the_probe_cpus_when_one_is_spare(tmp_path: Pat
     reader.finish()
     reader.sink.close()
     assert reader.stats.affinity is None
+
+
+def test_address_mix_is_a_keyed_bijection_that_keeps_null_and_the_missing_value() -> None:
+    rng = np.random.default_rng(5)
+    raw = np.concatenate([rng.integers(0, 1 << 63, 200_000, dtype=np.int64).view(np.uint64) | np.uint64(1 << 63),
+                          np.arange(1, 5000, dtype=np.uint64), np.array([0, 1 << 63], np.uint64)])
+    a, b = binary.AddressMix(1), binary.AddressMix(2)
+    ma, mb = a(raw), b(raw)
+    # distinct addresses stay distinct (and equal ones equal), NULL and "no value" stay where they are
+    assert len(np.unique(ma)) == len(np.unique(raw)) and a(raw[:10]).tolist() == ma[:10].tolist()
+    assert ma[-2] == 0 and ma[-1] == np.iinfo(np.int64).min
+    moved = ma[:-2].view(np.uint64) != raw[:-2]
+    assert moved.all() and (ma[:-2] != mb[:-2]).mean() > 0.999
+
+
+def test_pointer_fields_are_found_from_the_format_file() -> None:
+    fmt = binary.rb.parse_format("""name: napi_poll
+ID: 1
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:struct napi_struct * napi;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__data_loc char[] dev_name;\toffset:16;\tsize:4;\tsigned:0;
+\tfield:int work;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:const void * skbaddr;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long rxaddr;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:tid_t transaction;\toffset:40;\tsize:4;\tsigned:1;
+""")
+    assert sorted(n for n, f in fmt.fields.items() if binary.pointer_field(f)) == ["napi", "rxaddr", "skbaddr"]
