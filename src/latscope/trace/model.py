@@ -19,7 +19,6 @@ about a time window on one CPU use binary search.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
