@@ -38,7 +38,7 @@ def t0_of(seq: int) -> int:
 
 
 def ns(us: float) -> int:
-    return BASE_S * 1_000_000_000 + int(round(us * 1000))
+    return BASE_S * 1_000_000_000 + round(us * 1000)
 
 
 def synthetic() -> tuple[EventTable, Samples]:
