@@ -208,12 +208,12 @@ def _read_groups(pf: pq.ParquetFile, rows: np.ndarray | None) -> EventTable:
         cpu[out] = table.column("cpu").to_numpy()
         pid[out] = table.column("pid").to_numpy()
         ctx[out] = table.column("ctx").to_numpy()
-        comm[out] = _ids(table.column("comm"), strings)
-        event[out] = _ids(table.column("event"), events)
+        comm[out] = dictionary_ids(table.column("comm"), strings)
+        event[out] = dictionary_ids(table.column("event"), events)
         for j, name in enumerate(NUM_FIELDS):
             nums[out, j] = table.column(name).fill_null(NONE).to_numpy()
         for j, name in enumerate(STR_FIELDS):
-            strs[out, j] = _ids(table.column(name), strings)
+            strs[out, j] = dictionary_ids(table.column(name), strings)
         pos += k
     return EventTable(
         ts=ts, cpu=cpu, pid=pid, comm=comm, event=event, ctx=ctx, nums=nums, strs=strs,
@@ -223,7 +223,7 @@ def _read_groups(pf: pq.ParquetFile, rows: np.ndarray | None) -> EventTable:
     )
 
 
-def _ids(col: pa.ChunkedArray, table_strings: dict[str, int]) -> np.ndarray:
+def dictionary_ids(col: pa.ChunkedArray, table_strings: dict[str, int]) -> np.ndarray:
     """A dictionary column as ids into ``table_strings`` (new strings added), -1 for nulls."""
     parts = [np.zeros(0, np.int32)]
     for chunk in col.chunks:

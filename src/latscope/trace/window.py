@@ -59,7 +59,7 @@ from latscope.trace.table import (
     EVENTS_MAGIC,
     EVENTS_SCHEMA_VERSION,
     EventTable,
-    _ids,
+    dictionary_ids,
     read_table,
     row_group_bounds,
 )
@@ -210,7 +210,7 @@ def _scan(path: Path, pf: Any) -> Scan:
     for g in range(len(bounds) - 1):
         t = pf.read_row_group(g, columns=["ts", "cpu", "pid", "event", "a0", "a1"])
         out = slice(int(bounds[g]), int(bounds[g + 1]))
-        ev = _ids(t.column("event"), events).astype(np.int16)
+        ev = dictionary_ids(t.column("event"), events).astype(np.int16)
         a0 = t.column("a0").fill_null(np.iinfo(np.int64).min).to_numpy()
         pid = t.column("pid").to_numpy()
         ts[out] = t.column("ts").to_numpy()
