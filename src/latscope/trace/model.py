@@ -441,13 +441,14 @@ class Share:
 def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
     """Who held CPU ``cpu`` between a and b, net of nested interrupts, largest first.
 
-    The intervals and segments that touch the window are found by binary search and clipped and netted
-    as arrays: the cost is the window's own size.
+    The intervals and segments that touch the window are found by binary search, then clipped, netted
+    and summed per culprit as arrays: the cost is the window's own size, with no Python step per event.
+    Shares of equal size come in the order their culprit first appears (tasks, hard interrupts, softirqs).
     """
     if b <= a:
         return []
-    irq_total: dict[tuple[int, int], int] = {}
-    hard_s = hard_e = soft_s = soft_e = soft_n = np.zeros(0, np.int64)
+    z = np.zeros(0, np.int64)
+    hard_s = hard_e = hard_n = soft_s = soft_e = soft_n = z
     sl = tl.irqs.on(cpu)
     if sl.stop > sl.start:
         st, en = tl.irqs.start[sl], tl.irqs.end[sl]
@@ -459,16 +460,12 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
         k = np.arange(sl.start + i0, sl.start + i1)[keep]
         s_, e_ = s_[keep], e_[keep]
         hard = tl.irqs.kind[k] == HARD
-        hard_s, hard_e = s_[hard], e_[hard]
-        soft_s, soft_e, soft_n = s_[~hard], e_[~hard], tl.irqs.name[k][~hard]
-        for name, ns in zip(tl.irqs.name[k][hard].tolist(), (hard_e - hard_s).tolist(), strict=True):
-            irq_total[(HARD, name)] = irq_total.get((HARD, name), 0) + ns
-    hard_cov = _Covered.of(hard_s, hard_e)
-    soft_net = (soft_e - soft_s) - hard_cov.within_many(soft_s, soft_e)
-    for name, ns in zip(soft_n.tolist(), soft_net.tolist(), strict=True):
-        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + ns
+        names = tl.irqs.name[k].astype(np.int64)
+        hard_s, hard_e, hard_n = s_[hard], e_[hard], names[hard]
+        soft_s, soft_e, soft_n = s_[~hard], e_[~hard], names[~hard]
+    soft_net = (soft_e - soft_s) - _Covered.of(hard_s, hard_e).within_many(soft_s, soft_e)
     busy = _Covered.of(np.concatenate([hard_s, soft_s]), np.concatenate([hard_e, soft_e]))
-    out: dict[tuple[str, str, int], int] = {}
+    shares: list[Share] = []
     seg = tl.segments.on(cpu)
     if seg.stop > seg.start:
         st, en = tl.segments.start[seg], tl.segments.end[seg]
@@ -479,16 +476,32 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
         k = np.arange(seg.start + j0, seg.start + j1)
         net = (e_ - s_) - busy.within_many(s_, e_)
         keep = (e_ > s_) & (net > 0)
-        for pid, comm_id, ns in zip(tl.segments.pid[k[keep]].tolist(), tl.segments.comm[k[keep]].tolist(),
-                                    net[keep].tolist(), strict=True):
-            kind = "idle" if pid == 0 else "task"
-            comm = "idle" if pid == 0 else tl.comm_of(comm_id)
-            key = (kind, comm, pid)
-            out[key] = out.get(key, 0) + ns
-    shares = [Share(kind, name, pid, cpu, ns) for (kind, name, pid), ns in out.items()]
-    shares += [Share("irq" if kind == HARD else "softirq", tl.comm_of(name), -1, cpu, ns)
-               for (kind, name), ns in irq_total.items() if ns > 0]
+        pid = tl.segments.pid[k[keep]].astype(np.int64)
+        comm = tl.segments.comm[k[keep]].astype(np.int64)
+        # one culprit per (pid, comm); every pid 0 is the one "idle"
+        key = np.where(pid == 0, 0, pid * _KEY + comm + 1)
+        for kk, ns in zip(*_sum_by_first(key, net[keep]), strict=True):
+            p, c = divmod(kk, _KEY)
+            shares.append(Share("idle", "idle", 0, cpu, ns) if kk == 0 else
+                          Share("task", tl.comm_of(c - 1), p, cpu, ns))
+    for kind, names, ns in (("irq", hard_n, hard_e - hard_s), ("softirq", soft_n, soft_net)):
+        shares += [Share(kind, tl.comm_of(n), -1, cpu, v) for n, v in zip(*_sum_by_first(names, ns), strict=True)
+                   if v > 0]
     return sorted(shares, key=lambda x: -x.ns)
+
+
+_KEY = 1 << 33
+
+
+def _sum_by_first(keys: np.ndarray, values: np.ndarray) -> tuple[list[int], list[int]]:
+    """Distinct keys in the order they first appear, and the sum of ``values`` of each."""
+    if len(keys) == 0:
+        return [], []
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    sums = np.zeros(len(uniq), np.int64)
+    np.add.at(sums, inv.ravel(), values.astype(np.int64))
+    o = np.argsort(first, kind="stable")
+    return uniq[o].tolist(), sums[o].tolist()
 
 
 def running_at(tl: Timeline, cpu: int, ts: int) -> int:
@@ -515,16 +528,6 @@ def silent_gaps(tl: Timeline, cpu: int, a: int, b: int, min_ns: int) -> list[tup
     return list(zip(edges[k].tolist(), edges[k + 1].tolist(), strict=True))
 
 
-def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(ivals):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
-
-
 class _Covered:
     """Sorted disjoint intervals and how much of any window they cover (binary search, no scan)."""
 
@@ -535,8 +538,20 @@ class _Covered:
 
     @classmethod
     def of(cls, start: np.ndarray, end: np.ndarray) -> _Covered:
-        """The union of intervals [start[i], end[i]) (``_union`` of them)."""
-        return cls(_union(list(zip(start.tolist(), end.tolist(), strict=True))))
+        """The union of intervals [start[i], end[i]) with end > start: sorted, disjoint, touching ones merged."""
+        out = cls([])
+        if len(start) == 0:
+            return out
+        o = np.lexsort((end, start))
+        s, e = start[o].astype(np.int64), end[o].astype(np.int64)
+        reach = np.maximum.accumulate(e)
+        new = np.ones(len(s), bool)
+        new[1:] = s[1:] > reach[:-1]          # a new interval starts past everything before it
+        first = np.flatnonzero(new)
+        out.start = s[first]
+        out.end = reach[np.concatenate([first[1:] - 1, [len(s) - 1]])]
+        out.cum = np.concatenate([[0], np.cumsum(out.end - out.start)])
+        return out
 
     def within_many(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``within`` of each window [a[i], b[i]) (windows with b <= a: whatever ``within`` says)."""
