@@ -484,8 +484,10 @@ def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
             p, c = divmod(kk, _KEY)
             shares.append(Share("idle", "idle", 0, cpu, ns) if kk == 0 else
                           Share("task", tl.comm_of(c - 1), p, cpu, ns))
-    for kind, names, ns in (("irq", hard_n, hard_e - hard_s), ("softirq", soft_n, soft_net)):
-        shares += [Share(kind, tl.comm_of(n), -1, cpu, v) for n, v in zip(*_sum_by_first(names, ns), strict=True)
+    irq_parts: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (("irq", hard_n, hard_e - hard_s),
+                                                                 ("softirq", soft_n, soft_net))
+    for kind, names, took in irq_parts:
+        shares += [Share(kind, tl.comm_of(n), -1, cpu, v) for n, v in zip(*_sum_by_first(names, took), strict=True)
                    if v > 0]
     return sorted(shares, key=lambda x: -x.ns)
 
