@@ -243,3 +243,84 @@ def test_rows_on_and_migration_times(timeline: model.Timeline) -> None:
         assert (timeline.rows_on("local_timer_entry", cpu) == want).all()
     assert len(timeline.rows_on("no_such_event", 0)) == 0
     assert (timeline.migration_ts() == t.ts[timeline.migrations]).all()
+
+
+def _window_shares_scan(tl: model.Timeline, cpu: int, a: int, b: int) -> list[model.Share]:
+    """window_shares as it was: one Python step per interval and segment."""
+    def union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for s, e in sorted(ivals):
+            if out and s <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], e))
+            else:
+                out.append((s, e))
+        return out
+
+    def within(ivals: list[tuple[int, int]], s: int, e: int) -> int:
+        return sum(max(0, min(e, y) - max(s, x)) for x, y in ivals)
+
+    irq_total: dict[tuple[int, int], int] = {}
+    hard: list[tuple[int, int]] = []
+    soft: list[tuple[int, int, int]] = []
+    sl = tl.irqs.on(cpu)
+    for i in range(sl.start, sl.stop):
+        st, en = int(tl.irqs.start[i]), int(tl.irqs.end[i])
+        if st < a - 10_000_000 or st >= b:
+            continue
+        s, e = max(st, a), min(en, b)
+        if e <= s:
+            continue
+        name = int(tl.irqs.name[i])
+        if tl.irqs.kind[i] == model.HARD:
+            hard.append((s, e))
+            irq_total[(model.HARD, name)] = irq_total.get((model.HARD, name), 0) + e - s
+        else:
+            soft.append((s, e, name))
+    hard_u = union(hard)
+    for s, e, name in soft:
+        irq_total[(model.SOFT, name)] = irq_total.get((model.SOFT, name), 0) + (e - s) - within(hard_u, s, e)
+    busy = union(hard + [(s, e) for s, e, _ in soft])
+    out: dict[tuple[str, str, int], int] = {}
+    seg = tl.segments.on(cpu)
+    for j in range(seg.start, seg.stop):
+        s, e = max(int(tl.segments.start[j]), a), min(int(tl.segments.end[j]), b)
+        if e <= s:
+            continue
+        net = (e - s) - within(busy, s, e)
+        if net <= 0:
+            continue
+        pid = int(tl.segments.pid[j])
+        key = ("idle", "idle", 0) if pid == 0 else ("task", tl.comm_of(int(tl.segments.comm[j])), pid)
+        out[key] = out.get(key, 0) + net
+    shares = [model.Share(k, n, p, cpu, ns) for (k, n, p), ns in out.items()]
+    shares += [model.Share("irq" if k == model.HARD else "softirq", tl.comm_of(n), -1, cpu, ns)
+               for (k, n), ns in irq_total.items() if ns > 0]
+    return sorted(shares, key=lambda x: -x.ns)
+
+
+def test_window_shares_are_the_scans(timeline: model.Timeline) -> None:
+    ts = timeline.table.ts
+    rng = np.random.default_rng(2)
+    windows = [(int(ts[0]) - 5_000_000, int(ts[-1]) + 5_000_000)]
+    for _ in range(150):
+        a = int(ts[rng.integers(len(ts))]) + int(rng.integers(-3000, 3000))
+        windows.append((a, a + int(rng.integers(1, 3_000_000))))
+    for seq in LATE:  # the late packets' own windows
+        windows.append((ns(t0_of(seq) - 700), ns(t0_of(seq) + 1000)))
+    for a, b in windows:
+        for cpu in (0, 1):
+            assert model.window_shares(timeline, cpu, a, b) == _window_shares_scan(timeline, cpu, a, b), (cpu, a, b)
+
+
+def test_window_shares_and_gaps_on_a_real_capture_are_the_scans(text_bytes: bytes) -> None:
+    """The captured veth run: softirqs with hard interrupts inside, unrecorded switches, idle."""
+    tl = model.build(parse_kernel_text(text_bytes))
+    ts = tl.table.ts
+    assert (tl.irqs.kind == model.SOFT).any() and (tl.irqs.kind == model.HARD).any()
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a = int(ts[rng.integers(len(ts))]) + int(rng.integers(-2000, 2000))
+        b = a + int(rng.integers(1, 2_000_000))
+        for cpu in range(tl.ncpu):
+            assert model.window_shares(tl, cpu, a, b) == _window_shares_scan(tl, cpu, a, b), (cpu, a, b)
+            assert model.silent_gaps(tl, cpu, a, b, 5_000) == _silent_gaps_scan(tl, cpu, a, b, 5_000)
