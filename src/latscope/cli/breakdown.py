@@ -75,9 +75,11 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
         if trace_file is not None:
             bd = analyse(load_trace_file(trace_file), samples, options, run_id=run.run_id if run else None)
         elif run is not None:
-            # the run's steal series is on the probe's clock, as its own trace is (not a trace brought in)
+            # the run's steal series is on the probe's clock, as its own trace is (not a trace brought in);
+            # --perfetto draws every CPU's whole timeline: it needs every event
             bd = analyse_run(run.path, run.record.extra.get("trace"), samples, options, run_id=run.run_id,
-                             overruns=overruns, steal=load_run_steal(run.path), whole=whole_trace)
+                             overruns=overruns, steal=load_run_steal(run.path),
+                             whole=whole_trace or perfetto_file is not None)
         else:  # ruled out above; says so to the type checker too
             raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
     if perfetto_file is not None:

@@ -8,7 +8,8 @@ decoded:
    ``a0``, ``a1``; about 16 bytes kept per event) finds the markers, hence
    the sender and receiver, and every row's CPU and task.
 2. The packets: every row of the events the stages are located on
-   (``PATH_ALWAYS``); the sender's send calls and device queueing; the
+   (``PATH_ALWAYS``); the wakeups of the receiver (``sched_waking`` of other
+   tasks never match); the sender's send calls and device queueing; the
    receiver-side skb events of the sender's skb addresses only (the others
    never match); every event of the receiver and, on each CPU, the event
    just before each of them (an unrecorded switch to the receiver is placed
@@ -65,7 +66,7 @@ from latscope.trace.table import (
 )
 
 #: Every row of these events is kept (the stages are located on them, with bounds and keys of other tasks).
-PATH_ALWAYS = ("print", "sched_switch", "sched_wakeup", "sched_waking", "netif_receive_skb", "sk_data_ready")
+PATH_ALWAYS = ("print", "sched_switch", "sched_wakeup", "netif_receive_skb", "sk_data_ready")
 #: Rows of these events are kept when the sender made them.
 SENDER_EVENTS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_exit_sendto", "sys_exit_sendmsg", "net_dev_queue")
 #: Rows of these events are kept when their skb address is one the sender queued.
@@ -94,6 +95,8 @@ class Scan:
     marker_phase: np.ndarray
     skb_rows: np.ndarray    # rows of net_dev_queue and SKB_EVENTS
     skb: np.ndarray
+    waking_rows: np.ndarray  # rows of sched_waking
+    waking_pid: np.ndarray   # the task each wakes
     meta: dict[str, Any]
     _per_cpu: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
 
@@ -132,11 +135,18 @@ class Scan:
             self._per_cpu.extend(o[b[c]:b[c + 1]] for c in range(len(b) - 1) if b[c + 1] > b[c])
         return self._per_cpu
 
+    def _is(self, *names: str) -> np.ndarray:
+        """Mask of the rows of events ``names`` (a lookup table, not a search per row)."""
+        lut = np.zeros(max(len(self.event_names), 1), bool)
+        lut[self.codes(*names)] = True
+        return lut[self.event]
+
     def path_rows(self, sender: int, receiver: int) -> np.ndarray:
         """Mask of the rows that locate every packet's checkpoints as the whole trace does."""
         n = len(self)
-        keep = np.isin(self.event, self.codes(*PATH_ALWAYS))
-        keep |= np.isin(self.event, self.codes(*SENDER_EVENTS)) & (self.task == sender)
+        keep = self._is(*PATH_ALWAYS)
+        keep |= self._is(*SENDER_EVENTS) & (self.task == sender)
+        keep[self.waking_rows[self.waking_pid == receiver]] = True
         dq = self.codes("net_dev_queue")
         skb_ev = self.event[self.skb_rows]
         skbs = self.skb[np.isin(skb_ev, dq) & (self.task[self.skb_rows] == sender)]
@@ -207,6 +217,8 @@ def _scan(path: Path, pf: Any) -> Scan:
     m_phase: list[np.ndarray] = []
     s_rows: list[np.ndarray] = []
     s_val: list[np.ndarray] = []
+    w_rows: list[np.ndarray] = []
+    w_pid: list[np.ndarray] = []
     for g in range(len(bounds) - 1):
         t = pf.read_row_group(g, columns=["ts", "cpu", "pid", "event", "a0", "a1"])
         out = slice(int(bounds[g]), int(bounds[g + 1]))
@@ -225,6 +237,11 @@ def _scan(path: Path, pf: Any) -> Scan:
             m_rows.append(k + bounds[g])
             m_seq.append(a0[k])
             m_phase.append(a1[k])
+        wk = events.get("sched_waking", -1)
+        if wk >= 0:
+            k = np.flatnonzero(ev == wk)
+            w_rows.append(k + bounds[g])
+            w_pid.append(a0[k])
         codes = [events[e] for e in ("net_dev_queue", *SKB_EVENTS) if e in events]
         if codes:
             k = np.flatnonzero(np.isin(ev, codes))
@@ -233,7 +250,8 @@ def _scan(path: Path, pf: Any) -> Scan:
     z = np.zeros(0, np.int64)
     return Scan(path, ts, cpu, task, event, tuple(sorted(events, key=events.__getitem__)),
                 np.concatenate([z, *m_rows]), np.concatenate([z, *m_seq]), np.concatenate([z, *m_phase]),
-                np.concatenate([z, *s_rows]), np.concatenate([z, *s_val]), meta)
+                np.concatenate([z, *s_rows]), np.concatenate([z, *s_val]), np.concatenate([z, *w_rows]),
+                np.concatenate([z, *w_pid]), meta)
 
 
 def packet_windows(samples: Samples, idx: np.ndarray, to_trace_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
