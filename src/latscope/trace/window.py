@@ -7,21 +7,24 @@ decoded:
 1. A narrow scan of every row group (``ts``, ``cpu``, ``pid``, ``event``,
    ``a0``, ``a1``; about 16 bytes kept per event) finds the markers, hence
    the sender and receiver, and every row's CPU and task.
-2. The packets: every row of the events the stages are located on
-   (``PATH_ALWAYS``); the wakeups of the receiver (``sched_waking`` of other
-   tasks never match); the sender's send calls and device queueing; the
-   receiver-side skb events of the sender's skb addresses only (the others
-   never match); every event of the receiver and, on each CPU, the event
-   just before each of them (an unrecorded switch to the receiver is placed
-   from that pair, so the receiver's runs, hence every packet's stages and
-   the stage baselines, come out as from the whole trace).
+2. The packets: every row of ``PATH_ALWAYS``; the wakeups of the receiver
+   (``sched_waking`` of other tasks never match); the sender's send calls
+   and device queueing; the receiver-side skb events of the sender's skb
+   addresses only (the others never match), and after each of its
+   netif_receive_skb the next netif_receive_skb and the next two
+   sk_data_ready on that CPU (the bounds the socket callback is found
+   between); every event of the receiver and, on each CPU, the event just
+   before each of them and the last recorded switch before it (an
+   unrecorded switch to the receiver is placed from that pair and moved by
+   the priority that switch set), so the receiver's runs, hence every
+   packet's stages and the stage baselines, come out as from the whole trace.
 3. The late packets' windows: which packets are late is decided on the
    run's samples (the metric and threshold need no trace), so their windows
    are known before reading: from the earliest to the latest of the
    probe's own timestamps of the packet, widened by ``MARGIN_NS`` on both
    sides, every event; plus, per CPU, the event just before and just after
    each window (what was running when the window opened, and the switch
-   that ended it).
+   that ended it) and the last recorded switch before it.
 4. One decode of the full columns of just those rows (read_table with rows).
 
 What cannot be seen outside the windows, and why the breakdown is still
@@ -66,7 +69,7 @@ from latscope.trace.table import (
 )
 
 #: Every row of these events is kept (the stages are located on them, with bounds and keys of other tasks).
-PATH_ALWAYS = ("print", "sched_switch", "sched_wakeup", "netif_receive_skb", "sk_data_ready")
+PATH_ALWAYS = ("print", "sched_wakeup")
 #: Rows of these events are kept when the sender made them.
 SENDER_EVENTS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_exit_sendto", "sys_exit_sendmsg", "net_dev_queue")
 #: Rows of these events are kept when their skb address is one the sender queued.
@@ -93,10 +96,12 @@ class Scan:
     marker_rows: np.ndarray
     marker_seq: np.ndarray
     marker_phase: np.ndarray
-    skb_rows: np.ndarray    # rows of net_dev_queue and SKB_EVENTS
+    skb_rows: np.ndarray    # rows of net_dev_queue, netif_receive_skb and SKB_EVENTS
     skb: np.ndarray
     waking_rows: np.ndarray  # rows of sched_waking
     waking_pid: np.ndarray   # the task each wakes
+    switch_rows: np.ndarray  # rows of sched_switch
+    switch_next: np.ndarray  # the task each switches to
     meta: dict[str, Any]
     _per_cpu: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
 
@@ -128,11 +133,11 @@ class Scan:
         return out[0], out[1]
 
     def per_cpu(self) -> list[np.ndarray]:
-        """Per CPU that has events: its rows, in order (computed once)."""
+        """Per CPU (index = CPU number): its rows, in order (computed once)."""
         if not self._per_cpu:
             o = np.argsort(self.cpu, kind="stable")
             b = np.searchsorted(self.cpu[o], np.arange(int(self.cpu.max()) + 2 if len(self) else 1))
-            self._per_cpu.extend(o[b[c]:b[c + 1]] for c in range(len(b) - 1) if b[c + 1] > b[c])
+            self._per_cpu.extend(o[b[c]:b[c + 1]] for c in range(len(b) - 1))
         return self._per_cpu
 
     def _is(self, *names: str) -> np.ndarray:
@@ -150,16 +155,40 @@ class Scan:
         dq = self.codes("net_dev_queue")
         skb_ev = self.event[self.skb_rows]
         skbs = self.skb[np.isin(skb_ev, dq) & (self.task[self.skb_rows] == sender)]
-        follow = np.isin(skb_ev, self.codes(*SKB_EVENTS)) & np.isin(self.skb, np.sort(skbs), kind="sort")
+        of_sender = np.isin(self.skb, np.sort(skbs), kind="sort")
+        follow = np.isin(skb_ev, self.codes(*SKB_EVENTS, "netif_receive_skb")) & of_sender
         keep[self.skb_rows[follow]] = True
+        # the socket callback is the first sk_data_ready on the CPU after the packet's netif_receive_skb
+        # and before the next netif_receive_skb there (any skb); the next sk_data_ready bounds the wakeup
+        rx = self.skb_rows[np.isin(skb_ev, self.codes("netif_receive_skb")) & of_sender]
+        nrs, sdr = self._is("netif_receive_skb"), self._is("sk_data_ready")
+        # switches: the last recorded one (to another task) before each of the receiver's events (an
+        # unrecorded switch to the receiver is moved by the priority of what that one put there); a
+        # switch to the receiver is the event just before one of the receiver's, so it is in already
+        rec = self._is_rows(self.switch_rows[self.task[self.switch_rows] != self.switch_next])
         if n:
             keep[[0, n - 1]] = True
-        for on in self.per_cpu():
+        for c, on in enumerate(self.per_cpu()):
+            if len(on) == 0:
+                continue
             mine = np.flatnonzero(self.task[on] == receiver)
             keep[on[:1]] = True
             keep[on[mine]] = True
             keep[on[mine[mine > 0] - 1]] = True
+            q = rx[self.cpu[rx] == c]
+            for rows, ahead in ((on[nrs[on]], 1), (on[sdr[on]], 2)):
+                j = np.searchsorted(rows, q, side="right")
+                for d in range(ahead):
+                    keep[rows[j[j + d < len(rows)] + d]] = True
+            rec_c = on[rec[on]]
+            j = np.searchsorted(rec_c, on[mine], side="left") - 1
+            keep[rec_c[j[j >= 0]]] = True
         return keep
+
+    def _is_rows(self, rows: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(self), bool)
+        mask[rows] = True
+        return mask
 
     def window_rows(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Mask of every row with lo[i] <= ts <= hi[i] for some i, and per CPU the row before and after each
@@ -179,11 +208,16 @@ class Scan:
         np.add.at(covered, r0, 1)
         np.add.at(covered, r1, -1)
         keep |= np.cumsum(covered)[:-1] > 0
+        rec = self._is_rows(self.switch_rows[self.task[self.switch_rows] != self.switch_next])
         for on in self.per_cpu():
             before = np.searchsorted(on, r0, side="left") - 1
             after = np.searchsorted(on, r1, side="left")
             keep[on[before[before >= 0]]] = True
             keep[on[after[after < len(on)]]] = True
+            # the last recorded switch before the window: the priority an unrecorded one inside is judged by
+            rec_c = on[rec[on]]
+            j = np.searchsorted(rec_c, r0, side="left") - 1
+            keep[rec_c[j[j >= 0]]] = True
         return keep
 
     def read(self, keep: np.ndarray) -> EventTable:
@@ -219,6 +253,8 @@ def _scan(path: Path, pf: Any) -> Scan:
     s_val: list[np.ndarray] = []
     w_rows: list[np.ndarray] = []
     w_pid: list[np.ndarray] = []
+    x_rows: list[np.ndarray] = []
+    x_next: list[np.ndarray] = []
     for g in range(len(bounds) - 1):
         t = pf.read_row_group(g, columns=["ts", "cpu", "pid", "event", "a0", "a1"])
         out = slice(int(bounds[g]), int(bounds[g + 1]))
@@ -242,7 +278,12 @@ def _scan(path: Path, pf: Any) -> Scan:
             k = np.flatnonzero(ev == wk)
             w_rows.append(k + bounds[g])
             w_pid.append(a0[k])
-        codes = [events[e] for e in ("net_dev_queue", *SKB_EVENTS) if e in events]
+        if sw >= 0:
+            k = np.flatnonzero(ev == sw)
+            a1 = t.column("a1").fill_null(np.iinfo(np.int64).min).to_numpy()
+            x_rows.append(k + bounds[g])
+            x_next.append(a1[k])
+        codes = [events[e] for e in ("net_dev_queue", "netif_receive_skb", *SKB_EVENTS) if e in events]
         if codes:
             k = np.flatnonzero(np.isin(ev, codes))
             s_rows.append(k + bounds[g])
@@ -251,7 +292,7 @@ def _scan(path: Path, pf: Any) -> Scan:
     return Scan(path, ts, cpu, task, event, tuple(sorted(events, key=events.__getitem__)),
                 np.concatenate([z, *m_rows]), np.concatenate([z, *m_seq]), np.concatenate([z, *m_phase]),
                 np.concatenate([z, *s_rows]), np.concatenate([z, *s_val]), np.concatenate([z, *w_rows]),
-                np.concatenate([z, *w_pid]), meta)
+                np.concatenate([z, *w_pid]), np.concatenate([z, *x_rows]), np.concatenate([z, *x_next]), meta)
 
 
 def packet_windows(samples: Samples, idx: np.ndarray, to_trace_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
