@@ -169,6 +169,8 @@ def build(table: EventTable) -> Timeline:
 
 
 def _rows_per_cpu(t: EventTable, ncpu: int) -> tuple[np.ndarray, ...]:
+    if ncpu <= 16:  # a pass per CPU is cheaper than sorting every row
+        return tuple(np.flatnonzero(t.cpu == c) for c in range(ncpu))
     order = np.argsort(t.cpu, kind="stable")
     b = np.searchsorted(t.cpu[order], np.arange(ncpu + 1))
     return tuple(order[b[c]:b[c + 1]] for c in range(ncpu))
