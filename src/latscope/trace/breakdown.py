@@ -241,16 +241,12 @@ def _analyse_windows(path: Path, samples: Samples, options: Options, *, run_id: 
     lo, hi = bounds
     bd = analyse(sc.read(sc.path_rows(sender, receiver) | sc.window_rows(lo, hi)), samples, options, run_id=run_id, overruns=overruns, steal=steal)
     pk = bd.packets_detail
-    if pk is None:
+    if pk is None or len(pk) != len(samples):
         return None
-    # every explained packet's checkpoints inside its window, with the margin the lookups need
-    seq = np.array([p.seq for p in bd.late], np.int64)
-    at = np.searchsorted(samples["seq"], seq)
-    where = np.searchsorted(late, at)
-    if len(seq) and (np.any(where >= len(late)) or np.any(late[np.minimum(where, len(late) - 1)] != at)):
-        return None
-    k = np.searchsorted(pk.seq, seq)
-    if not window.covers(lo[where] + int(off), hi[where] + int(off), pk.times[k]):
+    # Every late packet that could be explained (traced; packets are the samples' rows, in order) has its
+    # checkpoints inside its window, with the margin the lookups need; the explained ones are among them.
+    traced = (pk.rows[late, 2] >= 0) & (pk.rows[late, 11] >= 0)
+    if not window.covers(lo[traced] + int(off), hi[traced] + int(off), pk.times[late][traced]):
         return None
     return bd
 

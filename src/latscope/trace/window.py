@@ -36,9 +36,10 @@ counts); an interrupt that started more than 10 ms before a stage is not
 counted by the breakdown (model.window_shares), and one that started
 inside the margin ends inside it unless it lasted over ``MARGIN_NS``
 (20 ms, not an interrupt). ``covers`` checks after the analysis that every
-explained packet's checkpoints lay inside its window with at least
-``MIN_MARGIN_NS`` to spare; when one did not (a checkpoint far outside the
-probe's own timestamps), the caller reads the whole trace instead.
+late packet's checkpoints (those fully traced, which include every explained
+one) lay inside its window with at least ``MIN_MARGIN_NS`` to spare; when
+one did not (a checkpoint far outside the probe's own timestamps), the
+caller reads the whole trace instead.
 
 Timestamps: windows come from the probe's CLOCK_REALTIME and are mapped
 onto the trace clock with the run's recorded offset (``to_realtime_ns`` in
