@@ -310,3 +310,26 @@ def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
     assert not [n for n in tracefs.owned(tracefs.find_tracefs()) if n.startswith(f"latscope-{proc.pid}-")]
     runs = [p for p in results.iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1 and (runs[0] / "trace" / "events.parquet").exists()
+
+
+def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) -> None:
+    """A real traced run: the breakdown from the rows it needs equals the one from every event, for the
+    default threshold (late packets here and there: windows apart), a low one (windows everywhere) and
+    the latency metric; and the default really read only part of the trace."""
+    from latscope.trace.breakdown import Options, _analyse_windows
+
+    run = traced_run(latscope, count=4000)
+    assert run["completeness"]["trace_overruns"] == 0
+    rid = run["run_id"]
+    for extra in ((), ("--threshold", "30us"), ("--metric", "latency")):
+        part = latscope("breakdown", rid, "--json", *extra, timeout=180)
+        whole = latscope("breakdown", rid, "--json", "--whole-trace", *extra, timeout=180)
+        assert part.returncode == 0 and whole.returncode == 0, (part.stderr, whole.stderr)
+        assert part.stdout == whole.stdout, extra
+        assert json.loads(part.stdout)["late_broken_down"] > 0
+    stored = ResultsStore(results).resolve(rid)
+    bd = _analyse_windows(stored.path / "trace" / "events.parquet", stored.samples(), Options(), run_id=rid,
+                          overruns=0, steal=None)
+    assert bd is not None and bd.timeline is not None
+    subset = bd.timeline.table.meta["subset"]
+    assert subset["rows_read"] < subset["events"], subset

@@ -35,11 +35,14 @@ from latscope.safetext import terminal_safe
               help="Late packets shown stage by stage in the text report.")
 @click.option("--perfetto", "perfetto_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a Chrome/Perfetto trace (JSON) of the late packets, for ui.perfetto.dev.")
+@click.option("--whole-trace", "whole_trace", is_flag=True,
+              help="Read every event of the run's trace, not only those of the packets and of the late "
+                   "packets' windows (same result; slower, more memory).")
 @results_option
 @json_option
 def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | None, metric: str,
               packet_pid: int | None, receiver_pid: int | None, top: int, perfetto_file: Path | None,
-              results: str | None, as_json: bool) -> None:
+              whole_trace: bool, results: str | None, as_json: bool) -> None:
     """Split each late packet's latency into stages and name what held it back.
 
     RUN is a run recorded with `latscope run --trace` (id, prefix, name or
@@ -49,8 +52,8 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     from latscope.trace.breakdown import (
         Options,
         analyse,
+        analyse_run,
         load_run_steal,
-        load_run_table,
         load_trace_file,
     )
     from latscope.trace.report import to_json, to_text
@@ -68,16 +71,17 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
         bd = analyse_vm_run(run.path, run.record.extra, run.samples(), options, run_id=run.run_id,
                             overruns=overruns)
     else:
+        samples = run.samples() if run is not None else None
         if trace_file is not None:
-            table = load_trace_file(trace_file)
+            bd = analyse(load_trace_file(trace_file), samples, options, run_id=run.run_id if run else None)
         elif run is not None:
-            table = load_run_table(run.path, run.record.extra.get("trace"))
+            # the run's steal series is on the probe's clock, as its own trace is (not a trace brought in);
+            # --perfetto draws every CPU's whole timeline: it needs every event
+            bd = analyse_run(run.path, run.record.extra.get("trace"), samples, options, run_id=run.run_id,
+                             overruns=overruns, steal=load_run_steal(run.path),
+                             whole=whole_trace or perfetto_file is not None)
         else:  # ruled out above; says so to the type checker too
             raise ConfigError("give a RUN recorded with `latscope run --trace`, or --trace FILE")
-        samples = run.samples() if run is not None else None
-        # the run's steal series is on the probe's clock, as its own trace is (not a trace brought in)
-        steal = load_run_steal(run.path) if run is not None and trace_file is None else None
-        bd = analyse(table, samples, options, run_id=run.run_id if run else None, overruns=overruns, steal=steal)
     if perfetto_file is not None:
         from latscope.trace.perfetto import write
 

@@ -252,11 +252,11 @@ def _note_tick(tl: Timeline, pk: Packets, idx: int, culprits: list[Culprit]) -> 
     if prev_pid <= 0 or state == MISSING or state & 0xFFFF:  # prev was not runnable: it blocked
         return culprits
     cpu = int(t.cpu[row])
-    hr = t.rows("hrtimer_expire_entry")
-    hr = hr[(t.cpu[hr] == cpu) & (hr < row)]
-    if not len(hr):
+    hr = tl.rows_on("hrtimer_expire_entry", cpu)
+    k = int(np.searchsorted(hr, row, side="left"))
+    if k == 0:
         return culprits
-    last = hr[-1]
+    last = int(hr[k - 1])
     fn = t.string(int(t.strs[last, 0]))
     if not fn.startswith(TICK_FUNCTIONS) or t.ts[row] - t.ts[last] > 100_000:
         return culprits
@@ -274,8 +274,9 @@ def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
     if len(valid) < 2:
         return []
     a, b = int(valid.min()), int(valid.max())
-    ts = t.ts[rows]
-    sel = rows[(ts >= a) & (ts <= b) & np.isin(t.nums[rows, 0], [pk.sender_pid, pk.receiver_pid])]
+    ts = tl.migration_ts()
+    rows = rows[int(np.searchsorted(ts, a, side="left")):int(np.searchsorted(ts, b, side="right"))]
+    sel = rows[np.isin(t.nums[rows, 0], [pk.sender_pid, pk.receiver_pid])]
     return [Culprit("migration", t.string(int(t.strs[r, 0])), int(t.nums[r, 0]), int(t.nums[r, 3]), 0,
                     "", f"moved from CPU {int(t.nums[r, 2])} to CPU {int(t.nums[r, 3])}") for r in sel]
 

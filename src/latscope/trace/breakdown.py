@@ -194,6 +194,74 @@ def load_run_steal(run_path: Path) -> StealSeries | None:
     return read_series(path)
 
 
+def analyse_run(run_path: Path, recorded: dict[str, Any] | None, samples: Samples | None,
+                options: Options = Options(), *, run_id: str | None = None, overruns: int | None = None,
+                steal: StealSeries | None = None, whole: bool = False) -> Breakdown:
+    """The breakdown of a stored run's own trace: ``analyse`` of its events.
+
+    Unless ``whole``, a run whose events.parquet has markers and a recorded
+    clock offset is read by windows (latscope.trace.window): the rows that
+    locate every packet and those around the late packets, which the run's
+    samples name before the trace is read. The result is that of the whole
+    table; when a late packet's checkpoints turn out to lie outside its
+    window, the whole table is read instead.
+    """
+    table_path = run_path / "trace" / "events.parquet"
+    if not whole and samples is not None and len(samples) and options.metric in ("e2e", "latency") \
+            and table_path.exists():
+        bd = _analyse_windows(table_path, samples, options, run_id=run_id, overruns=overruns, steal=steal)
+        if bd is not None:
+            return bd
+    table = load_run_table(run_path, recorded)
+    return analyse(table, samples, options, run_id=run_id, overruns=overruns, steal=steal)
+
+
+def _analyse_windows(path: Path, samples: Samples, options: Options, *, run_id: str | None,
+                     overruns: int | None, steal: StealSeries | None) -> Breakdown | None:
+    """``analyse`` of only the rows the breakdown needs; None when the table cannot be read that way."""
+    from latscope.trace import window
+
+    try:
+        sc = window.scan(path)
+    except FormatError:
+        return None  # load_run_table decides: decode the ring again, or say what is wrong
+    off = sc.meta.get("to_realtime_ns")
+    s_pid, r_pid = sc.marker_pids()
+    sender = options.sender_pid if options.sender_pid is not None else s_pid
+    receiver = options.receiver_pid if options.receiver_pid is not None else r_pid
+    if off is None or len(sc) == 0 or s_pid < 0 or sender < 0 or receiver < 0:
+        return None
+    values = _metric_values(samples, options.metric)
+    valid = ~np.isnan(values)
+    threshold, _source = _threshold(values[valid], options.threshold_ns)
+    late = np.flatnonzero(valid & (values > threshold))
+    bounds = window.packet_windows(samples, late, -int(off))
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    bd = analyse(sc.read(sc.path_rows(sender, receiver) | sc.window_rows(lo, hi)), samples, options, run_id=run_id, overruns=overruns, steal=steal)
+    pk = bd.packets_detail
+    if pk is None or len(pk) != len(samples):
+        return None
+    # Every late packet that could be explained (traced; packets are the samples' rows, in order) has its
+    # checkpoints inside its window, with the margin the lookups need; the explained ones are among them.
+    traced = (pk.rows[late, 2] >= 0) & (pk.rows[late, 11] >= 0)
+    if not window.covers(lo[traced] + int(off), hi[traced] + int(off), pk.times[late][traced]):
+        return None
+    return bd
+
+
+def _metric_values(samples: Samples, metric: str) -> np.ndarray:
+    """The run's metric per packet (NaN where it has none): what late is judged on."""
+    if metric == "latency":
+        from latscope.analysis.metrics import latency
+
+        return latency(samples)
+    from latscope.analysis.metrics import e2e
+
+    return e2e(samples)
+
+
 def analyse(table: EventTable, samples: Samples | None = None, options: Options = Options(), *,
             run_id: str | None = None, overruns: int | None = None, steal: StealSeries | None = None) -> Breakdown:
     """Break the late packets of a trace (and run) down into stages and culprits.
@@ -241,7 +309,9 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} latest are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal) for i in late_idx]
-    missing = [" or ".join(group) for group in NEEDED if all(table.code(e) < 0 for e in group)]
+    subset = table.meta.get("subset")
+    names = set(subset["event_names"] if subset else table.event_names)
+    missing = [" or ".join(group) for group in NEEDED if all(e not in names for e in group)]
     if missing:
         warnings.append(f"the trace has no {', '.join(missing)} events: packets cannot be followed through "
                         "every stage (record with latscope's default events)")
@@ -277,12 +347,14 @@ def trace_info(table: EventTable, tl: model.Timeline, mapping: str, overruns: in
                         f"{(parse.get('unparsed_examples') or [{}])[0].get('line', '?')})")
     if parse.get("garbled_fields"):
         warnings.append(f"{parse['garbled_fields']} events of {what} had unreadable arguments")
+    # read by windows (latscope.trace.window): the whole table's figures, not those of the rows read
+    subset = table.meta.get("subset")
     return {
-        "events": len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
+        "events": subset["events"] if subset else len(table), "cpus": tl.ncpu, "span_s": round((tl.end_ns - tl.start_ns) / 1e9, 6),
         "format": table.meta.get("format"), "clock": table.meta.get("clock"), "clock_mapping": mapping,
         "overruns": max(lost, lost_events), "lost_events": lost_events,
         "ts_resolution_ns": table.meta.get("ts_resolution_ns"), "source": table.meta.get("source"),
-        "event_counts": table.counts(),
+        "event_counts": subset["event_counts"] if subset else table.counts(),
     }
 
 
@@ -325,16 +397,10 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
     if samples is not None and len(samples):
         seq = samples["seq"].astype(np.int64)
         probe = {k: samples[k] for k in ("sched_ns", "wake_ns", "rx_user_ns")}
-        if metric == "latency":
-            from latscope.analysis.metrics import latency
-
-            values = latency(samples)
-        elif metric == "trace":
+        if metric == "trace":
             values = _marker_metric(seq, tx_seq, tx_rows, rx_seq, rx_rows, t)
         else:
-            from latscope.analysis.metrics import e2e
-
-            values = e2e(samples)
+            values = _metric_values(samples, metric)
         return seq, probe, values, metric
     if metric != "trace":
         warnings.append(f"no run samples: late packets are judged on the markers (metric 'trace'), not {metric}")

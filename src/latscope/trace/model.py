@@ -19,8 +19,7 @@ about a time window on one CPU use binary search.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,6 +59,23 @@ class Segments(_PerCpu):
     comm: np.ndarray      # string id
     prio: np.ndarray
     bounds: np.ndarray
+    #: Index by task: rows in (pid, start) order (ties in (cpu, start) order); the distinct pids; per
+    #: row of that order, (rank of its pid) * (len + 1) + (rank of its start among all starts), which
+    #: sorts the same way, so "pid's first segment at or after t" is one binary search; all starts sorted.
+    by_pid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
+    pid_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
+    pid_combo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
+    starts_sorted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
+
+
+def _pid_index(pid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The by-task index of segments (``Segments.by_pid``, ``pid_keys``, ``pid_combo``, ``starts_sorted``)."""
+    by_pid = np.lexsort((start, pid))
+    starts_sorted = np.sort(start, kind="stable")
+    keys, dense = np.unique(pid[by_pid], return_inverse=True)
+    rank = np.searchsorted(starts_sorted, start[by_pid], side="left")
+    combo = dense.ravel().astype(np.int64) * np.int64(len(start) + 1) + rank
+    return by_pid, keys.astype(np.int64), combo, starts_sorted
 
 
 @dataclass(frozen=True)
@@ -103,10 +119,34 @@ class Timeline:
     start_ns: int
     end_ns: int
     irq_names: dict[int, str]  # string id of an interval name -> text (names made here)
+    #: Per CPU: the time of every event on it (``table.ts[cpu_rows[c]]``, gathered once).
+    cpu_ts: tuple[np.ndarray, ...] = ()
+    #: Indexes built on first use (``rows_on``), so per-packet questions cost their window, not the trace.
+    cache: dict[object, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ncpu(self) -> int:
         return len(self.cpu_rows)
+
+    def rows_on(self, name: str, cpu: int) -> np.ndarray:
+        """Rows of event ``name`` on ``cpu``, in time order (built once per event name)."""
+        key = ("rows_on", name)
+        if key not in self.cache:
+            rows = self.table.rows(name)
+            c = self.table.cpu[rows]
+            o = np.argsort(c, kind="stable")
+            self.cache[key] = rows[o]
+            self.cache[key + ("bounds",)] = np.searchsorted(c[o], np.arange(self.ncpu + 1))
+        b = self.cache[key + ("bounds",)]
+        if cpu < 0 or cpu >= self.ncpu:
+            return np.zeros(0, np.int64)
+        return self.cache[key][int(b[cpu]):int(b[cpu + 1])]
+
+    def migration_ts(self) -> np.ndarray:
+        """Times of ``migrations`` (same order)."""
+        if "migration_ts" not in self.cache:
+            self.cache["migration_ts"] = self.table.ts[self.migrations]
+        return self.cache["migration_ts"]
 
     def comm_of(self, sid: int) -> str:
         if sid in self.irq_names:
@@ -123,11 +163,14 @@ def build(table: EventTable) -> Timeline:
     irqs = _interrupts(table, ncpu, names)
     wake = _wakeups(table, segs)
     mig = table.rows("sched_migrate_task")
+    cpu_ts = tuple(table.ts[r] for r in cpu_rows)
     return Timeline(table, segs, irqs, wake, mig, cpu_rows, int(table.ts[0]) if len(table) else 0,
-                    int(table.ts[-1]) if len(table) else 0, names)
+                    int(table.ts[-1]) if len(table) else 0, names, cpu_ts)
 
 
 def _rows_per_cpu(t: EventTable, ncpu: int) -> tuple[np.ndarray, ...]:
+    if ncpu <= 16:  # a pass per CPU is cheaper than sorting every row
+        return tuple(np.flatnonzero(t.cpu == c) for c in range(ncpu))
     order = np.argsort(t.cpu, kind="stable")
     b = np.searchsorted(t.cpu[order], np.arange(ncpu + 1))
     return tuple(order[b[c]:b[c + 1]] for c in range(ncpu))
@@ -150,6 +193,7 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
     the old one's, which it then preempted at once (``_preempted_at``).
     """
     sw_code = t.code("sched_switch")
+    up_all = t.rows("sched_wakeup")
     cpus, starts, ends, pids, comms, prios = [], [], [], [], [], []
     for c in range(ncpu):
         r = cpu_rows[c]
@@ -167,7 +211,7 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
         # recorded: a switch to another task (boundary at the switch)
         rec = np.flatnonzero(is_sw & (before != after))
         inf_time = np.where(after[inf - 1] == 0, ts[inf - 1], ts[inf])
-        inf_time = _preempted_at(t, c, ts, inf, before, after, rec, after_prio, inf_time)
+        inf_time = _preempted_at(t, c, ts, inf, before, after, rec, after_prio, inf_time, up_all)
         b_time = np.concatenate([inf_time, ts[rec]])
         b_key = np.concatenate([2 * inf - 1, 2 * rec])  # keeps "inferred before i" ahead of "switch at i"
         b_pid = np.concatenate([before[inf], after[rec]])
@@ -185,13 +229,15 @@ def _segments(t: EventTable, ncpu: int, cpu_rows: tuple[np.ndarray, ...]) -> Seg
         z = np.zeros(0, np.int64)
         return Segments(z.astype(np.int16), z, z, z, z.astype(np.int32), z, np.zeros(ncpu + 1, np.int64))
     cpu = np.concatenate(cpus)
-    return Segments(cpu, np.concatenate(starts), np.concatenate(ends), np.concatenate(pids).astype(np.int64),
+    start, pid = np.concatenate(starts), np.concatenate(pids).astype(np.int64)
+    return Segments(cpu, start, np.concatenate(ends), pid,
                     np.concatenate(comms).astype(np.int32), np.concatenate(prios).astype(np.int64),
-                    np.searchsorted(cpu, np.arange(ncpu + 1)))
+                    np.searchsorted(cpu, np.arange(ncpu + 1)), *_pid_index(pid, start))
 
 
 def _preempted_at(t: EventTable, cpu: int, ts: np.ndarray, inf: np.ndarray, before: np.ndarray,
-                  after: np.ndarray, rec: np.ndarray, after_prio: np.ndarray, times: np.ndarray) -> np.ndarray:
+                  after: np.ndarray, rec: np.ndarray, after_prio: np.ndarray, times: np.ndarray,
+                  up_all: np.ndarray) -> np.ndarray:
     """Inferred task-to-task switches moved back to where a higher-priority wakeup preempted the old task.
 
     A task woken for this CPU with a higher priority (a lower ``prio``) than
@@ -203,37 +249,71 @@ def _preempted_at(t: EventTable, cpu: int, ts: np.ndarray, inf: np.ndarray, befo
     was blamed for the millisecond the loop spun. The old task's priority
     comes from the recorded switch that put it on the CPU; when that is not
     known, the switch stays where it was.
+
+    ``up_all``: every sched_wakeup row. Per candidate switch this is two
+    binary searches (the last wakeup of the new task for this CPU at or
+    before its first event), not a scan of the wakeups.
     """
-    up = t.rows("sched_wakeup")
+    up = up_all
     cand = np.flatnonzero(after[inf - 1] != 0) if len(inf) else np.zeros(0, np.int64)
     if len(up) == 0 or len(cand) == 0:
         return times
     up = up[(t.nums[up, 2] == cpu) & np.isin(t.nums[up, 0], before[inf[cand]])]
-    if len(up) == 0:
+    if len(up) == 0 or len(rec) == 0:
         return times
+    i = inf[cand]
+    k = np.searchsorted(rec, i - 1, side="right") - 1
+    kk = np.maximum(k, 0)
+    ok = (k >= 0) & (after[rec[kk]] == after[i - 1]) & (after_prio[rec[kk]] != NONE)
+    if not ok.any():
+        return times
+    cand, i, kk = cand[ok], i[ok], kk[ok]
+    # the last wakeup of before[i] at or before ts[i]: wakeups are in time (row) order, so within one
+    # pid "at or before ts[i]" is a prefix; (pid rank, position) sorts as one int64
+    up_ts = t.ts[up]
+    up_pid = t.nums[up, 0]
+    uniq, dense = np.unique(up_pid, return_inverse=True)
+    m = np.int64(len(up) + 1)
+    combo = dense.ravel().astype(np.int64) * m + np.arange(len(up), dtype=np.int64)
+    o = np.argsort(combo, kind="stable")
+    combo_sorted = combo[o]
+    want = before[i]
+    qpos = np.searchsorted(uniq, want)
+    qq = np.minimum(qpos, len(uniq) - 1)
+    known = (qpos < len(uniq)) & (uniq[qq] == want)
+    n_le = np.searchsorted(up_ts, ts[i], side="right")          # wakeups with ts <= ts[i]
+    j = np.searchsorted(combo_sorted, qq.astype(np.int64) * m + n_le - 1, side="right") - 1
+    jj = np.maximum(j, 0)
+    hit = known & (n_le > 0) & (j >= 0) & (combo_sorted[jj] // m == qq)
+    w = up[o[jj]]
+    hit &= t.ts[w] >= ts[rec[kk]]
+    hit &= t.nums[w, 1] < after_prio[rec[kk]]
     out = times.copy()
-    for j in cand:
-        i = int(inf[j])
-        k = int(np.searchsorted(rec, i - 1, side="right")) - 1
-        if k < 0 or after[rec[k]] != after[i - 1] or after_prio[rec[k]] == NONE:
-            continue
-        w = up[(t.nums[up, 0] == before[i]) & (t.ts[up] >= ts[rec[k]]) & (t.ts[up] <= ts[i])]
-        if len(w) and t.nums[w[-1], 1] < after_prio[rec[k]]:
-            out[j] = max(int(t.ts[w[-1]]), int(ts[i - 1]))
+    out[cand[hit]] = np.maximum(t.ts[w[hit]], ts[i[hit] - 1])
     return out
 
 
-def first_segment_after(segs: Segments, pid: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start, cpu) of the first segment of ``pid`` starting at or after each ts; NONE/-1 if none."""
-    sel = np.flatnonzero(segs.pid == pid)
-    if len(sel) == 0:
-        return np.full(len(ts), NONE, np.int64), np.full(len(ts), -1, np.int64)
-    o = sel[np.argsort(segs.start[sel], kind="stable")]
-    st = segs.start[o]
-    k = np.searchsorted(st, ts, side="left")
-    ok = k < len(st)
-    kk = np.minimum(k, len(st) - 1)
-    return np.where(ok, st[kk], NONE), np.where(ok, segs.cpu[o][kk].astype(np.int64), -1)
+def first_segment_after(segs: Segments, pid: int | np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, cpu) of the first segment of ``pid`` starting at or after each ts; NONE/-1 if none.
+
+    ``pid`` is one task or one per ts. Binary searches in the segments' by-task index.
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    pids = np.broadcast_to(np.asarray(pid, dtype=np.int64), ts.shape)
+    none = np.full(len(ts), NONE, np.int64), np.full(len(ts), -1, np.int64)
+    if len(segs.by_pid) == 0 or len(ts) == 0:
+        return none
+    m = np.int64(len(segs.start) + 1)
+    combo, uniq = segs.pid_combo, segs.pid_keys
+    qpos = np.searchsorted(uniq, pids)
+    qq = np.minimum(qpos, len(uniq) - 1).astype(np.int64)
+    known = (qpos < len(uniq)) & (uniq[qq] == pids)
+    rank = np.searchsorted(segs.starts_sorted, ts, side="left")
+    k = np.searchsorted(combo, qq * m + rank, side="left")
+    kk = np.minimum(k, len(combo) - 1)
+    hit = known & (k < len(combo)) & (combo[kk] // m == qq)
+    row = segs.by_pid[kk]
+    return np.where(hit, segs.start[row], NONE), np.where(hit, segs.cpu[row].astype(np.int64), -1)
 
 
 def _interrupts(t: EventTable, ncpu: int, names: dict[int, str]) -> Intervals:
@@ -298,12 +378,7 @@ def _wakeups(t: EventTable, segs: Segments) -> Wakeups:
         enq_rows = next_keyed(up, t.nums[up, 0], wk, pid)
         enq = np.where(enq_rows >= 0, t.ts[np.maximum(enq_rows, 0)], NONE)
     # when it first ran after the wakeup (its next segment), and whether another task ran there first
-    ran = np.full(len(wk), NONE, np.int64)
-    ran_cpu = np.full(len(wk), -1, np.int64)
-    for p in np.unique(pid):
-        sel = np.flatnonzero(pid == p)
-        r, c = first_segment_after(segs, int(p), t.ts[wk[sel]])
-        ran[sel], ran_cpu[sel] = r, c
+    ran, ran_cpu = first_segment_after(segs, pid, t.ts[wk])
     at_once = np.zeros(len(wk), bool)
     ok = ran != NONE
     for c in np.unique(ran_cpu[ok]):
@@ -366,54 +441,71 @@ class Share:
 
 
 def window_shares(tl: Timeline, cpu: int, a: int, b: int) -> list[Share]:
-    """Who held CPU ``cpu`` between a and b, net of nested interrupts, largest first."""
+    """Who held CPU ``cpu`` between a and b, net of nested interrupts, largest first.
+
+    The intervals and segments that touch the window are found by binary search, then clipped, netted
+    and summed per culprit as arrays: the cost is the window's own size, with no Python step per event.
+    Shares of equal size come in the order their culprit first appears (tasks, hard interrupts, softirqs).
+    """
     if b <= a:
         return []
-    irq_total: dict[tuple[int, int], int] = {}
-    hard_ivals: list[tuple[int, int]] = []
-    soft_ivals: list[tuple[int, int, int]] = []
+    z = np.zeros(0, np.int64)
+    hard_s = hard_e = hard_n = soft_s = soft_e = soft_n = z
     sl = tl.irqs.on(cpu)
     if sl.stop > sl.start:
         st, en = tl.irqs.start[sl], tl.irqs.end[sl]
         i0 = max(0, int(np.searchsorted(st, a - 10_000_000)))  # an interrupt lasting >10 ms is not one
         i1 = int(np.searchsorted(st, b))
-        for i in range(i0, i1):
-            s, e = max(int(st[i]), a), min(int(en[i]), b)
-            if e <= s:
-                continue
-            k = sl.start + i
-            if tl.irqs.kind[k] == HARD:
-                hard_ivals.append((s, e))
-                irq_total[(HARD, int(tl.irqs.name[k]))] = irq_total.get((HARD, int(tl.irqs.name[k])), 0) + e - s
-            else:
-                soft_ivals.append((s, e, int(tl.irqs.name[k])))
-    hard = _Covered(_union(hard_ivals))
-    for s, e, name in soft_ivals:
-        irq_total[(SOFT, name)] = irq_total.get((SOFT, name), 0) + (e - s) - hard.within(s, e)
-    busy = _Covered(_union(hard_ivals + [(s, e) for s, e, _ in soft_ivals]))
-    out: dict[tuple[str, str, int], int] = {}
+        s_ = np.maximum(st[i0:i1], a)
+        e_ = np.minimum(en[i0:i1], b)
+        keep = e_ > s_
+        k = np.arange(sl.start + i0, sl.start + i1)[keep]
+        s_, e_ = s_[keep], e_[keep]
+        hard = tl.irqs.kind[k] == HARD
+        names = tl.irqs.name[k].astype(np.int64)
+        hard_s, hard_e, hard_n = s_[hard], e_[hard], names[hard]
+        soft_s, soft_e, soft_n = s_[~hard], e_[~hard], names[~hard]
+    soft_net = (soft_e - soft_s) - _Covered.of(hard_s, hard_e).within_many(soft_s, soft_e)
+    busy = _Covered.of(np.concatenate([hard_s, soft_s]), np.concatenate([hard_e, soft_e]))
+    shares: list[Share] = []
     seg = tl.segments.on(cpu)
     if seg.stop > seg.start:
         st, en = tl.segments.start[seg], tl.segments.end[seg]
         j0 = max(0, int(np.searchsorted(st, a, side="right")) - 1)
         j1 = int(np.searchsorted(st, b))
-        for j in range(j0, j1):
-            s, e = max(int(st[j]), a), min(int(en[j]), b)
-            if e <= s:
-                continue
-            k = seg.start + j
-            pid = int(tl.segments.pid[k])
-            net = (e - s) - busy.within(s, e)
-            if net <= 0:
-                continue
-            kind = "idle" if pid == 0 else "task"
-            comm = "idle" if pid == 0 else tl.comm_of(int(tl.segments.comm[k]))
-            key = (kind, comm, pid)
-            out[key] = out.get(key, 0) + net
-    shares = [Share(kind, name, pid, cpu, ns) for (kind, name, pid), ns in out.items()]
-    shares += [Share("irq" if kind == HARD else "softirq", tl.comm_of(name), -1, cpu, ns)
-               for (kind, name), ns in irq_total.items() if ns > 0]
+        s_ = np.maximum(st[j0:j1], a)
+        e_ = np.minimum(en[j0:j1], b)
+        k = np.arange(seg.start + j0, seg.start + j1)
+        net = (e_ - s_) - busy.within_many(s_, e_)
+        keep = (e_ > s_) & (net > 0)
+        pid = tl.segments.pid[k[keep]].astype(np.int64)
+        comm = tl.segments.comm[k[keep]].astype(np.int64)
+        # one culprit per (pid, comm); every pid 0 is the one "idle"
+        key = np.where(pid == 0, 0, pid * _KEY + comm + 1)
+        for kk, ns in zip(*_sum_by_first(key, net[keep]), strict=True):
+            p, c = divmod(kk, _KEY)
+            shares.append(Share("idle", "idle", 0, cpu, ns) if kk == 0 else
+                          Share("task", tl.comm_of(c - 1), p, cpu, ns))
+    irq_parts: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (("irq", hard_n, hard_e - hard_s),
+                                                                 ("softirq", soft_n, soft_net))
+    for kind, names, took in irq_parts:
+        shares += [Share(kind, tl.comm_of(n), -1, cpu, v) for n, v in zip(*_sum_by_first(names, took), strict=True)
+                   if v > 0]
     return sorted(shares, key=lambda x: -x.ns)
+
+
+_KEY = 1 << 33
+
+
+def _sum_by_first(keys: np.ndarray, values: np.ndarray) -> tuple[list[int], list[int]]:
+    """Distinct keys in the order they first appear, and the sum of ``values`` of each."""
+    if len(keys) == 0:
+        return [], []
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    sums = np.zeros(len(uniq), np.int64)
+    np.add.at(sums, inv.ravel(), values.astype(np.int64))
+    o = np.argsort(first, kind="stable")
+    return uniq[o].tolist(), sums[o].tolist()
 
 
 def running_at(tl: Timeline, cpu: int, ts: int) -> int:
@@ -426,25 +518,18 @@ def running_at(tl: Timeline, cpu: int, ts: int) -> int:
 
 
 def silent_gaps(tl: Timeline, cpu: int, a: int, b: int, min_ns: int) -> list[tuple[int, int]]:
-    """Stretches of at least ``min_ns`` inside [a, b) with no event at all on ``cpu``."""
+    """Stretches of at least ``min_ns`` inside [a, b) with no event at all on ``cpu``.
+
+    Binary search in the CPU's event times (``Timeline.cpu_ts``): the cost is the window's events.
+    """
     if cpu < 0 or cpu >= tl.ncpu or b <= a:
         return []
-    rows = tl.cpu_rows[cpu]
-    ts = tl.table.ts[rows]
-    i0 = int(np.searchsorted(ts, a, side="right")) - 1
+    ts = tl.cpu_ts[cpu]
+    i0 = int(np.searchsorted(ts, a, side="right"))
     i1 = int(np.searchsorted(ts, b, side="left"))
-    edges = [a] + [int(x) for x in ts[max(i0 + 1, 0):i1]] + [b]
-    return [(s, e) for s, e in itertools.pairwise(edges) if e - s >= min_ns]
-
-
-def _union(ivals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(ivals):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
+    edges = np.concatenate([[a], ts[i0:max(i0, i1)], [b]]).astype(np.int64)
+    k = np.flatnonzero(np.diff(edges) >= min_ns)
+    return list(zip(edges[k].tolist(), edges[k + 1].tolist(), strict=True))
 
 
 class _Covered:
@@ -454,6 +539,37 @@ class _Covered:
         self.start = np.array([s for s, _e in ivals], np.int64)
         self.end = np.array([e for _s, e in ivals], np.int64)
         self.cum = np.concatenate([[0], np.cumsum(self.end - self.start)])
+
+    @classmethod
+    def of(cls, start: np.ndarray, end: np.ndarray) -> _Covered:
+        """The union of intervals [start[i], end[i]) with end > start: sorted, disjoint, touching ones merged."""
+        out = cls([])
+        if len(start) == 0:
+            return out
+        o = np.lexsort((end, start))
+        s, e = start[o].astype(np.int64), end[o].astype(np.int64)
+        reach = np.maximum.accumulate(e)
+        new = np.ones(len(s), bool)
+        new[1:] = s[1:] > reach[:-1]          # a new interval starts past everything before it
+        first = np.flatnonzero(new)
+        out.start = s[first]
+        out.end = reach[np.concatenate([first[1:] - 1, [len(s) - 1]])]
+        out.cum = np.concatenate([[0], np.cumsum(out.end - out.start)])
+        return out
+
+    def within_many(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``within`` of each window [a[i], b[i]) (windows with b <= a: whatever ``within`` says)."""
+        a = np.asarray(a, np.int64)
+        b = np.asarray(b, np.int64)
+        if len(self.start) == 0 or len(a) == 0:
+            return np.zeros(len(a), np.int64)
+        i0 = np.searchsorted(self.end, a, side="right")
+        i1 = np.searchsorted(self.start, b, side="left")
+        ok = i1 > i0
+        s0 = self.start[np.minimum(i0, len(self.start) - 1)]
+        e1 = self.end[np.maximum(i1 - 1, 0)]
+        total = self.cum[i1] - self.cum[i0] - np.maximum(0, a - s0) - np.maximum(0, e1 - b)
+        return np.where(ok, total, 0)
 
     def within(self, a: int, b: int) -> int:
         i0 = int(np.searchsorted(self.end, a, side="right"))

@@ -223,52 +223,100 @@ class TableWriter:
         self._cm.__exit__(FormatError, err, None)
 
 
-def read_table(path: Path) -> EventTable:
-    """Read events.parquet, checking magic and version."""
+def read_table(path: Path, rows: np.ndarray | None = None) -> EventTable:
+    """Read events.parquet, checking magic and version.
+
+    Row group by row group into preallocated columns, so the peak is the
+    table plus one decoded row group. ``rows`` (sorted, unique row numbers of
+    the file) reads only those rows: row groups without any are not decoded.
+    The table is the file's rows (or the selected ones) in file order; string
+    and event ids are assigned in the order the row groups name them.
+    """
     pf = open_parquet(path, str(path), "trace table", EVENTS_MAGIC, EVENTS_SCHEMA_VERSION)
     try:
-        table = pf.read()
-        # written a slice at a time, the final metadata is the file's (the schema's was written first)
-        raw = (pf.metadata.metadata or {}).get(b"latscope_meta") or \
-            (pf.schema_arrow.metadata or {}).get(b"latscope_meta", b"{}")
-        meta = json.loads(raw)
+        return _read_groups(pf, rows)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: corrupt trace table ({exc})") from None
+
+
+def file_meta(pf: pq.ParquetFile) -> dict[str, Any]:
+    """The table's latscope metadata: written a slice at a time (TableWriter), the final copy is the
+    file's key-value metadata; the schema's was written first, before the parse counts were known."""
+    raw = (pf.metadata.metadata or {}).get(b"latscope_meta") or \
+        (pf.schema_arrow.metadata or {}).get(b"latscope_meta", b"{}")
+    meta: dict[str, Any] = json.loads(raw)
+    return meta
+
+
+def row_group_bounds(pf: pq.ParquetFile) -> np.ndarray:
+    """First row of each row group of ``pf``, and the row count last."""
+    md = pf.metadata
+    return np.concatenate([[0], np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])]
+                          ).astype(np.int64)
+
+
+def _read_groups(pf: pq.ParquetFile, rows: np.ndarray | None) -> EventTable:
+    meta = file_meta(pf)
+    bounds = row_group_bounds(pf)
+    if rows is not None:
+        rows = np.asarray(rows, np.int64)
+        if len(rows) and (rows[0] < 0 or rows[-1] >= bounds[-1] or np.any(np.diff(rows) <= 0)):
+            raise ValueError("rows must be sorted, unique row numbers of the file")
+    n = int(bounds[-1]) if rows is None else len(rows)
+    ts = np.empty(n, np.int64)
+    cpu = np.empty(n, np.int16)
+    pid = np.empty(n, np.int32)
+    comm = np.empty(n, np.int32)
+    event = np.empty(n, np.int16)
+    ctx = np.empty(n, np.uint8)
+    nums = np.empty((n, len(NUM_FIELDS)), np.int64)
+    strs = np.empty((n, len(STR_FIELDS)), np.int32)
     strings: dict[str, int] = {}
-
-    def ids_of(name: str, table_strings: dict[str, int]) -> np.ndarray:
-        col = table.column(name)
-        if col.num_chunks == 0:
-            return np.zeros(0, np.int32)
-        parts = []
-        for chunk in col.chunks:
-            d = chunk.dictionary.to_pylist()
-            remap = np.array([table_strings.setdefault(s, len(table_strings)) for s in d] or [0], np.int32)
-            idx = chunk.indices.to_numpy(zero_copy_only=False)
-            valid = ~np.asarray(chunk.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-            out = np.full(len(chunk), -1, np.int32)
-            out[valid] = remap[idx[valid].astype(np.int64)]
-            parts.append(out)
-        return np.concatenate(parts)
-
-    n = table.num_rows
-    comm = ids_of("comm", strings)
     events: dict[str, int] = {}
-    event = ids_of("event", events).astype(np.int16)
-    nums = np.full((n, len(NUM_FIELDS)), NONE, np.int64)
-    for k, name in enumerate(NUM_FIELDS):
-        c = table.column(name)
-        nums[:, k] = c.fill_null(NONE).to_numpy() if n else nums[:, k]
-    strs = np.full((n, len(STR_FIELDS)), -1, np.int32)
-    for k, name in enumerate(STR_FIELDS):
-        strs[:, k] = ids_of(name, strings)
+    pos = 0
+    for g in range(len(bounds) - 1):
+        if rows is None:
+            take = None
+        else:
+            lo, hi = np.searchsorted(rows, [bounds[g], bounds[g + 1]])
+            if hi == lo:
+                continue
+            take = rows[lo:hi] - bounds[g]
+        table = pf.read_row_group(g)
+        k = table.num_rows if take is None else len(take)
+        if take is not None:
+            table = table.take(pa.array(take))
+        out = slice(pos, pos + k)
+        ts[out] = table.column("ts").to_numpy()
+        cpu[out] = table.column("cpu").to_numpy()
+        pid[out] = table.column("pid").to_numpy()
+        ctx[out] = table.column("ctx").to_numpy()
+        comm[out] = dictionary_ids(table.column("comm"), strings)
+        event[out] = dictionary_ids(table.column("event"), events)
+        for j, name in enumerate(NUM_FIELDS):
+            nums[out, j] = table.column(name).fill_null(NONE).to_numpy()
+        for j, name in enumerate(STR_FIELDS):
+            strs[out, j] = dictionary_ids(table.column(name), strings)
+        pos += k
     return EventTable(
-        ts=table.column("ts").to_numpy().astype(np.int64, copy=False),
-        cpu=table.column("cpu").to_numpy().astype(np.int16, copy=False),
-        pid=table.column("pid").to_numpy().astype(np.int32, copy=False),
-        comm=comm, event=event, ctx=table.column("ctx").to_numpy().astype(np.uint8, copy=False),
-        nums=nums, strs=strs,
+        ts=ts, cpu=cpu, pid=pid, comm=comm, event=event, ctx=ctx, nums=nums, strs=strs,
         event_names=tuple(sorted(events, key=events.__getitem__)),
         strings=tuple(sorted(strings, key=strings.__getitem__)),
         meta=meta,
     )
+
+
+def dictionary_ids(col: pa.ChunkedArray, table_strings: dict[str, int]) -> np.ndarray:
+    """A dictionary column as ids into ``table_strings`` (new strings added), -1 for nulls."""
+    parts = [np.zeros(0, np.int32)]
+    for chunk in col.chunks:
+        if not isinstance(chunk, pa.DictionaryArray):
+            chunk = chunk.dictionary_encode()
+        d = chunk.dictionary.to_pylist()
+        remap = np.array([table_strings.setdefault(s, len(table_strings)) for s in d] or [0], np.int32)
+        idx = chunk.indices.to_numpy(zero_copy_only=False)
+        valid = ~np.asarray(chunk.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        out = np.full(len(chunk), -1, np.int32)
+        out[valid] = remap[idx[valid].astype(np.int64)]
+        parts.append(out)
+    return np.concatenate(parts)
