@@ -30,7 +30,10 @@ def hold(phase: str) -> None:
     if want != phase or not where:
         return
     d = Path(where)
-    (d / f"{phase}.reached").write_text(str(os.getpid()))
+    # Renamed into place: a test that sees the file must find the pid in it.
+    tmp = d / f".{phase}.reached.{os.getpid()}"
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, d / f"{phase}.reached")
     deadline = time.monotonic() + HOLD_MAX_S
     while not (d / f"{phase}.go").exists() and time.monotonic() < deadline:
         time.sleep(0.005)

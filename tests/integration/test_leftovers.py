@@ -18,6 +18,7 @@ from tests.unit.store.test_staging_reap import dead_pid
 pytestmark = pytest.mark.root
 
 
+@pytest.mark.serial  # another test's run would reap the dead pid's leftovers it plants
 def test_doctor_removes_what_dead_processes_left(latscope, results: Path) -> None:
     dead = dead_pid()
     ns_dead, ns_live = f"latscope-{dead}-tx", f"latscope-{os.getpid()}-leftovertest"

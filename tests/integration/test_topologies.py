@@ -180,6 +180,7 @@ def test_killed_run_is_reaped_by_the_next(kind: str, tmp_path: Path) -> None:
         assert not Path(f"/proc/{w}").exists() or "latscope" not in Path(f"/proc/{w}/cmdline").read_text()
 
 
+@pytest.mark.serial  # another test's run would reap the dead pid's leftovers it plants
 def test_unbuildable_topology_is_refused_before_anything_is_made(latscope, results: Path) -> None:
     """ovs (no openvswitch module here): exit 2 with the reason; no namespace made, none reaped, nothing stored."""
     reason = available("ovs")

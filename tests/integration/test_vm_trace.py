@@ -62,6 +62,8 @@ def runs(tmp_path_factory):
         (fwd,) = measure_all(cfg, store, path=path, captures=(load,) + trace_captures(True, None, cfg, True))
         rcfg = MeasureConfig(topology="vm", count=300, direction="reverse", name="seed-reverse")
         (rev,) = measure_all(rcfg, store, path=path, captures=trace_captures(True, None, rcfg, True))
+    for run, count in ((fwd, 500), (rev, 300)):
+        assert run.summary["packets"]["received"] >= 0.9 * count, run.summary["packets"]
     yield store, fwd, rev
 
 
