@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,30 +65,50 @@ def test_phase(config: pytest.Config) -> str | None:
     return phase
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep this phase's tests, group them for the xdist workers, skip what this machine cannot run.
+def work_group(nodeid: str) -> str:
+    """Which tests one xdist worker runs together, in order.
 
-    Grouping (``--dist loadgroup``): every VM test goes to one worker, so the session's booted guest is
-    booted once; the tests of one integration or hostile file stay together on one worker, in order,
-    as they were written (module fixtures, fixed ports inside their namespaces); unit tests spread one
-    by one. Runs before xdist's own hook, which reads the groups.
+    Every VM test (tests/integration/vm) goes to one worker, so the session's booted guest is booted
+    once and no two guests compete; the tests of one integration or hostile file stay together, in the
+    order they were written (module fixtures, fixed ports inside their namespaces); unit tests spread
+    one by one. (xdist's own ``--dist loadgroup`` reads xdist_group marks from node ids, which pytest 9
+    no longer lets it rewrite: each VM test went to a worker of its own.)
+    """
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/integration/vm/"):
+        return "vm"
+    return nodeid if path.startswith("tests/unit/") else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N``: work handed out by ``work_group``, the largest groups first (the VM tests' among them)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(nodeid)
+
+    return ByGroup(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep this phase's tests, skip what this machine cannot run.
 
     Skips: what counts is the effective capability set, not the uid: CI runs as root with every
     capability, so the tests marked root or tracefs run there.
     """
+    strays = [it.nodeid for it in items if it.get_closest_marker("vm") and work_group(it.nodeid) != "vm"]
+    if strays:
+        raise pytest.UsageError(f"tests marked vm belong in tests/integration/vm (one worker boots one guest): "
+                                f"{', '.join(strays)}")
     phase = test_phase(config)
     if phase is not None:
-        keep = [it for it in items if ("serial" in it.keywords) == (phase == "serial")]
-        dropped = [it for it in items if ("serial" in it.keywords) != (phase == "serial")]
+        serial = {id(it) for it in items if it.get_closest_marker("serial")}
+        keep = [it for it in items if (id(it) in serial) == (phase == "serial")]
+        dropped = [it for it in items if (id(it) in serial) != (phase == "serial")]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
-    for item in items:
-        if "vm" in item.keywords:
-            item.add_marker(pytest.mark.xdist_group("vm"))
-        elif not item.nodeid.startswith("tests/unit/"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     caps = effective_caps()
     missing = missing_caps(caps)
     skip_root = pytest.mark.skip(reason=f"needs {', '.join(missing)}") if missing else None

@@ -234,19 +234,6 @@ def test_bridge_stress_example_runs_at_a_small_count(results: Path, latscope) ->
     assert set(json.loads(rep.stdout)["factors"]) == {"path", "stress"}
 
 
-@pytest.mark.vm
-def test_seed_example_makes_vm_runs_at_a_small_count(results: Path, latscope) -> None:
-    example = str(EXAMPLES / "seed-fs.toml")
-    trial = ("--set", "count=300", "--repeats", "1")
-    r = latscope("campaign", "run", example, *trial, "--max-runs", "1", "--results", str(results), timeout=900)
-    assert r.returncode == 0, r.stderr
-    runs = [x for x in stored(results) if x["status"] == "complete"]
-    assert len(runs) == 1
-    assert all(x["config"]["topology"] == "vm" and x["summary"]["packets"]["received"] == 300 for x in runs)
-    st = json.loads(latscope("campaign", "status", example, *trial, "--results", str(results), "--json").stdout)
-    assert (st["done"], st["to_do"]) == (1, 11)
-
-
 def test_a_run_deleted_from_the_store_is_made_again(results: Path, tmp_path: Path, latscope) -> None:
     camp = tmp_path / "d.toml"
     camp.write_text('name = "del"\nrepeats = 2\n[base]\ntopology = "veth"\ncount = 300\n')

@@ -258,12 +258,7 @@ def worst_packet_timeline(bd: Any, margin_ns: int = 50_000) -> Any:
 def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
     """(the Breakdown or None, a note on how it was computed or why it could not be)."""
     try:
-        from latscope.trace.breakdown import (
-            Options,
-            analyse,
-            load_run_steal,
-            load_run_table,
-        )
+        from latscope.trace.breakdown import Options, analyse_run, load_run_steal
     except ImportError as exc:
         return None, f"a kernel trace was recorded, but the breakdown is not available here ({exc})"
     try:
@@ -275,8 +270,9 @@ def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
             bd = analyse_vm_run(run.path, run.record.extra, run.samples(), Options(), run_id=run.run_id,
                                 overruns=overruns)
         else:
-            bd = analyse(load_run_table(run.path), run.samples(), Options(), run_id=run.run_id, overruns=overruns,
-                         steal=load_run_steal(run.path))
+            # as `latscope breakdown` does: only the rows around the late packets of a long trace
+            bd = analyse_run(run.path, run.record.extra.get("trace"), run.samples(), Options(), run_id=run.run_id,
+                             overruns=overruns, steal=load_run_steal(run.path))
     except LatscopeError as exc:
         return None, f"a kernel trace was recorded but could not be broken down: {exc}"
     return bd, "computed for this report with `latscope breakdown`'s defaults"
