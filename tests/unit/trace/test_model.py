@@ -17,15 +17,20 @@ def ts(us: float) -> int:
     return BASE_S * 1_000_000_000 + int(us * US)
 
 
-def test_switch_out_of_idle_that_was_not_recorded_is_inferred() -> None:
-    """Idle, a wakeup, then the woken task's events with no switch: it runs from the last idle event."""
+def woken_out_of_idle() -> model.Timeline:
+    """CPU 1 idle, a wakeup of the receiver (pid 200), its events with no switch in, then its switch out."""
     tr = Trace()
     tr.add(100, 1, *IDLE0, "call_function_single_entry", "vector=251", "d.h1.")
     tr.add(103, 1, *IDLE0, "sched_wakeup", "comm=receiver pid=200 prio=120 target_cpu=001", "dNh2.")
     tr.add(104, 1, *IDLE0, "call_function_single_exit", "vector=251", "dNh1.")
     tr.add(130, 1, *RECEIVER, "sys_exit_recvmsg", "0x40", ".....")
     tr.switch(150, 1, RECEIVER, ("swapper/1", 0))
-    tl = model.build(parse_kernel_text(tr.text()))
+    return model.build(parse_kernel_text(tr.text()))
+
+
+def test_switch_out_of_idle_that_was_not_recorded_is_inferred() -> None:
+    """Idle, a wakeup, then the woken task's events with no switch: it runs from the last idle event."""
+    tl = woken_out_of_idle()
     assert model.running_at(tl, 1, ts(102)) == 0
     assert model.running_at(tl, 1, ts(110)) == 200 and model.running_at(tl, 1, ts(149)) == 200
     assert model.running_at(tl, 1, ts(151)) == 0

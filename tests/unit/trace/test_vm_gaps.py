@@ -31,18 +31,10 @@ def test_no_intervals_or_no_windows() -> None:
 def test_running_at_many_times_is_running_at_each() -> None:
     """Before the first segment, inside, on boundaries, after the last, and a CPU without segments."""
     from latscope.trace import model
-    from latscope.trace.parse_text import parse_kernel_text
     from latscope.trace.vmculprits import _running_at
-    from tests.unit.trace.synth import IDLE0, RECEIVER, Trace
-    from tests.unit.trace.test_model import ts
+    from tests.unit.trace.test_model import ts, woken_out_of_idle
 
-    tr = Trace()
-    tr.add(100, 1, *IDLE0, "call_function_single_entry", "vector=251", "d.h1.")
-    tr.add(103, 1, *IDLE0, "sched_wakeup", "comm=receiver pid=200 prio=120 target_cpu=001", "dNh2.")
-    tr.add(104, 1, *IDLE0, "call_function_single_exit", "vector=251", "dNh1.")
-    tr.add(130, 1, *RECEIVER, "sys_exit_recvmsg", "0x40", ".....")
-    tr.switch(150, 1, RECEIVER, ("swapper/1", 0))
-    tl = model.build(parse_kernel_text(tr.text()))
+    tl = woken_out_of_idle()
     times = np.array([ts(u) for u in (50, 100, 102, 104, 110, 149, 150, 151, 400)], np.int64)
     for cpu in (0, 1):
         assert _running_at(tl, cpu, times).tolist() == [model.running_at(tl, cpu, int(t)) for t in times]
