@@ -96,11 +96,14 @@ def _dead_owner(name: str, pattern: re.Pattern[str]) -> bool:
 
 def _namespaces(removed: list[str], kept: list[str]) -> None:
     from latscope import netns
+    from latscope.privileges import can_build_namespaces
 
-    if os.geteuid() != 0:
-        kept += [f"namespace {n} (removing it needs root)" for n in netns.stale()]
+    if not can_build_namespaces():
+        kept += [f"namespace {n} (removing it needs CAP_SYS_ADMIN)" for n in netns.stale()]
         return
-    removed += [f"namespace {n}" for n in netns.reap_stale()]
+    failed: list[str] = []
+    removed += [f"namespace {n}" for n in netns.reap_stale(failed)]
+    kept += failed
 
 
 def _instances(root: Path | None, removed: list[str], kept: list[str]) -> None:

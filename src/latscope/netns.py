@@ -102,11 +102,20 @@ def stale() -> list[str]:
     return out
 
 
-def reap_stale() -> list[str]:
-    """Remove latscope namespaces whose owning process no longer exists; return their names."""
+def reap_stale(kept: list[str] | None = None) -> list[str]:
+    """Remove latscope namespaces whose owning process no longer exists; return their names.
+
+    One that cannot be removed (no CAP_SYS_ADMIN to unmount it, or busy) is left where it is, with the
+    reason appended to ``kept``: a run goes on without reaping what another run can reap later.
+    """
     reaped = []
     for nsname in stale():
-        remove(nsname)
+        try:
+            remove(nsname)
+        except OSError as exc:
+            if kept is not None:
+                kept.append(f"namespace {nsname} ({exc.strerror or exc})")
+            continue
         reaped.append(nsname)
     return reaped
 

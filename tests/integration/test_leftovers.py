@@ -13,6 +13,7 @@ import pytest
 
 from latscope import netns
 from latscope.trace.tracefs import find_tracefs
+from tests.conftest import BIN
 from tests.unit.store.test_staging_reap import dead_pid
 
 pytestmark = pytest.mark.root
@@ -54,3 +55,20 @@ def test_worker_refuses_to_start_when_its_controller_is_gone(tmp_path: Path) -> 
                         str(tmp_path / "sender.npz")], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "is gone; not starting" in r.stderr
     assert not (tmp_path / "sender.npz.json").exists()
+
+
+@pytest.mark.serial  # another test's run would reap the dead pid's namespace it plants
+def test_a_run_without_cap_sys_admin_leaves_a_dead_runs_namespace_and_goes_on(tmp_path: Path) -> None:
+    """Reaping needs CAP_SYS_ADMIN (unmounting the namespace); a run without it says what it kept and
+    measures anyway, instead of dying on the first namespace it cannot remove."""
+    dead = f"latscope-{dead_pid()}-rx"
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    try:
+        netns.create(dead)
+        r = subprocess.run([*drop, str(BIN / "latscope"), "run", "--topology", "loopback", "--count", "20",
+                            "--results", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"not removed: namespace {dead} (removing it needs CAP_SYS_ADMIN)" in r.stderr
+        assert dead in netns.owned()
+    finally:
+        netns.remove(dead)
