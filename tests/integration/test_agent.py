@@ -326,13 +326,13 @@ def test_limits(tmp_path: Path, results: Path) -> None:
     """Over --max-rate, over --max-duration, a port or interface not allowed, a second controller: refused with
     the reason (at the controller and in the agent's log), nothing stored; within them, the run works."""
     with two_hosts(tmp_path, agent_a=("--allow-interface", "lo"),
-                   agent_b=("--max-rate", "2000", "--max-duration", "5s", "--allow-port", "48500-48510")) as h:
+                   agent_b=("--max-rate", "2000", "--max-duration", "30s", "--allow-port", "48500-48510")) as h:
         key = str(h.key)
         cases = (
             (("--from", "local", "--to", B, "--period", "100us", "--count", "100", "--direction", "reverse"),
              "a period of 100000 ns is 10000 packets/s: over this agent's --max-rate 2000"),
-            (("--from", "local", "--to", B, "--period", "1ms", "--count", "10000", "--direction", "reverse"),
-             "10000 packets every 1000000 ns take 10 s: over this agent's --max-duration 5 s"),
+            (("--from", "local", "--to", B, "--period", "1ms", "--count", "40000", "--direction", "reverse"),
+             "40000 packets every 1000000 ns take 40 s: over this agent's --max-duration 30 s"),
             (("--from", "local", "--to", B, "--count", "100", "--port", "48600"),
              "port 48600 is not in --allow-port"),
             (("--from", A, "--to", B, "--count", "100"),
@@ -346,9 +346,10 @@ def test_limits(tmp_path: Path, results: Path) -> None:
         for reason in (r for _a, r in cases[:3]):
             assert reason in h.b.text()
         assert "not an interface in --allow-interface" in h.a.text()
-        # One measurement at a time: a second controller is told who is measuring.
+        # One measurement at a time: a second controller is told who is measuring. (The first is long enough
+        # for a second controller to start on a loaded machine: the SIGTERM below ends it well before.)
         proc = subprocess.Popen(h.run_argv(results, "--from", "local", "--to", B, "--key-file", key,
-                                           "--count", "4000", "--name", "first"),
+                                           "--count", "25000", "--name", "first"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_for_packets(results, proc, 200)
