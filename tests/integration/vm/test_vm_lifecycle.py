@@ -52,6 +52,13 @@ def test_macvtap_ext4_iothread_run_and_nothing_left(tmp_path) -> None:
     assert our_leftovers(int(name.split("latscope-")[1].split(",")[0])) == []
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def test_sigkill_of_the_controller_ends_qemu_and_the_next_run_reaps_the_rest(tmp_path) -> None:
     """SIGKILL mid-run: QEMU dies with its controller; the next VM run removes the namespace and work dir."""
     env = {**os.environ, "LATSCOPE_RESULTS": str(tmp_path / "r")}
@@ -63,9 +70,9 @@ def test_sigkill_of_the_controller_ends_qemu_and_the_next_run_reaps_the_rest(tmp
         # Mid-run: the guest receiver's result will land in the staging dir only at the end, but the
         # host sender's progress file exists once the workers are set up and the sender started.
         while time.monotonic() < deadline:
-            kids = _children(ctl.pid)
-            qemu = next((k for k in kids if "qemu" in Path(f"/proc/{k}/comm").read_text()), qemu)
-            senders = [k for k in kids if Path(f"/proc/{k}/comm").read_text().strip() == "latscope-tx"]
+            comms = {k: _comm(k) for k in _children(ctl.pid)}  # a short-lived child may be gone already
+            qemu = next((k for k, c in comms.items() if "qemu" in c), qemu)
+            senders = [k for k, c in comms.items() if c == "latscope-tx"]
             if qemu and senders:
                 break
             time.sleep(0.2)
