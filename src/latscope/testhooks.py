@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from latscope.files import write_atomic
+
 ENV = "LATSCOPE_TEST_HOLD"
 HOLD_MAX_S = 60.0
 
@@ -31,9 +33,7 @@ def hold(phase: str) -> None:
         return
     d = Path(where)
     # Renamed into place: a test that sees the file must find the pid in it.
-    tmp = d / f".{phase}.reached.{os.getpid()}"
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, d / f"{phase}.reached")
+    write_atomic(d / f"{phase}.reached", str(os.getpid()))
     deadline = time.monotonic() + HOLD_MAX_S
     while not (d / f"{phase}.go").exists() and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -521,6 +521,20 @@ def _small_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, lut[v]
 
 
+def sum_parse(parses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parse counts of a trace from those of its chunks (numbers added, per-CPU dicts added per key)."""
+    out: dict[str, Any] = {}
+    for p in parses:
+        for k, v in p.items():
+            if isinstance(v, dict):
+                d = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    d[kk] = d.get(kk, 0) + vv
+            elif isinstance(v, (int, float)):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
 def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> EventTable:
     """One table of the tables of consecutive page chunks: ids remapped, rows in the decoder's time order.
 
@@ -534,15 +548,7 @@ def concat(parts: list[EventTable], meta: dict[str, Any] | None = None) -> Event
                     parse={"pages": 0, "events": 0, "unparsed": 0, "garbled_fields": 0, "lost_events": {},
                            "lost_events_total": 0})
         return empty_table(info)
-    parse: dict[str, Any] = {}
-    for p in parts:
-        for k, v in p.meta.get("parse", {}).items():
-            if isinstance(v, dict):
-                d = parse.setdefault(k, {})
-                for kk, vv in v.items():
-                    d[kk] = d.get(kk, 0) + vv
-            elif isinstance(v, (int, float)):
-                parse[k] = parse.get(k, 0) + v
+    parse = sum_parse([p.meta.get("parse", {}) for p in parts])
     strings: dict[str, int] = {}
     names: dict[str, int] = {}
 

@@ -158,7 +158,7 @@ def build(table: EventTable) -> Timeline:
     """The timeline of a table sorted by time."""
     ncpu = int(table.cpu.max()) + 1 if len(table) else 0
     names: dict[int, str] = {}
-    cpu_rows = _rows_per_cpu(table, ncpu)
+    cpu_rows = rows_per_cpu(table.cpu, ncpu)
     segs = _segments(table, ncpu, cpu_rows)
     irqs = _interrupts(table, ncpu, names)
     wake = _wakeups(table, segs)
@@ -168,11 +168,12 @@ def build(table: EventTable) -> Timeline:
                     int(table.ts[-1]) if len(table) else 0, names, cpu_ts)
 
 
-def _rows_per_cpu(t: EventTable, ncpu: int) -> tuple[np.ndarray, ...]:
+def rows_per_cpu(cpu: np.ndarray, ncpu: int) -> tuple[np.ndarray, ...]:
+    """Per CPU 0..ncpu-1: the row numbers of ``cpu`` on it, in order."""
     if ncpu <= 16:  # a pass per CPU is cheaper than sorting every row
-        return tuple(np.flatnonzero(t.cpu == c) for c in range(ncpu))
-    order = np.argsort(t.cpu, kind="stable")
-    b = np.searchsorted(t.cpu[order], np.arange(ncpu + 1))
+        return tuple(np.flatnonzero(cpu == c) for c in range(ncpu))
+    order = np.argsort(cpu, kind="stable")
+    b = np.searchsorted(cpu[order], np.arange(ncpu + 1))
     return tuple(order[b[c]:b[c + 1]] for c in range(ncpu))
 
 
@@ -515,6 +516,16 @@ def running_at(tl: Timeline, cpu: int, ts: int) -> int:
         return -1
     j = int(np.searchsorted(tl.segments.start[seg], ts, side="right")) - 1
     return int(tl.segments.pid[seg.start + j]) if j >= 0 else -1
+
+
+def running_at_many(tl: Timeline, cpu: int, ts: np.ndarray) -> np.ndarray:
+    """``running_at`` for many times on one CPU: the pid running at each (-1 when unknown)."""
+    seg = tl.segments.on(cpu)
+    if seg.stop <= seg.start:
+        return np.full(len(ts), -1, np.int64)
+    j = np.searchsorted(tl.segments.start[seg], ts, side="right") - 1
+    pids = tl.segments.pid[seg.start + np.maximum(j, 0)]
+    return np.where(j >= 0, pids, -1)
 
 
 def silent_gaps(tl: Timeline, cpu: int, a: int, b: int, min_ns: int) -> list[tuple[int, int]]:

@@ -213,20 +213,6 @@ def _concat(parts: list[EventTable]) -> EventTable:
                       ctx=cat("ctx"), nums=cat("nums"), strs=cat("strs"), event_names=(), strings=())
 
 
-def sum_parse(parses: list[dict[str, Any]]) -> dict[str, Any]:
-    """The parse counts of a trace from those of its chunks (numbers added, per-CPU dicts added per key)."""
-    out: dict[str, Any] = {}
-    for p in parses:
-        for k, v in p.items():
-            if isinstance(v, dict):
-                d = out.setdefault(k, {})
-                for kk, vv in v.items():
-                    d[kk] = d.get(kk, 0) + vv
-            elif isinstance(v, (int, float)):
-                out[k] = out.get(k, 0) + v
-    return out
-
-
 def workers_for(n: int | None = None, load: float | None = None) -> int:
     """Decoding processes: ``n``, else one per idle CPU this process may run on (at most MAX_WORKERS).
 
@@ -341,7 +327,7 @@ def _stream(path: Path, out: Path, job: _Job, start_meta: dict[str, Any], index:
             merger.finish()
             if last_write:
                 last_write.pop().result()
-        meta = {**start_meta, "parse": sum_parse(parses),
+        meta = {**start_meta, "parse": binary.sum_parse(parses),
                 "store": {"streamed": True, "workers": nworkers, "chunks": chunks, "chunk_pages": chunk_pages,
                           "max_rows_waiting": merger.peak_waiting, "s": round(time.monotonic() - t0, 3),
                           "cpu_s": round(time.process_time() - c0, 3),

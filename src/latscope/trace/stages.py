@@ -105,18 +105,19 @@ def markers(tl: Timeline, phase: str) -> tuple[np.ndarray, np.ndarray]:
     return uniq, rows[first]
 
 
+def commonest(pids: np.ndarray) -> int:
+    """The pid that wrote most of a phase's markers (-1 when there are none)."""
+    if len(pids) == 0:
+        return -1
+    vals, counts = np.unique(pids, return_counts=True)
+    return int(vals[counts.argmax()])
+
+
 def trace_pids(tl: Timeline) -> tuple[int, int]:
     """Sender and receiver pid as the markers show them (-1 when there are none)."""
     t = tl.table
-    out = []
-    for phase in ("tx", "rx"):
-        _seq, rows = markers(tl, phase)
-        if len(rows) == 0:
-            out.append(-1)
-            continue
-        vals, counts = np.unique(t.pid[rows], return_counts=True)
-        out.append(int(vals[counts.argmax()]))
-    return out[0], out[1]
+    tx, rx = (commonest(t.pid[markers(tl, phase)[1]]) for phase in ("tx", "rx"))
+    return tx, rx
 
 
 def locate(tl: Timeline, seq: np.ndarray, probe: dict[str, np.ndarray], sender: int, receiver: int,

@@ -27,7 +27,7 @@ import numpy as np
 
 from latscope.store.samples import MISSING
 from latscope.trace.attribution import GAP_MIN_NS, MIN_SHARE_NS, Baseline, Culprit, _stage_culprits
-from latscope.trace.model import Timeline, running_at, silent_gaps
+from latscope.trace.model import Timeline, running_at, running_at_many, silent_gaps
 from latscope.trace.qemuthreads import QemuThreads
 from latscope.trace.vmpath import VmPackets
 
@@ -53,16 +53,6 @@ def _overlaps(ivals: list[tuple[int, int]], a: np.ndarray, b: np.ndarray) -> np.
         return (ks * x - cs[ks]) - (ke * x - ce[ke])
 
     return f(b) - f(a)
-
-
-def _running_at(tl: Timeline, cpu: int, ts: np.ndarray) -> np.ndarray:
-    """model.running_at for many times on one CPU: the pid running at each (-1 when unknown)."""
-    seg = tl.segments.on(cpu)
-    if seg.stop <= seg.start:
-        return np.full(len(ts), -1, np.int64)
-    j = np.searchsorted(tl.segments.start[seg], ts, side="right") - 1
-    pids = tl.segments.pid[seg.start + np.maximum(j, 0)]
-    return np.where(j >= 0, pids, -1)
 
 
 def fmt_ms(ns: int) -> str:
@@ -339,7 +329,7 @@ class VmCulprits:
         gap_min = int(max(GAP_MIN_NS, base.p99_ns))
         gaps = np.asarray(silent_gaps(self.guest, cpu, a, b, gap_min), np.int64).reshape(-1, 2)
         s, e = gaps[:, 0], gaps[:, 1]
-        mine = np.isin(_running_at(self.guest, cpu, (s + e) // 2), (victim, 0, -1))
+        mine = np.isin(running_at_many(self.guest, cpu, (s + e) // 2), (victim, 0, -1))
         rest = (e - s) - _overlaps(offcpu, s, e)
         return [Culprit("gap", "silent gap (no events)", -1, cpu, int(r), stage,
                         "no guest event while the vCPU thread ran: emulation or untraced guest work", "guest")

@@ -59,6 +59,8 @@ from latscope.errors import FormatError
 from latscope.store.samples import MISSING, Samples
 from latscope.store.versioned import open_parquet
 from latscope.trace.fields import PHASES
+from latscope.trace.model import rows_per_cpu
+from latscope.trace.stages import commonest
 from latscope.trace.table import (
     EVENTS_MAGIC,
     EVENTS_SCHEMA_VERSION,
@@ -125,24 +127,13 @@ class Scan:
             sel = self.marker_phase == PHASES[phase]
             rows, seq = self.marker_rows[sel], self.marker_seq[sel]
             _u, first = np.unique(seq, return_index=True)
-            rows = rows[first]
-            if len(rows) == 0:
-                out.append(-1)
-                continue
-            vals, counts = np.unique(self.task[rows], return_counts=True)
-            out.append(int(vals[counts.argmax()]))
+            out.append(commonest(self.task[rows[first]]))
         return out[0], out[1]
 
     def per_cpu(self) -> list[np.ndarray]:
         """Per CPU (index = CPU number): its rows, in order (computed once)."""
         if not self._per_cpu and len(self):
-            ncpu = int(self.cpu.max()) + 1
-            if ncpu <= 16:  # a pass per CPU is cheaper than sorting 10^8 rows
-                self._per_cpu.extend(np.flatnonzero(self.cpu == c) for c in range(ncpu))
-            else:
-                o = np.argsort(self.cpu, kind="stable")
-                b = np.searchsorted(self.cpu[o], np.arange(ncpu + 1))
-                self._per_cpu.extend(o[b[c]:b[c + 1]] for c in range(ncpu))
+            self._per_cpu.extend(rows_per_cpu(self.cpu, int(self.cpu.max()) + 1))
         return self._per_cpu
 
     def _is(self, *names: str) -> np.ndarray:

@@ -31,10 +31,9 @@ def test_no_intervals_or_no_windows() -> None:
 def test_running_at_many_times_is_running_at_each() -> None:
     """Before the first segment, inside, on boundaries, after the last, and a CPU without segments."""
     from latscope.trace import model
-    from latscope.trace.vmculprits import _running_at
     from tests.unit.trace.test_model import ts, woken_out_of_idle
 
     tl = woken_out_of_idle()
     times = np.array([ts(u) for u in (50, 100, 102, 104, 110, 149, 150, 151, 400)], np.int64)
     for cpu in (0, 1):
-        assert _running_at(tl, cpu, times).tolist() == [model.running_at(tl, cpu, int(t)) for t in times]
+        assert model.running_at_many(tl, cpu, times).tolist() == [model.running_at(tl, cpu, int(t)) for t in times]
