@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,8 @@ HOG_COMM = "ls-interferer"
 HOG_EDGE_NS = 200_000
 #: A packet the hog kept from the receiver for at least this long must be attributed to it.
 HOG_HELD_NS = 100_000
+#: The note on a task's share when part of it was silent while the host's steal grew (trace/attribution.py).
+STOLEN_NOTE = re.compile(r"(\d+) us of it without any event while the host's steal")
 
 # A SCHED_FIFO busy loop: every PERIOD ms it spins for BUSY ms, for at most SECONDS or until SIGTERM.
 # It records, in CLOCK_REALTIME (the clock the trace is mapped onto), every stretch in which it may hold
@@ -210,15 +213,26 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     # A few may legitimately lose their link to the hog (a packet the trace could not follow through
     # every stage); a broken attribution misses most.
     assert len(missed) <= 0.05 * must.sum(), (len(missed), int(must.sum()), missed[:10])
-    # The hog delayed them on the receiver's side of the path.
-    receiver_side = {"receiver_wakeup", "runqueue_wait", "recv_return", "user_space"}
-    dominant_elsewhere = [late[i]["seq"] for i in np.flatnonzero(must)
-                          if late[i]["dominant_stage"] not in receiver_side]
-    assert len(dominant_elsewhere) <= 0.05 * must.sum(), dominant_elsewhere[:10]
+    # The hog delayed them after the kernel's receive timestamp (netif_rx, C5): a packet it held for over
+    # half of its life has its dominant stage there. (Only those: with a quarter of the excess, a host
+    # stall of a few ms on the sender's side may well be the larger stage.)
+    after_rx_sw = {"netrx_wait", "rx_stack", "socket_enqueue", "receiver_wakeup", "runqueue_wait", "recv_return",
+                   "user_space"}
+    mostly = spin_held > 0.5 * (rx_user - sched)
+    assert mostly.sum() >= 10, f"only {mostly.sum()} late packets were held by the hog for half their life"
+    dominant_elsewhere = [(late[i]["seq"], late[i]["dominant_stage"], late[i]["stages"])
+                          for i in np.flatnonzero(mostly) if late[i]["dominant_stage"] not in after_rx_sw]
+    assert len(dominant_elsewhere) <= 0.05 * mostly.sum(), (int(mostly.sum()), dominant_elsewhere[:5])
 
-    # Precision: blame never exceeds what the hog could have held (1 us of rounding per culprit entry).
-    over = np.flatnonzero(blamed > could_hold + 1_000)
-    assert len(over) == 0, [(late[i]["seq"], blamed[i], could_hold[i]) for i in over[:10]]
+    # Precision: blame never exceeds what the hog could have held (1 us of rounding per culprit entry). The
+    # one exception the breakdown states: a silent stretch while the hog was current and the host's steal
+    # grew is left to the hog, with a note saying how much of it may be the hypervisor's. A host stall
+    # between the hog's last clock reading and its sleep call is held CPU its own log cannot bracket.
+    said_stolen = np.array([sum(float(us) for c in p["culprits"] if c["pid"] == hog.pid
+                                for us in STOLEN_NOTE.findall(c.get("note") or "")) * 1000 for p in late])
+    over = np.flatnonzero(blamed > could_hold + said_stolen + 1_000)
+    assert len(over) == 0, [(late[i]["seq"], blamed[i], could_hold[i], said_stolen[i],
+                             [c for c in late[i]["culprits"] if c["pid"] == hog.pid]) for i in over[:5]]
     untouched = could_hold == 0
     assert untouched.sum() >= 10, "too few late packets away from the hog to check precision"
 

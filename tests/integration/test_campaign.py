@@ -90,9 +90,7 @@ def no_run_processes() -> bool:
 def test_killed_twice_resumes_to_exactly_one_run_per_cell_and_repeat(results: Path, tmp_path: Path,
                                                                       latscope) -> None:
     camp = tmp_path / "c.toml"
-    # Three unthrottled TCP floods on the probe's path: p90 and p99 double on this machine. (UDP floods here
-    # *lower* the tail by keeping the CPUs out of idle states, by an amount within the spread of 2 repeats
-    # on a quiet machine: the report said "no significant difference" in CI.)
+    # Three unthrottled TCP floods on the probe's path: a real factor for the report to compare.
     camp.write_text(TWO_BY_TWO.format(proto="tcp"))
     args = ("campaign", "run", str(camp), "--results", str(results))
     # 1. SIGKILL while the second run measures.
@@ -127,17 +125,32 @@ def test_killed_twice_resumes_to_exactly_one_run_per_cell_and_repeat(results: Pa
     assert sum(c["interrupted_attempts"] for c in st["cells"]) >= 1
     assert set(st["run_ids"].values()) == {r["run_id"] for r in complete}
     wait_for(no_run_processes, 30, "no run process left")
-    # The report names the flood's effect on the tail.
+    # The report compares the 4 flood runs with the 4 quiet ones and its conclusion says what its own
+    # verdicts say. Whether a flood moves the tail enough to be significant depends on the host (here it
+    # once lowered p99, once did nothing under host steal): the statistics are tested on planted shifts in
+    # test_compare_cli and tests/unit/analysis, not on a flood's effect here.
     rep = latscope("campaign", "report", str(camp), "--results", str(results), "--json", "--bootstrap", "400")
     assert rep.returncode == 0, rep.stderr
     doc = json.loads(rep.stdout)
     (net,) = doc["factors"]["stress"]
     assert net["level"] == "net" and net["runs"] == [4, 4]
-    # On this machine a flood *lowers* the tail (its CPUs never idle, so no wake-up from a deep state);
-    # elsewhere it raises it. Either way the effect is large, and the report must call it significant.
     tail = net["comparison"]["metrics"]
-    assert {"higher", "lower"} & {tail["p99"]["verdict"], tail["p999"]["verdict"]}, tail
-    assert " raises p99" in doc["conclusions"]["stress"] or " lowers p99" in doc["conclusions"]["stress"]
+    verdicts = {k: tail[k]["verdict"] for k in ("p999", "p99")}
+    assert set(verdicts.values()) <= {"higher", "lower", "no significant difference"}, verdicts
+    for k in ("p999", "p99"):
+        m = tail[k]
+        assert m["difference"] == pytest.approx(m["b"] - m["a"], abs=0.002), m
+        if m["verdict"] != "no significant difference":
+            lo, hi = m["interval"]
+            assert (lo > 0 and m["verdict"] == "higher") or (hi < 0 and m["verdict"] == "lower"), m
+    said = doc["conclusions"]["stress"]
+    named = next((label for k, label in (("p999", "p99.9"), ("p99", "p99"))
+                  if verdicts[k] in ("higher", "lower")), None)
+    if named is None:
+        assert "no significant difference" in said, (verdicts, said)
+    else:
+        verb = {"higher": "raises", "lower": "lowers"}[verdicts["p999" if named == "p99.9" else "p99"]]
+        assert f"net {verb} {named} by" in said, (verdicts, said)
     html = latscope("campaign", "report", str(camp), "--results", str(results), "-o", str(tmp_path / "r.html"))
     assert html.returncode == 0, html.stderr
     assert "Interaction: stress" in (tmp_path / "r.html").read_text()

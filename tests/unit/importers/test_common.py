@@ -25,7 +25,10 @@ def test_read_file_gunzips_and_hashes_the_original(tmp_path: Path) -> None:
     assert raw.size == p.stat().st_size and len(raw.sha256) == 64
 
 
-@pytest.mark.parametrize("content", [b"", b"   \n\n", gzip.compress(b"")])
+# mtime=0: a gzip member carries its time, and a parameter id that changes with the second makes
+# pytest-xdist's workers collect different tests.
+@pytest.mark.parametrize("content", [b"", b"   \n\n", gzip.compress(b"", mtime=0)],
+                         ids=["empty", "blank", "empty-gzip"])
 def test_read_file_refuses_empty_files(tmp_path: Path, content: bytes) -> None:
     """An empty (or empty once gunzipped) file is a FormatError, not an empty run."""
     p = tmp_path / "empty"
