@@ -46,9 +46,22 @@ STOLEN_NOTE = re.compile(r"(\d+) us of it without any event while the host's ste
 
 # A SCHED_FIFO busy loop: every PERIOD ms it spins for BUSY ms, for at most SECONDS or until SIGTERM.
 # It records, in CLOCK_REALTIME (the clock the trace is mapped onto), every stretch in which it may hold
-# the CPU: from its return from sleep to its next sleep call. The last stretch (exit, writing the file)
+# the CPU: from its sleep timer's expiry to its next sleep call. The last stretch (exit, writing the file)
 # has no end: "until it exits". "ready" comes once it runs FIFO on its CPU.
-HOG = r"""
+# Shared by the load generators: sleep until monotonic time ``t`` and return, in CLOCK_REALTIME, when the
+# task may have held its CPU again: its timer's expiry (the kernel may run it from then on; a host stall
+# before the task reads its clock would otherwise be held time its log misses), or now if it did not sleep.
+SLEEP_UNTIL = r"""
+import time
+def sleep_until(t):
+    rt = time.CLOCK_REALTIME
+    wait = t - time.monotonic()
+    expiry = time.clock_gettime_ns(rt) + int(max(0.0, wait) * 1e9)
+    time.sleep(max(0.0, wait))
+    return min(expiry, time.clock_gettime_ns(rt))
+"""
+
+HOG = SLEEP_UNTIL + r"""
 import ctypes, json, os, signal, sys, time
 period, busy, seconds, cpu, out = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctypes.CDLL("libc.so.6").prctl(15, b"ls-interferer", 0, 0, 0)
@@ -68,8 +81,7 @@ while not stop and time.monotonic() < end:
     while time.monotonic() < spin_end:
         pass
     held.append((woke, time.clock_gettime_ns(rt)))
-    time.sleep(max(0.0, nxt - time.monotonic()))
-    woke = time.clock_gettime_ns(rt)
+    woke = sleep_until(nxt)
 held.append((woke, 2**62))
 with open(out + ".tmp", "w") as fh:
     json.dump(held, fh)
@@ -79,7 +91,7 @@ os.rename(out + ".tmp", out)
 # Every PERIOD ms, at SCHED_FIFO 50 on CPU, write 64 KiB and fsync it (ext4: block requests, journal
 # commits, kworkers, the block device's interrupt), for at most SECONDS or until SIGTERM; the stretches in
 # which it may hold the CPU are recorded as the hog's are (they include the waits inside fsync).
-WRITER = r"""
+WRITER = SLEEP_UNTIL + r"""
 import ctypes, json, os, signal, sys, time
 path, period, seconds, cpu, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctypes.CDLL("libc.so.6").prctl(15, b"ls-fsync-writer", 0, 0, 0)
@@ -104,8 +116,7 @@ while not stop and time.monotonic() < end:
     if n % 64 == 0:
         os.lseek(fd, 0, 0)
     held.append((woke, time.clock_gettime_ns(rt)))
-    time.sleep(max(0.0, nxt - time.monotonic()))
-    woke = time.clock_gettime_ns(rt)
+    woke = sleep_until(nxt)
 held.append((woke, 2**62))
 os.close(fd)
 with open(out + ".tmp", "w") as fh:
