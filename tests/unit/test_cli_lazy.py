@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -49,3 +50,20 @@ def test_listed_summary_is_the_commands_own(verb: str) -> None:
     cmd = cli.get_command(click.Context(cli), verb)
     assert cmd is not None and cmd.name is not None
     assert VERBS[verb][1] == cmd.get_short_help_str(limit=1000)
+
+
+def test_the_command_does_not_import_pandas_where_it_is_installed(tmp_path: Path) -> None:
+    """pyarrow would import pandas (0.45 s of CPU) at its first conversion; the `latscope` command blocks it.
+
+    An import stores a run (pyarrow writes Parquet) and `show` reads it back (pyarrow converts to numpy).
+    """
+    pytest.importorskip("pandas")
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "import" / "irtt-lo-midpoint.json"
+    code = ("import sys\nfrom latscope.cli.main import program\n"
+            "sys.argv = ['latscope', *sys.argv[1:]]\nrc = program()\n"
+            "print('pandas' in sys.modules, 'pyarrow' in sys.modules, file=sys.stderr)\nsys.exit(rc)")
+    for argv in (["import", "irtt", str(fixture), "--name", "p"], ["show", "p", "--json"]):
+        r = subprocess.run([sys.executable, "-c", code, *argv, "--results", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.split()[-2:] == ["False", "True"], r.stderr
