@@ -343,7 +343,7 @@ def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) 
     the latency metric; and the default really read only part of the trace."""
     from latscope.trace.breakdown import Options, _analyse_windows
 
-    run = traced_run(latscope, count=4000)
+    run = traced_run(latscope, count=2000)
     assert run["completeness"]["trace_overruns"] == 0
     rid = run["run_id"]
     for extra in ((), ("--threshold", "30us"), ("--metric", "latency")):
