@@ -101,9 +101,7 @@ def _namespaces(removed: list[str], kept: list[str]) -> None:
     if not can_build_namespaces():
         kept += [f"namespace {n} (removing it needs CAP_SYS_ADMIN)" for n in netns.stale()]
         return
-    failed: list[str] = []
-    removed += [f"namespace {n}" for n in netns.reap_stale(failed)]
-    kept += failed
+    removed += [f"namespace {n}" for n in netns.reap_stale(kept)]
 
 
 def _instances(root: Path | None, removed: list[str], kept: list[str]) -> None:

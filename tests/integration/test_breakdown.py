@@ -27,6 +27,7 @@ from latscope.store.layout import ResultsStore
 from latscope.store.samples import MISSING
 from latscope.trace import tracefs
 from latscope.trace.breakdown import load_run_table
+from latscope.trace.table import EventTable
 from tests.conftest import BIN
 from tests.integration.runwatch import wait_for_packets
 
@@ -153,7 +154,7 @@ def widened(held: np.ndarray) -> np.ndarray:
     return np.stack([held[:, 0] - HOG_EDGE_NS, held[:, 1] + HOG_EDGE_NS], axis=1)
 
 
-def over_silence(held: np.ndarray, run_path: Path, cpu: int) -> np.ndarray:
+def over_silence(held: np.ndarray, table: EventTable, cpu: int) -> np.ndarray:
     """The intervals stretched over the silence next to them on ``cpu``: back to the last event the kernel
     recorded there before each start, on to the first one after each end.
 
@@ -163,7 +164,6 @@ def over_silence(held: np.ndarray, run_path: Path, cpu: int) -> np.ndarray:
     recorded before the switch away) still has the task current. The breakdown gives such time to the
     current task, by design; the ground truth must not call that a false blame.
     """
-    table = load_run_table(run_path)
     ts = np.sort(table.ts[table.cpu == cpu].astype(np.int64) + int(table.meta.get("to_realtime_ns") or 0))
     if len(ts) == 0:
         return held
@@ -173,7 +173,7 @@ def over_silence(held: np.ndarray, run_path: Path, cpu: int) -> np.ndarray:
     recorded = (held[:, 1] >= ts[0]) & (held[:, 0] <= ts[-1])
     start = np.where(recorded & (before >= 0), ts[np.clip(before, 0, None)], held[:, 0])
     end = np.where(recorded & (after < len(ts)), ts[np.clip(after, None, len(ts) - 1)], held[:, 1])
-    return np.stack([np.minimum(start, held[:, 0]), np.maximum(end, held[:, 1])], axis=1)
+    return np.stack([start, end], axis=1)
 
 
 def traced_run(latscope, *extra: str, count: int = 2000) -> dict:
@@ -232,7 +232,8 @@ def test_interferer_on_receiver_cpu_is_named_for_exactly_the_packets_it_held(lat
     # Ground truth per late packet: how long the hog held the receiver's CPU while the packet waited for
     # the receiver (its busy spin only), and the most it could have held that CPU in the packet's life.
     spin_held = overlap_ns(held, rx_sw, rx_user)
-    could_hold = overlap_ns(widened(over_silence(held, Path(run["path"]), RECV_CPU)), sched, rx_user)
+    could_hold = overlap_ns(widened(over_silence(held, load_run_table(Path(run["path"])), RECV_CPU)), sched,
+                            rx_user)
     blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == hog.pid) * 1000 for p in late])
     on_cpus = {c["cpu"] for p in late for c in p["culprits"] if c["pid"] == hog.pid}
     assert on_cpus <= {RECV_CPU}, on_cpus
@@ -312,8 +313,7 @@ def test_fsync_writer_io_is_attributed_where_it_ran(latscope, results: Path, tmp
     s = ResultsStore(results).resolve(run["run_id"]).samples(["seq", "sched_ns", "rx_user_ns"])
     row = {int(q): i for i, q in enumerate(s["seq"])}
     idx = np.array([row[p["seq"]] for p in late])
-    could_hold = overlap_ns(widened(over_silence(held, Path(run["path"]), RECV_CPU)), s["sched_ns"][idx],
-                            s["rx_user_ns"][idx])
+    could_hold = overlap_ns(widened(over_silence(held, table, RECV_CPU)), s["sched_ns"][idx], s["rx_user_ns"][idx])
     blamed = np.array([sum(c["us"] for c in p["culprits"] if c["pid"] == writer.pid) * 1000 for p in late])
     assert (blamed > 0).any(), "the writer itself is named for no late packet"
     over = np.flatnonzero(blamed > could_hold + 1_000)
