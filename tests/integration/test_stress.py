@@ -72,7 +72,9 @@ def scratch_of(pid: int) -> list[str]:
 
 def assert_nothing_left(pid: int, tool_pids: set[int], wait_s: float = 5.0) -> None:
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and (any(comm(p) for p in tool_pids) or tools_of(pid)):
+    # Polled, not read once: another test's run may be reaping this pid's leftovers at this moment.
+    while time.monotonic() < deadline and (any(comm(p) for p in tool_pids) or tools_of(pid) or mounts_of(pid)
+                                           or scratch_of(pid) or namespaces_of(pid)):
         time.sleep(0.05)
     assert [p for p in tool_pids if comm(p)] == []
     assert mounts_of(pid) == [] and scratch_of(pid) == [] and namespaces_of(pid) == []
@@ -184,7 +186,8 @@ def test_sigkill_loads_die_and_the_next_run_reaps(results: Path, tmp_path: Path)
     while any(comm(p) for p in running) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in running if comm(p)] == [], "loads outlived a SIGKILLed latscope"
-    assert mounts_of(proc.pid), "nothing to reap: the test proves nothing"
+    # The mount was there before the kill (checked above). It is not checked again here: any other test's
+    # run that starts in the meantime reaps the leftovers of dead latscope runs, so it may be gone already.
     nxt = start(results, "--topology", "loopback", "--count", "200")
     _out, err = nxt.communicate(timeout=120)
     assert nxt.returncode == 0, err
