@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import re
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from latscope.errors import TopologyError
+from latscope.libc import LIBC
 from latscope.process import pid_alive
 from latscope.stopping import deferred
 
@@ -31,7 +31,6 @@ RUN_DIR = "/run/netns"
 NETNS_RUN_DIR = RUN_DIR
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def owner_token() -> str:
@@ -130,7 +129,7 @@ def enter(nsname: str) -> None:
     except PermissionError:
         raise TopologyError(f"network namespace {nsname!r}: permission denied (needs root)") from None
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
+        if LIBC.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise TopologyError(f"cannot enter network namespace {nsname!r}: {os.strerror(err)}")
     finally:
@@ -145,7 +144,7 @@ def in_namespace(nsname: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             fd = os.open(os.path.join(RUN_DIR, nsname), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                if LIBC.setns(fd, CLONE_NEWNET) != 0:
                     raise OSError(f"setns {nsname}")
             finally:
                 os.close(fd)

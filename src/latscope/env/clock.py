@@ -14,11 +14,12 @@ never as an error. External commands run with a bounded timeout.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from latscope.libc import LIBC, Timex
 
 # include/uapi/linux/timex.h
 STATUS_BITS = {
@@ -35,26 +36,10 @@ COMMAND_TIMEOUT_S = 5.0
 Runner = Callable[[Sequence[str]], str]
 
 
-class _Timex(ctypes.Structure):
-    """struct timex (x86_64 and other LP64 ABIs); ctypes adds the same padding the C compiler does."""
-
-    _fields_ = [
-        ("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-        ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
-        ("time_sec", ctypes.c_long), ("time_usec", ctypes.c_long), ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long), ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long), ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
-        ("_pad", ctypes.c_int * 11),
-    ]
-
-
 def adjtimex() -> dict[str, Any]:
     """The kernel's clock discipline state (adjtimex with modes=0 only reads)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    tx = _Timex()
-    state = libc.adjtimex(ctypes.byref(tx))
+    tx = Timex()
+    state = LIBC.adjtimex(ctypes.byref(tx))
     if state < 0:
         return {"error": f"adjtimex failed (errno {ctypes.get_errno()})"}
     return timex_doc(state, tx.status, tx.offset, tx.maxerror, tx.esterror, tx.freq, tx.tai)
@@ -217,18 +202,16 @@ ADJ_FREQUENCY, ADJ_MAXERROR, ADJ_ESTERROR, ADJ_STATUS = 0x0002, 0x0004, 0x0008, 
 
 def kernel_state() -> dict[str, int]:
     """The adjtimex fields a time daemon changes (freq, status, maxerror, esterror), to put them back later."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    tx = _Timex()
-    if libc.adjtimex(ctypes.byref(tx)) < 0:
+    tx = Timex()
+    if LIBC.adjtimex(ctypes.byref(tx)) < 0:
         raise OSError(ctypes.get_errno(), "adjtimex")
     return {"freq": tx.freq, "status": tx.status, "maxerror": tx.maxerror, "esterror": tx.esterror}
 
 
 def restore_kernel_state(saved: dict[str, int]) -> None:
     """Set what kernel_state() saved (needs CAP_SYS_TIME): for tests that run a time daemon on this host."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    tx = _Timex()
+    tx = Timex()
     tx.modes = ADJ_FREQUENCY | ADJ_MAXERROR | ADJ_ESTERROR | ADJ_STATUS
     tx.freq, tx.status, tx.maxerror, tx.esterror = saved["freq"], saved["status"], saved["maxerror"], saved["esterror"]
-    if libc.adjtimex(ctypes.byref(tx)) < 0:
+    if LIBC.adjtimex(ctypes.byref(tx)) < 0:
         raise OSError(ctypes.get_errno(), "adjtimex")

@@ -13,7 +13,6 @@ stores what it measured as an interrupted run, which is kept but never counted).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as _dt
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 from latscope.errors import ConfigError, StoreError
 from latscope.experiment.campaign import Campaign, PlannedRun, argv, expected_seconds
 from latscope.files import held_lock, read_regular, reason, write_atomic
+from latscope.libc import LIBC
 from latscope.process import pid_alive
 from latscope.safetext import printable
 from latscope.stopping import Stopped
@@ -219,7 +219,6 @@ class Attempt:
     error: str | None
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
 
@@ -227,7 +226,7 @@ def _die_with(parent: int) -> Callable[[], None]:
     """Between fork and exec of a run: end with the runner, also if it died before this was armed."""
 
     def arm() -> None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the runner is already gone: no signal would ever come
             os._exit(1)
 

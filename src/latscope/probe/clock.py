@@ -10,12 +10,12 @@ Timing code takes a clock object so tests can substitute a fake one.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import time
 from typing import Protocol
 
+from latscope.libc import LIBC
 from latscope.timebase import CLOCK_REALTIME, CLOCK_TAI, tai_offset_ns
 
 __all__ = ["CLOCK_REALTIME", "CLOCK_TAI", "Clock", "FakeClock", "RealClock", "tai_offset_ns"]
@@ -37,8 +37,7 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_clock_nanosleep = _libc.clock_nanosleep
+_clock_nanosleep = LIBC.clock_nanosleep
 _clock_nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Timespec), ctypes.c_void_p]
 _clock_nanosleep.restype = ctypes.c_int
 

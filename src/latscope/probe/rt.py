@@ -7,7 +7,6 @@ scheduling that was actually in force rather than what was asked for.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 from collections.abc import Iterator
@@ -15,11 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from latscope.errors import ConfigError, PrivilegeError
+from latscope.libc import LIBC
 
 MCL_CURRENT = 1
 MCL_FUTURE = 2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 _POLICY_NAMES = {
     os.SCHED_OTHER: "SCHED_OTHER",
@@ -55,12 +54,12 @@ def set_fifo(prio: int | None) -> None:
 
 def lock_memory() -> bool:
     """mlockall(MCL_CURRENT|MCL_FUTURE) so no page fault lands in the hot path; False when refused."""
-    return _libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
+    return LIBC.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
 
 
 def unlock_memory() -> None:
     """Undo lock_memory (before writing results, which may allocate a lot)."""
-    _libc.munlockall()
+    LIBC.munlockall()
 
 
 PR_SET_PDEATHSIG = 1
@@ -76,17 +75,17 @@ def minimal_timer_slack() -> None:
     fire their timers that much late to batch wakeups, which would show up as
     wakeup latency that has nothing to do with the system under test.
     """
-    _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
 def set_thread_name(name: str) -> None:
     """Name the process as the kernel shows it (comm: ps, sched_switch in traces); 15 bytes at most."""
-    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    LIBC.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def parent_death_signal(sig: int) -> bool:
     """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
-    return _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    return LIBC.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
 
 
 def scheduling_in_force() -> dict[str, Any]:
@@ -96,7 +95,7 @@ def scheduling_in_force() -> dict[str, Any]:
         "policy": _POLICY_NAMES.get(policy, str(policy)),
         "priority": os.sched_getparam(0).sched_priority,
         "affinity": sorted(os.sched_getaffinity(0)),
-        "timer_slack_ns": _libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0),
+        "timer_slack_ns": LIBC.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0),
         "pid": os.getpid(),
     }
 

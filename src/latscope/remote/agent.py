@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from latscope.libc import LIBC, Timex
 from latscope.remote.channel import Channel, ChannelClosed, Frame
 
 PORT_NAME = "org.latscope.ctl"
@@ -379,20 +380,6 @@ def run_tool(req: dict[str, Any]) -> dict[str, Any]:
     return {"code": proc.returncode, "stdout": proc.stdout[-200_000:], "stderr": proc.stderr[-4000:]}
 
 
-class _Timeval(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
-
-
-class _Timex(ctypes.Structure):
-    _fields_ = ([("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                 ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                 ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
-                 ("time", _Timeval), ("tick", ctypes.c_long), ("ppsfreq", ctypes.c_long),
-                 ("jitter", ctypes.c_long), ("shift", ctypes.c_int), ("stabil", ctypes.c_long),
-                 ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long), ("errcnt", ctypes.c_long),
-                 ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int)] + [(f"_pad{i}", ctypes.c_int) for i in range(11)])
-
-
 ADJ_SETOFFSET, ADJ_NANO = 0x0100, 0x2000
 
 
@@ -402,12 +389,11 @@ def step_clock(delta_ns: int) -> str:
     Reading the clock and setting it from Python loses the time between the
     two calls: under an emulated CPU that was a steady ~0.6 ms.
     """
-    tx = _Timex()
+    tx = Timex()
     tx.modes = ADJ_SETOFFSET | ADJ_NANO
     sec, nsec = divmod(delta_ns, 1_000_000_000)
     tx.time.tv_sec, tx.time.tv_usec = sec, nsec
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.clock_adjtime(time.CLOCK_REALTIME, ctypes.byref(tx)) >= 0:
+    if LIBC.clock_adjtime(time.CLOCK_REALTIME, ctypes.byref(tx)) >= 0:
         return "adjtime"
     now = time.clock_gettime_ns(time.CLOCK_REALTIME)
     time.clock_settime_ns(time.CLOCK_REALTIME, now + delta_ns)
@@ -416,8 +402,7 @@ def step_clock(delta_ns: int) -> str:
 
 def poweroff() -> None:
     os.sync()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.reboot(RB_POWER_OFF)
+    LIBC.reboot(RB_POWER_OFF)
 
 
 def main() -> int:

@@ -11,13 +11,13 @@ namespace), so nothing outlives a killed run.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
 from dataclasses import dataclass
 
 from latscope.errors import TopologyError
+from latscope.libc import LIBC
 
 #: bpf(2) per architecture (asm/unistd.h).
 SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386, "ppc64le": 361, "s390x": 351,
@@ -35,8 +35,6 @@ BPF_JMP_EXIT = 0x05 | 0x90
 ATTR_SIZE = 128
 PROG_INFO_SIZE = 80
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -72,7 +70,7 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     nr = SYSCALL_BPF.get(platform.machine())
     if nr is None:
         raise OSError(0, f"bpf(2): unknown syscall number on {platform.machine()}")
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
+    ret = LIBC.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

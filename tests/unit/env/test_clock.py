@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from latscope.env import clock
+from latscope.libc import Timex
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "clock"
 
@@ -21,7 +22,7 @@ def test_adjtimex_reads_this_hosts_kernel_clock_state() -> None:
     # The kernel caps both errors at NTP_PHASE_LIMIT-derived 16 s (in µs); a misaligned struct reads garbage here.
     assert 0 <= doc["esterror_us"] <= clock.MAXERROR_UNSYNC_US
     assert 0 <= doc["maxerror_us"] <= clock.MAXERROR_UNSYNC_US
-    assert ctypes.sizeof(clock._Timex) == 208  # sizeof(struct timex) on LP64 Linux
+    assert ctypes.sizeof(Timex) == 208  # sizeof(struct timex) on LP64 Linux
 
 
 def test_timex_doc_names_status_bits_and_scales_the_offset() -> None:

@@ -11,7 +11,6 @@ controller (PR_SET_PDEATHSIG), and every path out of ``running_qemu`` kills it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latscope.errors import ConfigError, TopologyError
+from latscope.libc import LIBC
 
 QEMU = "qemu-system-x86_64"
 PR_SET_PDEATHSIG = 1
@@ -143,8 +143,7 @@ def command_line(spec: QemuSpec, binary: str) -> list[str]:
 
 def _child_setup() -> None:
     # Die with the controller, even when it is SIGKILLed and cannot clean up.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @contextlib.contextmanager
