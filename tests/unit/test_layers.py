@@ -16,7 +16,7 @@ SRC = Path(latscope.__file__).resolve().parent
 #: topo sits high since it holds the VM topology, which starts a guest and talks to its agent (remote).
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"safetext", "files"},
+    {"safetext", "files", "libc"},
     {"units", "contract", "timebase", "privileges", "process", "stopping", "testhooks"},
     {"store", "mounts"},
     {"netns"},
