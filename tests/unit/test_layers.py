@@ -40,8 +40,8 @@ EXCEPTIONS = {
 }
 #: What the probe workers (python -m latscope.probe.worker) must never load: each costs import time and
 #: memory the worker then locks with mlockall, and some start threads of their own.
-HEAVY = ("pyarrow", "pandas", "duckdb", "scipy", "matplotlib", "jinja2", "latscope.store", "latscope.analysis",
-         "latscope.trace", "latscope.report")
+HEAVY = ("numpy", "pyarrow", "pandas", "duckdb", "scipy", "matplotlib", "jinja2", "latscope.store",
+         "latscope.analysis", "latscope.trace", "latscope.report")
 
 
 def unit_of(module: str) -> str:

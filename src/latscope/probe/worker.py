@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latscope import netns
 from latscope.errors import ConfigError, LatscopeError
 from latscope.files import atomic_output, write_atomic
 from latscope.probe import rt
 from latscope.probe.clock import RealClock, tai_offset_ns
-from latscope.probe.columns import to_numpy
+from latscope.probe.columns import write_npz
 from latscope.probe.hwstamp import hardware_timestamping
 from latscope.probe.receiver import ReceiverResult, run_receiver
 from latscope.probe.reflector import ReflectorResult, enable_timestamps, run_reflector
@@ -235,22 +233,21 @@ def _bound_port(sock) -> int:
 def _write_columns(result: Path, res: SenderResult | ReceiverResult | ReflectorResult) -> None:
     if isinstance(res, SenderResult):
         n = res.done
-        arrays = {k: to_numpy(getattr(res, k), n) for k in ("sched", "wake", "send", "tx_sw", "tx_hw", "flags")}
+        columns = {k: (getattr(res, k), n) for k in ("sched", "wake", "send", "tx_sw", "tx_hw", "flags")}
         if res.echo is not None:
             e = res.echo
-            arrays.update({f"echo_{k}": to_numpy(getattr(e, k), n)
-                           for k in ("rx_sw", "rx_hw", "rx_user", "far_rx", "far_tx", "flags")})
+            columns.update({f"echo_{k}": (getattr(e, k), n)
+                            for k in ("rx_sw", "rx_hw", "rx_user", "far_rx", "far_tx", "flags")})
     elif isinstance(res, ReflectorResult):
         n = res.capacity
-        arrays = {k: to_numpy(getattr(res, k), n)
-                  for k in ("far_rx", "far_rx_is_hw", "far_tx", "far_tx_is_hw", "far_user", "flags")}
+        columns = {k: (getattr(res, k), n)
+                   for k in ("far_rx", "far_rx_is_hw", "far_tx", "far_tx_is_hw", "far_user", "flags")}
     else:
         n = res.capacity
         names = ("sched", "wake", "send", "tx", "tx_is_hw", "rx_sw", "rx_hw", "rx_user", "flags")
-        arrays = {k: to_numpy(getattr(res, k), n) for k in names}
+        columns = {k: (getattr(res, k), n) for k in names}
     with atomic_output(result) as fh:
-        # numpy's stub types **kwds as if a column could be named allow_pickle; these names cannot.
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
+        write_npz(fh, columns)
 
 
 def _describe(res: SenderResult | ReceiverResult | ReflectorResult) -> dict[str, Any]:
