@@ -7,8 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from latscope.analysis.bootstrap import _acf, block_bootstrap, dependence, interval
+from latscope.analysis.bootstrap import _acf, block_bootstrap, dependence, interval, ranks
 from tests.support import ar1_lognormal
+
+
+@pytest.mark.parametrize("kind", ["ties", "distinct", "one", "empty", "all equal"])
+def test_ranks_are_scipys_average_ranks(kind: str) -> None:
+    """ranks() gives what scipy.stats.rankdata gives (ties: the mean of the ranks they span)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    values = {"ties": rng.integers(0, 7, 5000).astype(float), "distinct": rng.lognormal(3, 1, 5000),
+              "one": np.array([4.5]), "empty": np.zeros(0), "all equal": np.full(9, 2.0)}[kind]
+    assert np.array_equal(ranks(values), rankdata(values))
 
 
 def test_acf_matches_direct_sum() -> None:
