@@ -364,21 +364,30 @@ def test_ctrl_c_during_traced_run_removes_the_instance(results: Path) -> None:
 def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) -> None:
     """A real traced run: the breakdown from the rows it needs equals the one from every event, for the
     default threshold (late packets here and there: windows apart), a low one (windows everywhere) and
-    the latency metric; and the default really read only part of the trace."""
-    from latscope.trace.breakdown import Options, _analyse_windows
+    the latency metric; and the default really read only part of the trace. The default through the
+    command (`--whole-trace` against none), the other two through the same calls in this process."""
+    from latscope.trace.breakdown import Options, _analyse_windows, analyse_run, load_run_steal
+    from latscope.trace.report import to_json
 
     run = traced_run(latscope, count=2000)
     assert run["completeness"]["trace_overruns"] == 0
     rid = run["run_id"]
-    for extra in ((), ("--threshold", "30us"), ("--metric", "latency")):
-        part = latscope("breakdown", rid, "--json", *extra, timeout=180)
-        whole = latscope("breakdown", rid, "--json", "--whole-trace", *extra, timeout=180)
-        assert part.returncode == 0 and whole.returncode == 0, (part.stderr, whole.stderr)
-        assert part.stdout == whole.stdout, extra
-        assert json.loads(part.stdout)["late_broken_down"] > 0
+    part = latscope("breakdown", rid, "--json", timeout=180)
+    whole = latscope("breakdown", rid, "--json", "--whole-trace", timeout=180)
+    assert part.returncode == 0 and whole.returncode == 0, (part.stderr, whole.stderr)
+    assert part.stdout == whole.stdout
+    assert json.loads(part.stdout)["late_broken_down"] > 0
     stored = ResultsStore(results).resolve(rid)
-    bd = _analyse_windows(stored.path / "trace" / "events.parquet", stored.samples(), Options(), run_id=rid,
-                          overruns=0, steal=None)
+    samples, steal = stored.samples(), load_run_steal(stored.path)
+    table = stored.path / "trace" / "events.parquet"
+    for options in (Options(threshold_ns=30_000), Options(metric="latency")):
+        windows = _analyse_windows(table, samples, options, run_id=rid, overruns=0, steal=steal)
+        assert windows is not None, options  # read by windows, not by the whole-table fallback
+        every = analyse_run(stored.path, stored.record.extra.get("trace"), samples, options, run_id=rid,
+                            overruns=0, steal=steal, whole=True)
+        assert to_json(windows) == to_json(every), options
+        assert to_json(windows)["late_broken_down"] > 0
+    bd = _analyse_windows(table, samples, Options(), run_id=rid, overruns=0, steal=None)
     assert bd is not None and bd.timeline is not None
     subset = bd.timeline.table.meta["subset"]
     assert subset["rows_read"] < subset["events"], subset
