@@ -67,3 +67,23 @@ def test_the_command_does_not_import_pandas_where_it_is_installed(tmp_path: Path
                            text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stderr.split()[-2:] == ["False", "True"], r.stderr
+
+
+def test_the_command_runs_numpy_on_one_thread_unless_told_otherwise(tmp_path: Path) -> None:
+    """numpy's OpenBLAS would start a thread per CPU (spinning at start-up); `latscope` keeps it to one, and a
+    user's own OPENBLAS_NUM_THREADS wins. (OpenBLAS's threads carry the process's name; pyarrow's allocator
+    has a thread of its own, named otherwise.)"""
+    import os
+
+    code = ("import sys\nfrom latscope.cli.main import program\n"
+            "sys.argv = ['latscope', *sys.argv[1:]]\nrc = program()\n"
+            "import os\nnames = [open(f'/proc/self/task/{t}/comm').read() for t in os.listdir('/proc/self/task')]\n"
+            "threads = names.count(open('/proc/self/comm').read())\n"
+            "print('numpy' in sys.modules, threads, file=sys.stderr)\nsys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    expect = {None: "1", "2": "2"}
+    for told, threads in expect.items():
+        r = subprocess.run([sys.executable, "-c", code, "ls", "--results", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60, env={**env, **({"OPENBLAS_NUM_THREADS": told} if told else {})})
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.split()[-2:] == ["True", threads], (told, r.stderr)

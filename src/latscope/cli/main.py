@@ -136,6 +136,40 @@ class _NoPandas:
             raise ModuleNotFoundError("pandas is not imported by the latscope command", name=name)
 
 
+def _single_threaded_blas() -> None:
+    """numpy's OpenBLAS starts a thread per CPU at import, whose start-up spins: about 0.07 s of CPU in every
+    `latscope` process, and threads that would compete with a measurement. latscope does no linear algebra
+    that threads would speed up. A user's own setting is kept."""
+    import os
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
+
+def _exit_now(rc: int) -> None:
+    """End the process with ``rc`` without tearing the native libraries down, once the verb is done.
+
+    Arrow's thread pools can abort a process in its teardown after all its work is done ("terminate called
+    without an active exception", SIGABRT: apache/arrow#34314, open upstream); it hit a `latscope breakdown`
+    that had already printed its one-line error. So when no other Python thread is running (nothing of
+    latscope's is still at work), the exit handlers run, the standard streams are flushed, and the process
+    ends with _exit.
+    """
+    import atexit
+    import os
+    import threading
+
+    if threading.active_count() > 1:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe (`latscope ls | head`): what was written is all there is
+    os._exit(rc)
+
+
 def program() -> int:
     """The `latscope` command: main() in a process that never imports pandas.
 
@@ -143,10 +177,14 @@ def program() -> int:
     bring it) pyarrow imports it the first time it converts anything: 0.45 s of CPU in every verb that
     reads or writes Parquet, in each run's controller, and a third of the time of `latscope show`. latscope
     hands pyarrow no pandas object, so the command runs as it does on an install without pandas. In-process
-    callers of main() (tests, notebooks) keep their pandas.
+    callers of main() (tests, notebooks) keep their pandas. numpy runs single-threaded (_single_threaded_blas),
+    and the process ends without the native libraries' teardown (_exit_now).
     """
     sys.meta_path.insert(0, _NoPandas)
-    return main()
+    _single_threaded_blas()
+    rc = main()
+    _exit_now(rc)
+    return rc
 
 
 if __name__ == "__main__":
