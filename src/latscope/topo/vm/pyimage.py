@@ -38,8 +38,9 @@ from latscope.errors import TopologyError
 #: What the guest runs: the agent (PID 1), the sender/receiver workers (forks of the agent), the environment
 #: collectors, the disk writer the agent starts as ``python -m`` (no import statement names it).
 ENTRY_MODULES = ("latscope.remote.agent", "latscope.probe.worker", "latscope.env", "latscope.remote.guestload")
-#: Imported only inside functions the guest calls, outside latscope (numpy.savez imports zipfile).
-EXTRA_MODULES = ("zipfile",)
+#: Imported only inside functions the guest calls, outside latscope: none today (zipfile was, inside numpy.savez,
+#: until the workers wrote their .npz with probe.columns, which imports it).
+EXTRA_MODULES: tuple[str, ...] = ()
 #: Top-level parts of the standard library no guest runs.
 STDLIB_LEFT_OUT = frozenset({
     "test", "idlelib", "tkinter", "turtledemo", "turtle.py", "ensurepip", "lib2to3", "pydoc_data",
