@@ -59,9 +59,10 @@ def test_the_command_does_not_import_pandas_where_it_is_installed(tmp_path: Path
     """
     pytest.importorskip("pandas")
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "import" / "irtt-lo-midpoint.json"
-    code = ("import sys\nfrom latscope.cli.main import program\n"
-            "sys.argv = ['latscope', *sys.argv[1:]]\nrc = program()\n"
-            "print('pandas' in sys.modules, 'pyarrow' in sys.modules, file=sys.stderr)\nsys.exit(rc)")
+    # program() ends the process itself once the verb is done: the check runs as an exit handler
+    code = ("import atexit, sys\nfrom latscope.cli.main import program\n"
+            "atexit.register(lambda: print('pandas' in sys.modules, 'pyarrow' in sys.modules, file=sys.stderr))\n"
+            "sys.argv = ['latscope', *sys.argv[1:]]\nsys.exit(program())")
     for argv in (["import", "irtt", str(fixture), "--name", "p"], ["show", "p", "--json"]):
         r = subprocess.run([sys.executable, "-c", code, *argv, "--results", str(tmp_path)], capture_output=True,
                            text=True, timeout=60)
@@ -75,11 +76,12 @@ def test_the_command_runs_numpy_on_one_thread_unless_told_otherwise(tmp_path: Pa
     has a thread of its own, named otherwise.)"""
     import os
 
-    code = ("import sys\nfrom latscope.cli.main import program\n"
-            "sys.argv = ['latscope', *sys.argv[1:]]\nrc = program()\n"
-            "import os\nnames = [open(f'/proc/self/task/{t}/comm').read() for t in os.listdir('/proc/self/task')]\n"
-            "threads = names.count(open('/proc/self/comm').read())\n"
-            "print('numpy' in sys.modules, threads, file=sys.stderr)\nsys.exit(rc)")
+    code = ("import atexit, os, sys\nfrom latscope.cli.main import program\n"
+            "def threads():\n"
+            "    names = [open(f'/proc/self/task/{t}/comm').read() for t in os.listdir('/proc/self/task')]\n"
+            "    print('numpy' in sys.modules, names.count(open('/proc/self/comm').read()), file=sys.stderr)\n"
+            "atexit.register(threads)\n"
+            "sys.argv = ['latscope', *sys.argv[1:]]\nsys.exit(program())")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     expect = {None: "1", "2": "2"}
     for told, threads in expect.items():
