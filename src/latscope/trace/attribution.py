@@ -189,24 +189,38 @@ def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: 
     shares = window_shares(tl, cpu, a, b)
     out: list[Culprit] = []
     gap_min = int(max(GAP_MIN_NS, base.p99_ns))
-    gaps: list[tuple[int, int, int | None]] = []   # while the waiting task or idle was current
+    gaps: list[tuple[int, int, int | None, int]] = []   # (start, end, steal growth, ns) while the waiting
+    #                                                   task or idle was current
     # While another task was current and nothing showed, that task keeps the time: a busy loop makes no
     # events either, and a task that held the CPU when the host stole it still held it after (the tests
     # plant exactly that: a SCHED_FIFO spinner logging its own intervals). Steal meanwhile is said, not billed.
     stolen: dict[int, int] = defaultdict(int)      # that task's pid -> silent time with steal growing
+    # A silent stretch can lie inside an interrupt (entry, nothing, exit): the interrupt's share counts it
+    # already. With steal growing over it the hypervisor took that time from the handler: it is the gap's,
+    # and leaves the interrupt's share; without, the handler took it: it stays the interrupt's, not a gap's.
+    taken_from_irqs: dict[tuple[str, str], int] = defaultdict(int)
+    gap_ns = 0                                     # the gaps' time outside interrupts (self/idle hold it)
     for s, e in silent_gaps(tl, cpu, a, b, gap_min):
         current = running_at(tl, cpu, (s + e) // 2)
         grew = steal.grew(cpu, s, e, STEAL_LAG_NS) if steal is not None else None
         if current in (victim, 0, -1):
-            gaps.append((s, e, grew))
+            inside = {(x.kind, x.name): x.ns for x in window_shares(tl, cpu, s, e) if x.kind in ("irq", "softirq")}
+            outside = e - s - sum(inside.values())
+            if grew:
+                gaps.append((s, e, grew, e - s))
+                gap_ns += outside
+                for key, ns in inside.items():
+                    taken_from_irqs[key] += ns
+            elif outside >= MIN_SHARE_NS:
+                gaps.append((s, e, grew, outside))
+                gap_ns += outside
         elif grew:
             stolen[current] += e - s
-    gap_ns = sum(e - s for s, e, _g in gaps)
     for sh in shares:
         if sh.ns < MIN_SHARE_NS:
             continue
         kind, name, note = sh.kind, sh.name, ""
-        ns = sh.ns
+        ns = sh.ns - taken_from_irqs.get((kind, name), 0)
         if kind == "task" and sh.pid == victim:
             kind, note = "self", "the waiting task's own time"
         if kind in ("self", "idle") and gap_ns:
@@ -222,21 +236,21 @@ def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: 
             note = "the CPU was idle: wakeup IPI or idle-state exit latency"
         if ns >= MIN_SHARE_NS:
             out.append(Culprit(kind, name, sh.pid, cpu, int(ns), stage, note))
-    for s, e, grew in gaps:
-        out.append(_gap_culprit(cpu, s, e, grew, stage))
+    for _s, _e, grew, ns in gaps:
+        out.append(_gap_culprit(cpu, ns, grew, stage))
     return out
 
 
-def _gap_culprit(cpu: int, s: int, e: int, grew: int | None, stage: str) -> Culprit:
-    """A silent gap named by the steal series: hypervisor, unexplained, or (no series) just silent."""
+def _gap_culprit(cpu: int, ns: int, grew: int | None, stage: str) -> Culprit:
+    """A silent gap of ``ns`` named by the steal series: hypervisor, unexplained, or (no series) just silent."""
     if grew is None:
-        return Culprit("gap", SILENT_NAME, -1, cpu, int(e - s), stage,
+        return Culprit("gap", SILENT_NAME, -1, cpu, int(ns), stage,
                        "no event on this CPU: host/hypervisor preemption or untraced kernel work")
     if grew > 0:
-        return Culprit("steal", STEAL_NAME, -1, cpu, int(e - s), stage,
+        return Culprit("steal", STEAL_NAME, -1, cpu, int(ns), stage,
                        "no event on this CPU, and the host's steal time on this CPU grew around it: "
                        "the hypervisor ran something else")
-    return Culprit("gap", UNEXPLAINED_NAME, -1, cpu, int(e - s), stage,
+    return Culprit("gap", UNEXPLAINED_NAME, -1, cpu, int(ns), stage,
                    "no event on this CPU and no host steal around it: kernel work no enabled event shows "
                    "(or steal shorter than the steal counter's 10 ms step)")
 

@@ -14,10 +14,11 @@ MS = 1_000_000
 T0 = BASE_S * 1_000_000_000  # trace time 0 in ns (the synthetic traces' clock)
 
 
-def gap_trace(hog: bool = False) -> Trace:
+def gap_trace(hog: bool = False, irq: bool = False) -> Trace:
     """20 normal packets, then packet 20 whose receiver waits 900 us on a CPU 1 without a single event.
 
     ``hog``: a task "hog" (pid 7) is current on CPU 1 through the silence (two events at its start).
+    ``irq``: 700 us of the silence lie inside a local timer interrupt (its entry at 30.1 ms, exit at 30.8).
     """
     tr = Trace()
     tr.add(0, 1, *IDLE0, "local_timer_entry", "vector=236", "d.h1.")
@@ -29,6 +30,9 @@ def gap_trace(hog: bool = False) -> Trace:
         tr.switch(30_013, 1, IDLE0, ("hog", 7))
         tr.add(30_015, 1, "hog", 7, "local_timer_entry", "vector=236", "d.h..")
         tr.add(30_016, 1, "hog", 7, "local_timer_exit", "vector=236", "d.h..")
+    if irq:
+        tr.add(30_100, 1, *IDLE0, "local_timer_entry", "vector=236", "d.h1.")
+        tr.add(30_800, 1, *IDLE0, "local_timer_exit", "vector=236", "d.h1.")
     return tr
 
 
@@ -87,3 +91,23 @@ def test_stall_while_another_task_was_current_stays_its_time_and_steal_is_noted(
     assert hog_stolen and hog_stolen[0].ns == hog[0].ns
     assert not [c for c in stolen if c.kind in ("steal", "gap")]
     assert "steal time on this CPU grew" in hog_stolen[0].note
+
+
+def test_silence_inside_an_interrupt_is_counted_once() -> None:
+    """700 us without an event between a timer interrupt's entry and exit, while the receiver waits.
+
+    Steal grew over it: the hypervisor took the handler's CPU; those 700 us are steal, not also the timer's.
+    No steal: the handler took them; they are the timer's, not also a gap. Either way the culprits' time
+    in a stage adds up to no more than the stage lasted (it once named steal and the timer for the same time).
+    """
+    for grow in (35, -5):
+        bd, culprits = late_culprits(gap_trace(irq=True), series(grow_cpu1_at_ms=grow))
+        by_kind = {k: sum(c.ns for c in culprits if c.kind == k) for k in ("steal", "gap", "irq")}
+        if grow == 35:   # all 890 us of silence are the hypervisor's; the timer kept none of it
+            assert by_kind["steal"] >= 850_000 and by_kind["irq"] < 20_000 and by_kind["gap"] == 0, culprits
+        else:            # the handler's 700 us are the timer's; the silence before and after it (190 us) a gap
+            assert by_kind["irq"] == 700_000 and by_kind["steal"] == 0, culprits
+            assert 150_000 <= by_kind["gap"] <= 200_000, culprits
+        for st in bd.late[0].stages:
+            held = sum(c.ns for c in culprits if c.stage == st.name)
+            assert held <= st.ns, (st, culprits)
