@@ -92,6 +92,22 @@ def test_trace_without_root(nobody_can_run, tmp_path: Path) -> None:
     assert r.returncode == 2 and "--trace needs root" in one_line_error(r)
 
 
+def test_a_plain_user_gets_a_run_or_one_line_and_a_doctor_report(nobody_can_run, tmp_path: Path) -> None:
+    """As uid 65534 tracefs cannot even be looked into (mode 700 on Debian): `run` (loopback, the topology
+    without root) stores its run or says in one line why it cannot, and `doctor` reports; no traceback."""
+    env = {**os.environ, "LATSCOPE_RESULTS": str(tmp_path / "r"), "HOME": str(tmp_path)}
+    (tmp_path / "r").mkdir()
+    os.chown(tmp_path / "r", 65534, 65534)
+    r = as_nobody(["run", "--topology", "loopback", "--count", "50"], env)
+    if r.returncode != 0:
+        one_line_error(r)
+    else:
+        assert "Traceback" not in r.stderr and "packets: sent 50, received 50" in r.stdout, r.stdout + r.stderr
+    doctor = as_nobody(["doctor"], env)
+    assert "Traceback" not in doctor.stderr, doctor.stderr[-2000:]
+    assert "kernel traces" in doctor.stdout, doctor.stdout
+
+
 def _hostile_record(run, **fields) -> None:
     doc = json.loads((run.path / "run.json").read_text())
     doc.update(fields)

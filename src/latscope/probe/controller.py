@@ -170,20 +170,23 @@ def spawn_doc(role: str, spec: dict[str, Any], workdir: Path, progress: Path) ->
     result = workdir / f"{role}.npz"
     stderr_path = workdir / f"{role}.stderr"
     with open(stderr_path, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "latscope.probe.worker", role, str(spec_path), str(result), str(progress)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            # Own process group: a Ctrl-C reaches the controller, which stops
-            # the workers in order (sender first) so the receiver sees the end.
-            start_new_session=True,
-            # The worker ends when we do (PR_SET_PDEATHSIG, see worker.die_with_parent); it checks
-            # that we are still its parent, in case we died before it could ask. The signal
-            # fires when the *thread* that forked it ends: spawn from a thread that outlives the run.
-            env={**os.environ, PARENT_ENV: str(os.getpid())},
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "latscope.probe.worker", role, str(spec_path), str(result), str(progress)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                # Own process group: a Ctrl-C reaches the controller, which stops
+                # the workers in order (sender first) so the receiver sees the end.
+                start_new_session=True,
+                # The worker ends when we do (PR_SET_PDEATHSIG, see worker.die_with_parent); it checks
+                # that we are still its parent, in case we died before it could ask. The signal
+                # fires when the *thread* that forked it ends: spawn from a thread that outlives the run.
+                env={**os.environ, PARENT_ENV: str(os.getpid())},
+            )
+        except OSError as exc:  # the interpreter cannot be run (a virtual environment this user cannot read)
+            raise CaptureError(f"cannot start the {role} with {sys.executable}: {exc.strerror or exc}") from None
     return Worker(role, proc, result, stderr_path)
 
 

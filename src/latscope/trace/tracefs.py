@@ -26,14 +26,23 @@ PREFIX = "latscope-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-\w+$")
 
 
+def _has_instances(root: Path) -> bool:
+    """Whether ``root`` holds an instances/ directory; PrivilegeError when it cannot be looked into (tracefs
+    is mode 700 for root on most distributions: a user without root reads nothing of it)."""
+    try:
+        return (root / "instances").is_dir()
+    except PermissionError:
+        raise PrivilegeError(f"kernel tracing needs root ({root} cannot be read without it)") from None
+
+
 def find_tracefs(root: Path | None = None, *, mount: bool = True) -> Path:
     """The tracefs mount (``root`` when given); mount it at /sys/kernel/tracing when it is absent."""
     if root is not None:
-        if not (Path(root) / "instances").is_dir():
+        if not _has_instances(Path(root)):
             raise TraceError(f"{root} is not a tracefs mount (no instances/ directory)")
         return Path(root)
     for cand in CANDIDATES:
-        if (cand / "instances").is_dir():
+        if _has_instances(cand):
             return cand
     if os.geteuid() != 0:
         raise PrivilegeError("kernel tracing needs root (tracefs is not mounted and only root can mount it)")
