@@ -306,7 +306,7 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     late_idx = np.flatnonzero(late & traced)
     late_idx = late_idx[np.argsort(-values[late_idx], kind="stable")]
     if len(late_idx) > MAX_EXPLAINED:
-        warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} latest are broken down")
+        warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} worst are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal) for i in late_idx]
     subset = table.meta.get("subset")
@@ -401,6 +401,11 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
             values = _marker_metric(seq, tx_seq, tx_rows, rx_seq, rx_rows, t)
         else:
             values = _metric_values(samples, metric)
+        if metric == "latency":
+            warnings.append("late is judged on latency (send call to the kernel's receive timestamp), but each "
+                            "packet is broken down over its whole path, scheduled send to the receiver holding "
+                            "it: the stages add up to e2e, and those outside latency (sender wakeup, receiver "
+                            "wakeup, runqueue wait, user space) can be the dominant one")
         return seq, probe, values, metric
     if metric != "trace":
         warnings.append(f"no run samples: late packets are judged on the markers (metric 'trace'), not {metric}")

@@ -141,7 +141,7 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
     late_idx = np.flatnonzero(late & traced)
     late_idx = late_idx[np.argsort(-values[late_idx], kind="stable")]
     if len(late_idx) > MAX_EXPLAINED:
-        warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} latest are broken down")
+        warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} worst are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     ctx = VmCulprits(htl, gtl, vp, threads, host_pids, guest_pids)
     explained = [attr.explain(htl, pk, int(i), float(values[i]), durations, base, ctx) for i in late_idx]
