@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from latscope.errors import FormatError, LatscopeError
+from latscope.libc import set_thread_name
 
 STEAL_FILE = "steal.parquet"
 INTERVAL_NS = 10_000_000
@@ -180,6 +181,7 @@ class StealSampler:
         self._n += 1
 
     def _loop(self) -> None:
+        set_thread_name("latscope-steal")  # what a breakdown names when this thread delays a packet
         deadline = time.monotonic_ns()
         while True:
             deadline += self.interval_ns

@@ -6,13 +6,13 @@ scheduling that was actually in force rather than what was asked for.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from latscope import libc
 from latscope.errors import ConfigError, PrivilegeError
 from latscope.libc import LIBC
 
@@ -63,7 +63,6 @@ def unlock_memory() -> None:
 
 
 PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_SET_TIMERSLACK = 29
 PR_GET_TIMERSLACK = 30
 
@@ -80,7 +79,7 @@ def minimal_timer_slack() -> None:
 
 def set_thread_name(name: str) -> None:
     """Name the process as the kernel shows it (comm: ps, sched_switch in traces); 15 bytes at most."""
-    LIBC.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    libc.set_thread_name(name)
 
 
 def parent_death_signal(sig: int) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 
 from latscope.errors import FormatError, TraceError
 from latscope.files import atomic_output
+from latscope.libc import set_thread_name
 
 MAGIC = b"LSRING01"
 VERSION = 1
@@ -210,6 +211,7 @@ class Reader(threading.Thread):
         self._boost_start = 0.0
 
     def run(self) -> None:
+        set_thread_name("latscope-trace")  # what a breakdown names when this thread delays a packet
         t0 = time.thread_time()
         try:
             self._lower_priority()

@@ -126,3 +126,18 @@ def test_virt_facts_and_doctor(tmp_path: Path) -> None:
     (proc / "stat").write_bytes(STAT)
     stealing = virt.collect(roots)
     assert stealing["evidence"][0] == "cpuid hypervisor flag" and "reports steal" in virt_check(stealing).found
+
+
+def test_the_sampling_thread_carries_its_own_name_in_the_kernel() -> None:
+    """A trace (and so a breakdown's culprit list) shows the sampler as latscope-steal, not as latscope."""
+    import os
+
+    from latscope.env.steal import StealSampler
+
+    sampler = StealSampler()
+    sampler.start()
+    try:
+        names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+    finally:
+        sampler.stop()
+    assert "latscope-steal" in names, names
