@@ -390,6 +390,7 @@ def _store_run(cfg: MeasureConfig, store: ResultsStore, lr: _LegRun, topo: Topol
               "stream": lr.leg.stream}
     for res in cap_results:
         config.update(res.get("config", {}))
+    config.setdefault("trace", False)  # --trace: set by the capture (compare lists it among the differences)
     name = cfg.name
     if guest is not None:
         env["guest"] = guest_env

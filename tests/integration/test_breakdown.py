@@ -378,6 +378,7 @@ def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) 
     assert part.stdout == whole.stdout
     assert json.loads(part.stdout)["late_broken_down"] > 0
     stored = ResultsStore(results).resolve(rid)
+    assert stored.record.config["trace"] is True  # what compare lists when a traced and an untraced run differ
     samples, steal = stored.samples(), load_run_steal(stored.path)
     table = stored.path / "trace" / "events.parquet"
     for options in (Options(threshold_ns=30_000), Options(metric="latency")):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latscope.store.layout import ResultsStore
 from tests.support import ar1_lognormal, synthetic_run
 
 ENV_A = {"before": {"kernel": {"release": "6.1.0-rt"}, "time": {"captured_at": "t1"}}}
@@ -72,7 +73,7 @@ def test_needs_two_runs(latscope, results: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_loopback_runs(latscope) -> None:
+def test_real_loopback_runs(latscope, results: Path) -> None:
     """Two real runs of one configuration compare end to end; the environment of one host does not differ.
 
     Their verdict is not asserted: on a shared machine two runs a few seconds
@@ -85,6 +86,7 @@ def test_real_loopback_runs(latscope) -> None:
         made = latscope("run", "--topology", "loopback", "--count", "2000", "--period", "200us", "-q", "--json")
         assert made.returncode == 0, made.stderr
         ids.append(json.loads(made.stdout)["run_id"])
+    assert all(ResultsStore(results).resolve(i).record.config["trace"] is False for i in ids)
     doc = json.loads(latscope("compare", *ids, "--json", "--bootstrap", "200").stdout)
     comp = doc["comparisons"][0]
     assert comp["metrics"]["loss"]["verdict"] == "no significant difference"

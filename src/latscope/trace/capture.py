@@ -269,7 +269,7 @@ class TraceCapture:
             shutil.rmtree(workdir / TRACE_DIR, ignore_errors=True)
         finally:
             self._close_files()
-        return {"record": {"trace": info}, "completeness": {"trace_overruns": overruns}}
+        return {"record": {"trace": info}, "completeness": {"trace_overruns": overruns}, "config": {"trace": True}}
 
     def _drain_rest(self) -> int:
         """Everything still in the buffers into the page file, then close it."""
