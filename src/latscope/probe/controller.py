@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +108,23 @@ def read_results(role: str, result: Path, returncode: int | None,
         raise CaptureError(
             f"the {role} exited with status {returncode} without results" + (f": {stderr_tail}" if stderr_tail else "")
         )
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"the {role}'s account of its run ({info_path.name}) is unreadable: {exc}") from None
+    if not isinstance(info, dict):
+        raise CaptureError(f"the {role}'s account of its run ({info_path.name}) is not a JSON object")
     arrays = None
     if result.exists():
-        with np.load(result) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        try:
+            with np.load(result) as npz:  # no pickles: allow_pickle is off
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise CaptureError(f"the {role}'s result ({result.name}) is damaged: {exc}") from None
+        lengths = {len(a) if a.ndim == 1 else -1 for a in arrays.values()}
+        if len(lengths) > 1 or -1 in lengths or any(a.dtype.kind not in "iu" for a in arrays.values()):
+            raise CaptureError(f"the {role}'s result ({result.name}) is damaged: its columns differ in length "
+                               "or type")
     return arrays, info
 
 
@@ -132,10 +145,12 @@ def collect_half(worker: Worker) -> tuple[dict[str, np.ndarray] | None, dict[str
     ``{"died": how}``, so that the other half's packets are kept (latscope.probe.ending says what is true)."""
     try:
         return worker.collect()
-    except CaptureError:
+    except CaptureError as exc:
         if worker.alive():
             raise
-        return None, {"died": ended_how(worker)}
+        how = ended_how(worker)
+        # a worker that ended well but whose result cannot be read: say what is wrong with it
+        return None, {"died": f"{how}; {exc}" if worker.proc.returncode == 0 else how}
 
 
 def ended_early(worker: Worker) -> bool:
