@@ -108,6 +108,21 @@ def test_a_plain_user_gets_a_run_or_one_line_and_a_doctor_report(nobody_can_run,
     assert "kernel traces" in doctor.stdout, doctor.stdout
 
 
+def test_output_to_a_full_disk_is_one_line_and_exit_1(latscope, results: Path, tmpfs) -> None:
+    """`ls --json > full` and `sql --csv > full`: the command says it could not write, exit 1, no traceback
+    (and never exit 0 with the output cut short)."""
+    for i in range(3):
+        synthetic_run(results, np.full(200, 40_000), name=f"r{i}")
+    full = tmpfs("64k")
+    (full / "fill").write_bytes(b"\0" * 62 * 1024)
+    for verb in (["ls", "--json"], ["sql", "SELECT run_id, name, path FROM runs", "--csv"]):
+        with (full / "out").open("w") as out:
+            r = subprocess.run([str(BIN / "latscope"), *verb], stdout=out, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "LATSCOPE_RESULTS": str(results)}, timeout=60)
+        assert r.returncode == 1, (verb, r.stderr)
+        assert "cannot write the output" in one_line_error(r)
+
+
 def _hostile_record(run, **fields) -> None:
     doc = json.loads((run.path / "run.json").read_text())
     doc.update(fields)

@@ -48,3 +48,25 @@ def test_a_closed_pipe_is_no_error() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(60) in (0, 1)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_stream_closed_from_the_start_is_no_error(closed: str, tmp_path: Path) -> None:
+    """`latscope ls >&-` (Python then has no sys.stdout): the verb's own exit code, no traceback."""
+    fd = 1 if closed == "stdout" else 2
+    for how, argv, code in (("program", ["ls", "--results", str(tmp_path)], 0),
+                            ("program", ["show", "no-such-run", "--results", str(tmp_path)], 2)):
+        r = subprocess.run(["sh", "-c", f'exec "$@" {fd}>&-', "sh", sys.executable, "-c", CODE, how, *argv],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, (argv, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_duckdb_draws_no_progress_bar_into_the_output() -> None:
+    """A long `latscope sql` query would get DuckDB's progress bar on stdout, inside CSV or JSON."""
+    import pyarrow as pa
+
+    from latscope.store.catalog import open_views
+
+    con = open_views(pa.table({"run_id": ["a"]}), "SELECT 1 AS x", [], None)
+    assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -88,6 +89,9 @@ def cli() -> None:
     """Measure, explain and compare the network latency of a Linux system."""
 
 
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EAGAIN)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return its exit code (0 ok, 1 run or check failed, 2 usage or input error)."""
     try:
@@ -122,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 1
+    except OSError as exc:
+        # The output could not be written (standard output on a full disk, a non-blocking pipe that is full):
+        # no file name, unlike every file latscope itself writes (those are LatscopeErrors anyway).
+        if exc.filename is None and exc.errno in _OUTPUT_ERRNOS:
+            _say(f"latscope: error: cannot write the output: {exc.strerror}\n")
+            return 1
+        raise
     # Verbs that report a failed run or check end with ctx.exit(1), which
     # click returns here when not in standalone mode.
     return rc if isinstance(rc, int) else 0
@@ -142,8 +153,7 @@ def _single_threaded_blas() -> None:
     that threads would speed up. A user's own setting is kept."""
     import os
 
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # not OMP_NUM_THREADS: Arrow's CPU pool follows that
 
 
 def _exit_now(rc: int) -> None:
@@ -152,8 +162,10 @@ def _exit_now(rc: int) -> None:
     Arrow's thread pools can abort a process in its teardown after all its work is done ("terminate called
     without an active exception", SIGABRT: apache/arrow#34314, open upstream); it hit a `latscope breakdown`
     that had already printed its one-line error. So when no other Python thread is running (nothing of
-    latscope's is still at work), the exit handlers run, the standard streams are flushed, and the process
-    ends with _exit.
+    latscope's is still at work), the exit handlers run, Python's and the C library's output buffers are
+    flushed, and the process ends with _exit. Output that cannot be written is what a normal exit would make
+    of it: a reader gone (EPIPE) ends the command with 1 silently, any other error (a full disk) with 1 and one
+    line on stderr.
     """
     import atexit
     import os
@@ -163,11 +175,28 @@ def _exit_now(rc: int) -> None:
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # the descriptor was closed when the process started
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed pipe (`latscope ls | head`): what was written is all there is
+        except (OSError, ValueError) as exc:
+            rc = rc or 1
+            if stream is sys.stdout and isinstance(exc, OSError) and exc.errno != errno.EPIPE:
+                _say(f"latscope: error: cannot write the output: {exc.strerror or exc}\n")
+    from latscope.libc import LIBC
+
+    LIBC.fflush(None)  # what native libraries wrote through C stdio
     os._exit(rc)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there is a stderr to write it to."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def program() -> int:

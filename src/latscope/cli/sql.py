@@ -190,6 +190,7 @@ def _emit_json(result: Any) -> None:
         out.write(json.dumps({n: plain(v) for n, v in zip(result.columns, row, strict=True)}, allow_nan=False))
         count += 1
     out.write(("\n  " if count else "") + f'],\n  "row_count": {count}\n}}\n')
+    out.flush()  # inside the verb: a write error (a full disk) is the verb's, with its exit code
 
 
 def _emit_csv(result: Any) -> None:
@@ -198,6 +199,7 @@ def _emit_csv(result: Any) -> None:
         writer.writerow(result.columns)
     for row in result.rows:
         writer.writerow(["" if v is None else _csv_cell(v) for v in row])
+    sys.stdout.flush()  # inside the verb: a write error (a full disk) is the verb's, with its exit code
 
 
 def _emit_table(result: Any, max_rows: int) -> None:

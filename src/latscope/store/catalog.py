@@ -309,6 +309,8 @@ def open_views(runs_table: Any, samples_select: str, files: Sequence[str], temp_
     con = duckdb.connect(":memory:")
     # Timestamps print in UTC whatever the host's zone, like everything latscope shows.
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on the terminal's stdout for long queries: it would land in CSV or JSON.
+    con.execute("SET enable_progress_bar = false")
     if temp_dir is not None:
         con.execute("SET temp_directory = '" + temp_dir.replace("'", "''") + "'")
     con.register("runs_rows", runs_table)
