@@ -134,10 +134,23 @@ def test_the_sampling_thread_carries_its_own_name_in_the_kernel() -> None:
 
     from latscope.env.steal import StealSampler
 
+    def names() -> list[str]:
+        out = []
+        for t in os.listdir("/proc/self/task"):
+            try:
+                out.append((Path("/proc/self/task") / t / "comm").read_text().strip())
+            except OSError:
+                continue  # a thread that ended meanwhile
+        return out
+
     sampler = StealSampler()
     sampler.start()
     try:
-        names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+        # the thread names itself as it starts, which a loaded machine may take a while to let it do
+        deadline = time.monotonic() + 10
+        while "latscope-steal" not in names() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = names()
     finally:
         sampler.stop()
-    assert "latscope-steal" in names, names
+    assert "latscope-steal" in seen, seen
