@@ -304,6 +304,8 @@ def watch_all(workers: list[Any], stop: StopRequest, on_tick: Callable[[], None]
                 signalled.add(i)
         if on_tick is not None:
             on_tick()
-        next(w for w in workers if w.alive()).wait(tick_s)
+        alive = [w for w in workers if w.alive()]  # the last one may have ended since the loop's test
+        if alive:
+            alive[0].wait(tick_s)
     if on_tick is not None:
         on_tick()
