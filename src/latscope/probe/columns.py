@@ -12,7 +12,6 @@ reads, with the standard library.
 
 from __future__ import annotations
 
-import ast
 import struct
 import sys
 import zipfile
@@ -66,11 +65,3 @@ def write_npz(fh: IO[bytes], columns: Mapping[str, tuple[array, int | None]]) ->
         for name, (col, n) in columns.items():
             zf.writestr(f"{name}.npy", npy_bytes(col, n))
 
-
-def npy_shape(data: bytes) -> tuple[int, ...]:
-    """The shape an .npy file's header declares (for tests and checks)."""
-    if not data.startswith(NPY_MAGIC):
-        raise ValueError("not an .npy file of version 1.0")
-    (length,) = struct.unpack_from("<H", data, len(NPY_MAGIC))
-    header = ast.literal_eval(data[len(NPY_MAGIC) + 2:len(NPY_MAGIC) + 2 + length].decode("latin-1"))
-    return tuple(header["shape"])

@@ -14,7 +14,6 @@ from typing import Any
 
 from latscope import libc
 from latscope.errors import ConfigError, PrivilegeError
-from latscope.libc import LIBC
 
 MCL_CURRENT = 1
 MCL_FUTURE = 2
@@ -54,12 +53,12 @@ def set_fifo(prio: int | None) -> None:
 
 def lock_memory() -> bool:
     """mlockall(MCL_CURRENT|MCL_FUTURE) so no page fault lands in the hot path; False when refused."""
-    return LIBC.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
+    return libc.LIBC.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
 
 
 def unlock_memory() -> None:
     """Undo lock_memory (before writing results, which may allocate a lot)."""
-    LIBC.munlockall()
+    libc.LIBC.munlockall()
 
 
 PR_SET_PDEATHSIG = 1
@@ -74,7 +73,7 @@ def minimal_timer_slack() -> None:
     fire their timers that much late to batch wakeups, which would show up as
     wakeup latency that has nothing to do with the system under test.
     """
-    LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    libc.LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
 def set_thread_name(name: str) -> None:
@@ -84,7 +83,7 @@ def set_thread_name(name: str) -> None:
 
 def parent_death_signal(sig: int) -> bool:
     """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
-    return LIBC.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    return libc.LIBC.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
 
 
 def scheduling_in_force() -> dict[str, Any]:
@@ -94,7 +93,7 @@ def scheduling_in_force() -> dict[str, Any]:
         "policy": _POLICY_NAMES.get(policy, str(policy)),
         "priority": os.sched_getparam(0).sched_priority,
         "affinity": sorted(os.sched_getaffinity(0)),
-        "timer_slack_ns": LIBC.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0),
+        "timer_slack_ns": libc.LIBC.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0),
         "pid": os.getpid(),
     }
 
