@@ -47,7 +47,7 @@ def create(nsname: str) -> None:
     """Create a named network namespace."""
     from pyroute2 import netns
 
-    netns.create(nsname)
+    netns.create(nsname, libc=LIBC)
 
 
 def remove(nsname: str) -> None:
@@ -55,7 +55,7 @@ def remove(nsname: str) -> None:
     from pyroute2 import netns
 
     try:
-        netns.remove(nsname)
+        netns.remove(nsname, libc=LIBC)
     except FileNotFoundError:
         return
     except OSError:
@@ -63,6 +63,17 @@ def remove(nsname: str) -> None:
         path = os.path.join(RUN_DIR, nsname)
         if os.path.lexists(path):
             os.unlink(path)
+
+
+def rtnl(nsname: str) -> Any:
+    """pyroute2's netlink connection inside ``nsname`` (a context manager).
+
+    It is given this process's C library: pyroute2 opens the socket in a forked
+    child, which otherwise looks the library up with ``ldconfig -p`` each time.
+    """
+    from pyroute2 import NetNS
+
+    return NetNS(nsname, libc=LIBC)
 
 
 @contextlib.contextmanager

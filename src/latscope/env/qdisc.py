@@ -20,7 +20,6 @@ def probe_kinds(kinds: tuple[str, ...] = KINDS) -> dict[str, bool | None]:
     """kind -> True (present), False (absent), None (cannot tell: not root)."""
     if os.geteuid() != 0:
         return {k: None for k in kinds}
-    from pyroute2 import NetNS
     from pyroute2.netlink.exceptions import NetlinkError
 
     from latscope import netns as ns
@@ -29,7 +28,7 @@ def probe_kinds(kinds: tuple[str, ...] = KINDS) -> dict[str, bool | None]:
     with ns.scratch("probe") as name:
         try:
             hold("probe")
-            with NetNS(name) as net:
+            with ns.rtnl(name) as net:
                 lo = net.link_lookup(ifname="lo")[0]
                 for kind in kinds:
                     try:

@@ -73,14 +73,13 @@ def vm_reason() -> str | None:
 @functools.cache
 def _kernel_refuses(kind: str) -> str | None:
     """Build ``kind``'s characteristic device in a scratch namespace; the reason if the kernel refuses."""
-    from pyroute2 import NetNS
     from pyroute2.netlink.exceptions import NetlinkError
 
     from latscope import netns as ns
 
     step = "a veth pair"
     try:
-        with ns.scratch("check") as name, NetNS(name) as net:
+        with ns.scratch("check") as name, ns.rtnl(name) as net:
             net.link("add", ifname="c0", kind="veth", peer={"ifname": "c1"})
             c0, c1 = net.link_lookup(ifname="c0")[0], net.link_lookup(ifname="c1")[0]
             if kind == "bridge":

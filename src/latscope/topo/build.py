@@ -65,25 +65,21 @@ class Build:
 
     def namespace(self, role: str) -> str:
         """Create the namespace of ``role`` (tx, rx, br, mid), with its loopback up."""
-        from pyroute2 import NetNS
-
         name = ns.name(self.token, role)
         ns.create(name)
         self.namespaces.append(name)
-        with NetNS(name) as net:
+        with ns.rtnl(name) as net:
             net.link("set", index=net.link_lookup(ifname="lo")[0], state="up")
         return name
 
     def veth(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[Device, Device]:
         """A veth pair between (role, namespace, tag) ``a`` and ``b``, made inside ``a``'s namespace."""
-        from pyroute2 import NetNS
-
         (a_role, a_ns, a_tag), (b_role, b_ns, b_tag) = a, b
         a_if, b_if = ifname(self.token, a_tag), ifname(self.token, b_tag)
         peer: dict[str, Any] = {"ifname": b_if}
         if b_ns != a_ns:
             peer["net_ns_fd"] = b_ns
-        with NetNS(a_ns) as net:
+        with ns.rtnl(a_ns) as net:
             net.link("add", ifname=a_if, kind="veth", peer=peer)
         da = self.devices[a_role] = Device(a_role, a_ns, a_if, peer=b_role)
         db = self.devices[b_role] = Device(b_role, b_ns, b_if, peer=a_role)
@@ -92,20 +88,16 @@ class Build:
     def link(self, role: str, nsname: str, tag: str, kind: str, *, into: str | None = None,
              settings: dict[str, Any] | None = None, **attrs: Any) -> Device:
         """A device of ``kind`` made in ``nsname`` (on its devices there), then living in ``into`` if given."""
-        from pyroute2 import NetNS
-
         name = ifname(self.token, tag)
         extra = {"net_ns_fd": into} if into and into != nsname else {}
-        with NetNS(nsname) as net:
+        with ns.rtnl(nsname) as net:
             net.link("add", ifname=name, kind=kind, **attrs, **extra)
         dev = self.devices[role] = Device(role, into or nsname, name, settings=dict(settings or {}))
         return dev
 
     def index(self, role: str) -> int:
-        from pyroute2 import NetNS
-
         dev = self.devices[role]
-        with NetNS(dev.netns) as net:
+        with ns.rtnl(dev.netns) as net:
             found = net.link_lookup(ifname=dev.ifname)
         if not found:
             raise TopologyError(f"{dev.ifname} vanished from {dev.netns}")
@@ -113,10 +105,8 @@ class Build:
 
     def set(self, role: str, **attrs: Any) -> None:
         """``ip link set`` of ``role``'s device: state="up", master=..., mtu=..., xdp=..."""
-        from pyroute2 import NetNS
-
         dev = self.devices[role]
-        with NetNS(dev.netns) as net:
+        with ns.rtnl(dev.netns) as net:
             net.link("set", index=net.link_lookup(ifname=dev.ifname)[0], **attrs)
 
     def up(self, *roles: str) -> None:
@@ -125,10 +115,8 @@ class Build:
 
     def address(self, role: str, addr4: str, prefix4: int, addr6: str | None = None, prefix6: int = PREFIX6) -> None:
         """Give ``role``'s device an IPv4 (and IPv6, without duplicate address detection) address."""
-        from pyroute2 import NetNS
-
         dev = self.devices[role]
-        with NetNS(dev.netns) as net:
+        with ns.rtnl(dev.netns) as net:
             idx = net.link_lookup(ifname=dev.ifname)[0]
             net.addr("add", index=idx, address=addr4, prefixlen=prefix4)
             dev.addresses.append(f"{addr4}/{prefix4}")
@@ -164,12 +152,10 @@ class Build:
 
     def wait_ready(self, *roles: str, timeout_s: float = CARRIER_TIMEOUT_S) -> None:
         """Block until every device of ``roles`` has carrier and is operationally up (bridge ports: forwarding)."""
-        from pyroute2 import NetNS
-
         deadline = time.monotonic() + timeout_s
         for role in roles:
             dev = self.devices[role]
-            with NetNS(dev.netns) as net:
+            with ns.rtnl(dev.netns) as net:
                 idx = net.link_lookup(ifname=dev.ifname)[0]
                 while True:
                     link = net.get_links(idx)[0]
@@ -184,23 +170,19 @@ class Build:
 
     def side(self, role: str, addr4: str | None, addr6: str | None) -> Side:
         """What a probe half needs of its end: namespace, device, addresses, MAC."""
-        from pyroute2 import NetNS
-
         dev = self.devices[role]
-        with NetNS(dev.netns) as net:
+        with ns.rtnl(dev.netns) as net:
             mac = net.get_links(net.link_lookup(ifname=dev.ifname)[0])[0].get_attr("IFLA_ADDRESS")
         return Side(dev.netns, dev.ifname, addr4, addr6, mac)
 
     def describe(self) -> dict[str, Any]:
         """The run.json description: every device with its kind, namespace, settings (as the kernel reports
         them where it does), MTU, MAC and addresses."""
-        from pyroute2 import NetNS
-
         devices: dict[str, Any] = {}
         by_index: dict[tuple[str, int], str] = {}
         links: dict[str, Any] = {}
         for role, dev in self.devices.items():
-            with NetNS(dev.netns) as net:
+            with ns.rtnl(dev.netns) as net:
                 link = net.get_links(net.link_lookup(ifname=dev.ifname)[0])[0]
             links[role] = link
             by_index[(dev.netns, link["index"])] = role

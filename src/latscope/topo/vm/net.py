@@ -82,7 +82,6 @@ def host_network(variant: str = "bridge", token: str | None = None) -> Iterator[
     """Build the namespace and its links for ``variant``; remove all of it (and close the fd) afterwards."""
     if variant not in VARIANTS:
         raise TopologyError(f"unknown VM network {variant!r} (choose from {', '.join(VARIANTS)})")
-    from pyroute2 import NetNS
     from pyroute2.netlink.exceptions import NetlinkError
 
     ns.reap_stale()
@@ -95,7 +94,7 @@ def host_network(variant: str = "bridge", token: str | None = None) -> Iterator[
     ns.create(nsname)
     try:
         try:
-            with NetNS(nsname) as net:
+            with ns.rtnl(nsname) as net:
                 net.link("set", index=net.link_lookup(ifname="lo")[0], state="up")
                 net.link("add", ifname=host_if, kind="veth", peer={"ifname": sw_if})
                 hidx = net.link_lookup(ifname=host_if)[0]
@@ -114,7 +113,7 @@ def host_network(variant: str = "bridge", token: str | None = None) -> Iterator[
                              index=_free_tap_index())
             if variant == "bridge":
                 fd = in_namespace(nsname, _open_tap, guest_if)
-            with NetNS(nsname) as net:
+            with ns.rtnl(nsname) as net:
                 gidx = net.link_lookup(ifname=guest_if)[0]
                 if variant == "bridge":
                     net.link("set", index=gidx, master=net.link_lookup(ifname=br_if)[0])
@@ -141,10 +140,8 @@ def host_network(variant: str = "bridge", token: str | None = None) -> Iterator[
 
 
 def _wait_up(nsname: str, ifname: str, timeout_s: float = 5.0) -> None:
-    from pyroute2 import NetNS
-
     deadline = time.monotonic() + timeout_s
-    with NetNS(nsname) as net:
+    with ns.rtnl(nsname) as net:
         idx = net.link_lookup(ifname=ifname)[0]
         while time.monotonic() < deadline:
             if net.get_links(idx)[0].get_attr("IFLA_OPERSTATE") == "UP":
