@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy.stats import ks_2samp, mannwhitneyu
 
 from latscope.analysis.bootstrap import Dependence, block_bootstrap, dependence, hierarchical_bootstrap, interval
 from latscope.analysis.envdiff import Difference
@@ -300,6 +299,9 @@ def rank_tests(ra: np.ndarray, rb: np.ndarray, dep: tuple[Dependence, Dependence
         sa = max(dep[0].step, math.ceil(len(ra) / RANK_SAMPLE))
         sb = max(dep[1].step, math.ceil(len(rb) / RANK_SAMPLE))
         ta, tb = ra[::sa], rb[::sb]
+    # scipy.stats costs 0.8 s to import: only a comparison of two runs loads it (not a one-run report)
+    from scipy.stats import ks_2samp, mannwhitneyu
+
     u, p = mannwhitneyu(tb, ta, alternative="two-sided")
     delta = 2.0 * float(u) / (len(ta) * len(tb)) - 1.0
     hl = hodges_lehmann(ta, tb, np.random.default_rng(settings.seed))
