@@ -51,6 +51,23 @@ def test_wide_range_switches_to_log() -> None:
     assert fig.axes[0].get_yscale() == "log"
 
 
+def test_log_axes_are_labelled_in_plain_text() -> None:
+    """A CCDF of 100,000 packets with a 30 ms outlier: both log axes name their decades as plain text
+    (1, 10, 10⁴, 10⁻³), with no mathtext left for matplotlib to parse."""
+    v = np.full(100_000, 60.0)
+    v[:1000] = np.linspace(61.0, 900.0, 1000)
+    v[7] = 30_000.0
+    fig = figures.ccdf([("a", v)])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    labels = {t.get_text() for axis in (ax.xaxis, ax.yaxis) for t in axis.get_ticklabels(which="both")} - {""}
+    assert not any("$" in label for label in labels), labels
+    assert {"10", "100", "1000", "10⁴", "1", "10⁻³", "10⁻⁵"} <= labels, labels
+    fmt = figures.PlainLogFormatter()
+    assert [fmt._num_to_string(x, 0, 0) for x in (1, 250, 10_000, 1e5, 2e-5)] == ["1", "250", "10⁴", "10⁵", "2×10⁻⁵"]
+
+
 def test_breakdown_figures_are_drawn_from_the_breakdown_numbers() -> None:
     """The three breakdown figures of a planted late packet: bars sized as the breakdown's own figures."""
     from latscope.report.html import breakdown_figures, breakdown_sentence
