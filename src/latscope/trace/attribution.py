@@ -77,6 +77,8 @@ class StageTime:
     ns: float
     cpu: int
     excess_ns: float
+    #: Whether the stage overlaps the span of the metric late is judged on (False: listed, never blamed).
+    in_metric: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,15 @@ def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray,
 
 
 def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.ndarray,
-            base: list[Baseline], ctx=None, steal: StealSeries | None = None) -> LatePacket:
+            base: list[Baseline], ctx=None, steal: StealSeries | None = None,
+            span: tuple[int, int] | None = None) -> LatePacket:
     """Stages, dominant stage and culprits of packet ``idx`` of ``pk``.
 
     ``steal``: the run's host steal series (on the trace's clock), which splits silent gaps.
+
+    ``span``: (start, end) of the metric on the trace's clock when it covers only part of the path
+    (``--metric latency``: the send call to the kernel's receive timestamp). Every stage is listed; the
+    dominant stage is one that overlaps the span, and culprits are looked for only inside it.
 
     ``ctx`` finds the culprits of each stage for models other than one host's
     (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
@@ -139,15 +146,21 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     present = times[1:] != MISSING
     excess = np.where(present, d - np.array([b.median_ns for b in base]), 0.0)
     excess = np.nan_to_num(excess)
-    total_excess = float(np.clip(excess, 0, None).sum())
-    dominant = int(np.argmax(excess)) if present.any() else 0
-    stages = tuple(StageTime(names[k], float(d[k]), int(cpus[k + 1]), float(excess[k]))
+    inside = present
+    if span is not None:
+        inside = present & (np.minimum(times[1:], span[1]) > np.maximum(starts, span[0]))
+    blamed = np.where(inside, excess, 0.0)
+    total_excess = float(np.clip(blamed, 0, None).sum())
+    dominant = int(np.argmax(np.where(inside, excess, -np.inf))) if inside.any() else 0
+    stages = tuple(StageTime(names[k], float(d[k]), int(cpus[k + 1]), float(excess[k]), bool(inside[k]))
                    for k in range(len(names)) if present[k])
     culprits: list[Culprit] = []
     for k in range(len(names)):
-        if not present[k] or excess[k] < max(MIN_EXCESS_NS, 0.1 * total_excess):
+        if not inside[k] or excess[k] < max(MIN_EXCESS_NS, 0.1 * total_excess):
             continue
         a, b = int(starts[k]), int(times[k + 1])
+        if span is not None:
+            a, b = max(a, span[0]), min(b, span[1])
         cpu = int(cpus[k + 1])
         if ctx is not None:
             if b > a:

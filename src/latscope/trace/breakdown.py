@@ -283,6 +283,7 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         raise TraceError("the trace has no latscope markers; give --packet-pid PID (the sender) and "
                          "--receiver-pid PID, or record with `latscope run --trace`, whose sender and receiver "
                          "write one marker per packet")
+    probe: dict[str, np.ndarray] = {}
     if _has_tx_markers(tl):
         seq, probe, values, metric = _packets(tl, samples, options.metric, warnings)
         pk = locate(tl, seq, probe, sender, receiver)
@@ -308,7 +309,8 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
     if len(late_idx) > MAX_EXPLAINED:
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} worst are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
-    explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal) for i in late_idx]
+    explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal,
+                              span=metric_span(probe, int(i))) for i in late_idx]
     subset = table.meta.get("subset")
     names = set(subset["event_names"] if subset else table.event_names)
     missing = [" or ".join(group) for group in NEEDED if all(e not in names for e in group)]
@@ -402,10 +404,12 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
         else:
             values = _metric_values(samples, metric)
         if metric == "latency":
-            warnings.append("late is judged on latency (send call to the kernel's receive timestamp), but each "
-                            "packet is broken down over its whole path, scheduled send to the receiver holding "
-                            "it: the stages add up to e2e, and those outside latency (sender wakeup, receiver "
-                            "wakeup, runqueue wait, user space) can be the dominant one")
+            from latscope.analysis.metrics import rx_best
+
+            probe["span_start"], probe["span_end"] = samples["send_ns"], rx_best(samples)
+            warnings.append("late is judged on latency (send call to the kernel's receive timestamp): every stage "
+                            "of the path is listed, as for e2e, but the dominant stage and the culprits come only "
+                            "from the stages inside latency (those outside are marked '-')")
         return seq, probe, values, metric
     if metric != "trace":
         warnings.append(f"no run samples: late packets are judged on the markers (metric 'trace'), not {metric}")
@@ -414,6 +418,14 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
     tx_t = _at(seq, tx_seq, t.ts[tx_rows] if len(tx_rows) else np.zeros(0, np.int64))
     rx_t = _at(seq, rx_seq, t.ts[rx_rows] if len(rx_rows) else np.zeros(0, np.int64))
     return seq, {"sched_ns": tx_t, "wake_ns": tx_t, "rx_user_ns": rx_t}, values, "trace"
+
+
+def metric_span(probe: dict[str, np.ndarray], i: int) -> tuple[int, int] | None:
+    """(start, end) of packet ``i``'s metric where it covers only part of the path (``latency``), else None."""
+    if "span_start" not in probe:
+        return None
+    a, b = int(probe["span_start"][i]), int(probe["span_end"][i])
+    return (a, b) if a != MISSING and b != MISSING else None
 
 
 def _at(seq: np.ndarray, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:

@@ -98,7 +98,7 @@ def _late(p: LatePacket) -> dict[str, Any]:
         "seq": p.seq, "latency_us": us(p.value_ns), "dominant_stage": p.dominant_stage,
         "dominant_excess_us": us(p.excess_ns), "collateral_of": p.collateral_of,
         "stages": [{"name": s.name, "us": us(s.ns), "cpu": s.cpu if s.cpu >= 0 else None,
-                    "excess_us": us(s.excess_ns)} for s in p.stages],
+                    "excess_us": us(s.excess_ns), "in_metric": s.in_metric} for s in p.stages],
         "culprits": [_culprit(c) for c in p.culprits],
     }
 
@@ -166,7 +166,7 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
             for name in (cu.stage.split(",") if cu.stage else ["-"]):
                 by_stage.setdefault(name, []).append(cu)
         for s in p.stages:
-            mark = "  <" if s.name == p.dominant_stage else "   "
+            mark = "  <" if s.name == p.dominant_stage else "   " if s.in_metric else "  -"
             who = [c for c in by_stage.get(s.name, []) if c.kind != "vcpu"]
             tail = ""
             if who:

@@ -31,6 +31,7 @@ from latscope.trace.breakdown import (
     _to_probe_clock,
     load_run_table,
     load_trace_file,
+    metric_span,
     trace_info,
 )
 from latscope.trace.guestcapture import TABLE_FILE, TEXT_FILE
@@ -144,7 +145,8 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} worst are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     ctx = VmCulprits(htl, gtl, vp, threads, host_pids, guest_pids)
-    explained = [attr.explain(htl, pk, int(i), float(values[i]), durations, base, ctx) for i in late_idx]
+    explained = [attr.explain(htl, pk, int(i), float(values[i]), durations, base, ctx,
+                              span=metric_span(probe, int(i))) for i in late_idx]
     untraced = int((late & ~traced).sum())
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the traces and are not broken down")
@@ -185,9 +187,9 @@ def complete_span(tl: model.Timeline) -> tuple[int, int]:
 def _refine_probe(probe: dict[str, np.ndarray], values: np.ndarray, shift: int,
                   direction: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The probe's guest-side times moved like the guest trace (true host time = mapped time - shift)."""
-    cols = ("sched_ns", "wake_ns") if direction == "reverse" else ("rx_user_ns",)
+    cols = ("sched_ns", "wake_ns", "span_start") if direction == "reverse" else ("rx_user_ns", "span_end")
     out = dict(probe)
-    for c in cols:
+    for c in (c for c in cols if c in probe):
         col = np.asarray(probe[c]).astype(np.int64, copy=True)
         col[col != MISSING] -= shift
         out[c] = col

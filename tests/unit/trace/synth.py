@@ -44,11 +44,16 @@ IDLE0 = ("<idle>", 0)
 
 
 def packet(tr: Trace, seq: int, t0: float, *, wake_receiver: bool = True, run_at: float | None = None,
-           skb: str = "00000000deadbeef") -> None:
-    """One packet through the veth path: sender on CPU 0, receiver on CPU 1 (t0 = tx marker time, us)."""
+           skb: str = "00000000deadbeef", tx_delay: float = 0) -> None:
+    """One packet through the veth path: sender on CPU 0, receiver on CPU 1 (t0 = tx marker time, us).
+
+    ``tx_delay`` (us) holds the packet between the send call and the device queue: every event from
+    net_dev_queue on comes that much later (the caller plants what held it).
+    """
     s, r = SENDER, RECEIVER
     tr.add(t0, 0, *s, "print", f"latscope tx seq={seq}", "...1.")
     tr.add(t0 + 2, 0, *s, "sys_enter_sendmsg", "fd: 5, msg: 0x7fff, flags: 0", ".....")
+    t0 += tx_delay
     tr.add(t0 + 4, 0, *s, "net_dev_queue", f"dev=lst skbaddr={skb} len=106", "b....")
     tr.add(t0 + 5, 0, *s, "net_dev_start_xmit", f"dev=lst queue_mapping=0 skbaddr={skb} vlan_tagged=0 len=106",
            "b....")

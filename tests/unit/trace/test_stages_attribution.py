@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from latscope.store.samples import MISSING
+from latscope.store.samples import MISSING, Samples
 from latscope.trace import attribution as attr
 from latscope.trace import model
 from latscope.trace.breakdown import Options, analyse, load_run_table
 from latscope.trace.parse_text import parse_kernel_text
+from latscope.trace.report import to_json, to_text
 from latscope.trace.stages import STAGES, locate, stage_durations
-from tests.unit.trace.synth import IDLE0, RECEIVER, Trace, packet
+from latscope.trace.table import EventTable
+from tests.unit.trace.synth import BASE_S, IDLE0, RECEIVER, SENDER, Trace, packet
+
+TX_HOG, RX_HOG = ("txhog", 300), ("rxhog", 400)
 
 
 def test_every_stage_is_found_on_the_real_trace(fixture_run) -> None:
@@ -85,3 +89,68 @@ def test_ranking_orders_by_total_then_count() -> None:
 
     ranked = attr.rank([late(1, ("a", 500), ("b", 100)), late(2, ("b", 450)), late(3, ("c", 10))])
     assert [(r.name, r.count, r.total_ns) for r in ranked] == [("b", 2, 550), ("a", 1, 500), ("c", 1, 10)]
+
+
+def _two_delays() -> tuple[EventTable, Samples]:
+    """Twenty packets on time and one (seq 20) held twice: 300 us between its send call and the device
+    queue by a task that preempted the sender on CPU 0 (inside latency), then 800 us on the receiver's
+    runqueue by a task holding CPU 1 (after the receive timestamp: outside latency, inside e2e)."""
+    tr = Trace()
+    tr.add(0, 1, *IDLE0, "local_timer_entry", "vector=236", "d.h1.")
+    tr.add(1, 1, *IDLE0, "local_timer_exit", "vector=236", "d.h1.")
+    sched, wake, send, rx_sw, rx_user = [], [], [], [], []
+    for seq in range(21):
+        t0, delay, run_at = 1000.0 * (seq + 1), 0.0, None
+        if seq == 20:
+            t0, delay = 30_000.0, 300.0
+            tr.switch(t0 + 3, 0, SENDER, TX_HOG, state="R")
+            tr.switch(t0 + 3 + delay - 1, 0, TX_HOG, SENDER, state="R")
+            tr.switch(t0 - 50, 1, IDLE0, RX_HOG, state="R")
+            run_at = t0 + delay + 900
+            packet(tr, seq, t0, wake_receiver=False, run_at=run_at, skb="00000000000000ff", tx_delay=delay)
+            tr.add(t0 + delay + 11, 0, *SENDER, "sched_waking", "comm=receiver pid=200 prio=120 target_cpu=001",
+                   "d.s4.")
+            tr.add(t0 + delay + 12, 1, *RX_HOG, "sched_wakeup", "comm=receiver pid=200 prio=120 target_cpu=001",
+                   "dNh2.")
+            tr.switch(run_at, 1, RX_HOG, RECEIVER, state="R")
+        else:
+            packet(tr, seq, t0, skb=f"{seq + 1:016x}")
+        sched.append(_ns(t0 - 5))
+        wake.append(_ns(t0 - 2))
+        send.append(_ns(t0 + 1))
+        rx_sw.append(_ns(t0 + delay + 6))  # netif_rx: where veth takes the receive timestamp
+        rx_user.append(_ns((run_at if run_at is not None else t0 + 20) + 6))
+    cols = {"seq": np.arange(21, dtype=np.int64), "sched_ns": np.array(sched), "wake_ns": np.array(wake),
+            "send_ns": np.array(send), "rx_sw_ns": np.array(rx_sw), "rx_hw_ns": np.full(21, MISSING),
+            "rx_user_ns": np.array(rx_user)}
+    return parse_kernel_text(tr.text()).with_meta(to_realtime_ns=0), Samples(cols)
+
+
+def _ns(t_us: float) -> int:
+    return (BASE_S * 1_000_000 + round(t_us)) * 1000
+
+
+def test_latency_metric_blames_only_the_stages_inside_it() -> None:
+    """The same late packet judged on e2e and on latency: e2e names both planted tasks, the receiver's
+    runqueue the dominant stage; latency names only the one that delayed the send side, in the TX stack,
+    and marks the stages outside its span (sender wakeup, receiver side) as such, text and JSON alike."""
+    table, samples = _two_delays()
+    e2e = analyse(table, samples, Options(threshold_ns=500_000))
+    lat = analyse(table, samples, Options(metric="latency", threshold_ns=200_000))
+    assert [p.seq for p in e2e.late] == [p.seq for p in lat.late] == [20]
+    pe, pl = e2e.late[0], lat.late[0]
+
+    def names(p: attr.LatePacket) -> set[str]:
+        return {c.name for c in p.culprits if c.kind == "task"}
+
+    assert pe.dominant_stage == "runqueue_wait" and {"txhog", "rxhog"} <= names(pe)
+    assert all(s.in_metric for s in pe.stages)
+    assert pl.dominant_stage == "tx_stack" and "txhog" in names(pl) and "rxhog" not in names(pl)
+    inside = {s.name: s.in_metric for s in pl.stages}
+    assert inside["tx_stack"] and inside["driver_xmit"]
+    assert not inside["sender_wakeup"] and not inside["runqueue_wait"] and not inside["user_space"]
+    assert [s.ns for s in pl.stages] == [s.ns for s in pe.stages]  # every stage still listed, whole
+    doc = to_json(lat)
+    assert {s["name"]: s["in_metric"] for s in doc["late_packets"][0]["stages"]} == inside
+    line = next(x for x in to_text(lat).splitlines() if "runqueue wait" in x and "median" in x)
+    assert "runqueue wait" in line and line.split("runqueue wait")[1].lstrip().startswith("-")

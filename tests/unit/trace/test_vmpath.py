@@ -215,3 +215,19 @@ def test_cli_breaks_down_a_vm_run(vm_run, latscope, tmp_path) -> None:
     assert json.loads(out.read_text())["traceEvents"]
     r = latscope("breakdown", str(vm_run.path), "--top", "1")
     assert r.returncode == 0 and "QEMU threads:" in r.stdout and "guest NET_RX" in r.stdout
+
+
+def test_latency_metric_keeps_to_its_span_across_the_hypervisor(vm_run) -> None:
+    """Judged on latency (host send call to the guest's receive timestamp, the guest side moved by the
+    clock fit like the guest trace): every packet's dominant stage and every stage a culprit is named in
+    lie inside that span; the guest receiver's own stages after the timestamp never do."""
+    lat = analyse_vm_run(vm_run.path, vm_run.record.extra, vm_run.samples(), Options(metric="latency", threshold_ns=0),
+                         run_id=vm_run.run_id)
+    assert lat.metric == "latency" and len(lat.late) >= 100
+    for p in lat.late:
+        inside = {s.name for s in p.stages if s.in_metric}
+        assert p.dominant_stage in inside, p.seq
+        named = {name for c in p.culprits if c.stage for name in c.stage.split(",")}
+        assert named <= inside, (p.seq, named - inside)
+        assert not inside & {"sender_wakeup", "guest_runqueue", "guest_recv_return", "user_space"}, p.seq
+    assert sum("tap_read" in {s.name for s in p.stages if s.in_metric} for p in lat.late) >= 0.9 * len(lat.late)
