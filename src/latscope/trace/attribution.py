@@ -172,7 +172,7 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
         culprits += _stage_culprits(tl, names[k], cpu, a, b, victim, base[k], steal)
         if names[k] == "runqueue_wait" and pk.model is ONE_HOST:
             culprits = _note_tick(tl, pk, idx, culprits)
-    culprits += _migrations(tl, pk, idx) if ctx is None else ctx.extra(idx)
+    culprits += _migrations(tl, pk, idx, span) if ctx is None else ctx.extra(idx)
     merged = _merge(culprits)
     if ctx is not None:
         merged = ctx.finish(idx, merged)
@@ -291,7 +291,8 @@ def _note_tick(tl: Timeline, pk: Packets, idx: int, culprits: list[Culprit]) -> 
             if c.pid == prev_pid and c.kind == "task" else c for c in culprits]
 
 
-def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
+def _migrations(tl: Timeline, pk: Packets, idx: int, span: tuple[int, int] | None = None) -> list[Culprit]:
+    """The sender's and receiver's moves to another CPU while the packet was on its way (inside ``span``)."""
     t = tl.table
     rows = tl.migrations
     if len(rows) == 0:
@@ -301,6 +302,8 @@ def _migrations(tl: Timeline, pk: Packets, idx: int) -> list[Culprit]:
     if len(valid) < 2:
         return []
     a, b = int(valid.min()), int(valid.max())
+    if span is not None:
+        a, b = max(a, span[0]), min(b, span[1])
     ts = tl.migration_ts()
     rows = rows[int(np.searchsorted(ts, a, side="left")):int(np.searchsorted(ts, b, side="right"))]
     sel = rows[np.isin(t.nums[rows, 0], [pk.sender_pid, pk.receiver_pid])]

@@ -113,6 +113,12 @@ def _two_delays() -> tuple[EventTable, Samples]:
             tr.add(t0 + delay + 12, 1, *RX_HOG, "sched_wakeup", "comm=receiver pid=200 prio=120 target_cpu=001",
                    "dNh2.")
             tr.switch(run_at, 1, RX_HOG, RECEIVER, state="R")
+            # the receiver moves while it waits (after the receive timestamp), the sender as it wakes (before
+            # its send call): inside e2e, both outside latency
+            tr.add(t0 + delay + 500, 1, *RX_HOG, "sched_migrate_task",
+                   "comm=receiver pid=200 prio=120 orig_cpu=0 dest_cpu=1", "d..2.")
+            tr.add(t0 - 3, 0, *IDLE0, "sched_migrate_task", "comm=sender pid=100 prio=120 orig_cpu=1 dest_cpu=0",
+                   "d..2.")
         else:
             packet(tr, seq, t0, skb=f"{seq + 1:016x}")
         sched.append(_ns(t0 - 5))
@@ -140,12 +146,13 @@ def test_latency_metric_blames_only_the_stages_inside_it() -> None:
     assert [p.seq for p in e2e.late] == [p.seq for p in lat.late] == [20]
     pe, pl = e2e.late[0], lat.late[0]
 
-    def names(p: attr.LatePacket) -> set[str]:
-        return {c.name for c in p.culprits if c.kind == "task"}
+    def names(p: attr.LatePacket, kind: str = "task") -> set[str]:
+        return {c.name for c in p.culprits if c.kind == kind}
 
     assert pe.dominant_stage == "runqueue_wait" and {"txhog", "rxhog"} <= names(pe)
     assert all(s.in_metric for s in pe.stages)
     assert pl.dominant_stage == "tx_stack" and "txhog" in names(pl) and "rxhog" not in names(pl)
+    assert names(pe, "migration") == {"receiver", "sender"} and names(pl, "migration") == set()
     inside = {s.name: s.in_metric for s in pl.stages}
     assert inside["tx_stack"] and inside["driver_xmit"]
     assert not inside["sender_wakeup"] and not inside["runqueue_wait"] and not inside["user_space"]
