@@ -32,7 +32,7 @@ import numpy as np
 from latscope.env.steal import StealSeries
 from latscope.store.samples import MISSING
 from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
-from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets
+from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets, stage_durations
 
 MIN_EXCESS_NS = 5_000
 MIN_SHARE_NS = 1_000
@@ -46,12 +46,14 @@ STEAL_NAME, UNEXPLAINED_NAME, SILENT_NAME = "hypervisor (steal)", "unexplained g
 
 @dataclass(frozen=True)
 class Baseline:
-    """A stage's time in packets that were not late."""
+    """A stage's time in packets that were not late (its time inside the metric's span, for latency)."""
 
     stage: str
     count: int
     median_ns: float
     p99_ns: float
+    #: Whether the stage had time inside the metric's span in any of those packets.
+    in_metric: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,17 +112,46 @@ class Ranked:
 
 
 def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray,
-              names: tuple[str, ...] = STAGES) -> list[Baseline]:
-    """Median and p99 of each stage over normal packets where the stage's end was seen."""
+              names: tuple[str, ...] = STAGES, clipped: bool = False) -> list[Baseline]:
+    """Median and p99 of each stage over normal packets where the stage's end was seen.
+
+    ``clipped``: ``durations`` are the stages' times inside the metric's span (``clip_to_spans``); a stage
+    with none in any normal packet is marked outside the metric.
+    """
     out = []
     for k, name in enumerate(names):
         sel = normal & present[:, k] & ~np.isnan(durations[:, k])
         v = durations[sel, k]
+        inside = not clipped or bool((v > 0).any())
         if len(v):
             med, p99 = np.percentile(v, [50, 99])
-            out.append(Baseline(name, len(v), float(med), float(p99)))
+            out.append(Baseline(name, len(v), float(med), float(p99), inside))
         else:
-            out.append(Baseline(name, 0, 0.0, 0.0))
+            out.append(Baseline(name, 0, 0.0, 0.0, inside))
+    return out
+
+
+def stage_starts(times: np.ndarray) -> np.ndarray:
+    """(n, stages) start of each stage: the last checkpoint seen before its end (MISSING before any)."""
+    out = np.full((times.shape[0], times.shape[1] - 1), MISSING, dtype=np.int64)
+    last = times[:, 0].copy()
+    for k in range(1, times.shape[1]):
+        out[:, k - 1] = last
+        last = np.where(times[:, k] != MISSING, times[:, k], last)
+    return out
+
+
+def clip_to_spans(times: np.ndarray, durations: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Each stage's time inside its packet's span (``spans``: (n, 2) start and end, MISSING where the
+    packet has none): what ``--metric latency`` is judged on. NaN where the duration or the span is
+    unknown, 0 for a stage wholly outside. Integer arithmetic: the times are nanoseconds since 1970."""
+    starts, ends = stage_starts(times), times[:, 1:]
+    lo, hi = spans[:, :1], spans[:, 1:]
+    known = (starts != MISSING) & (ends != MISSING) & (lo != MISSING) & (hi != MISSING)
+    inside = np.minimum(ends, hi) - np.maximum(starts, lo)
+    out = np.where(known, np.clip(inside, 0, None), 0).astype(np.float64)
+    out[(spans[:, 0] == MISSING) | (spans[:, 1] == MISSING)] = np.nan
+    out[np.isnan(durations)] = np.nan
     return out
 
 
@@ -132,8 +163,10 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     ``steal``: the run's host steal series (on the trace's clock), which splits silent gaps.
 
     ``span``: (start, end) of the metric on the trace's clock when it covers only part of the path
-    (``--metric latency``: the send call to the kernel's receive timestamp). Every stage is listed; the
-    dominant stage is one that overlaps the span, and culprits are looked for only inside it.
+    (``--metric latency``: the send call to the kernel's receive timestamp); ``durations`` and ``base``
+    are then the stages' times inside it (``clip_to_spans``). Every stage is listed: those inside with
+    their time inside, those outside with their whole time, no excess and ``in_metric`` false. The
+    dominant stage is one inside, and culprits are looked for only inside the span.
 
     ``ctx`` finds the culprits of each stage for models other than one host's
     (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
@@ -142,17 +175,17 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     names = pk.model.names
     d = durations[idx]
     times, cpus = pk.times[idx], pk.cpus[idx]
-    starts = _stage_starts(times)
+    starts = stage_starts(times[None])[0]
     present = times[1:] != MISSING
-    excess = np.where(present, d - np.array([b.median_ns for b in base]), 0.0)
-    excess = np.nan_to_num(excess)
-    inside = present
+    inside, shown = present, d
     if span is not None:
-        inside = present & (np.minimum(times[1:], span[1]) > np.maximum(starts, span[0]))
-    blamed = np.where(inside, excess, 0.0)
-    total_excess = float(np.clip(blamed, 0, None).sum())
+        inside = present & (np.nan_to_num(d) > 0)
+        shown = np.where(inside, d, stage_durations(pk.times[idx:idx + 1])[0])
+    excess = np.where(inside, d - np.array([b.median_ns for b in base]), 0.0)
+    excess = np.nan_to_num(excess)
+    total_excess = float(np.clip(excess, 0, None).sum())
     dominant = int(np.argmax(np.where(inside, excess, -np.inf))) if inside.any() else 0
-    stages = tuple(StageTime(names[k], float(d[k]), int(cpus[k + 1]), float(excess[k]), bool(inside[k]))
+    stages = tuple(StageTime(names[k], float(shown[k]), int(cpus[k + 1]), float(excess[k]), bool(inside[k]))
                    for k in range(len(names)) if present[k])
     culprits: list[Culprit] = []
     for k in range(len(names)):
@@ -184,17 +217,6 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
 def _keep(merged: list[Culprit]) -> tuple[Culprit, ...]:
     """The largest culprits, and every QEMU thread and vCPU entry: they are what a VM breakdown is for."""
     return tuple(merged[:MAX_CULPRITS]) + tuple(c for c in merged[MAX_CULPRITS:] if c.kind in ("qemu", "vcpu"))
-
-
-def _stage_starts(times: np.ndarray) -> np.ndarray:
-    """Start of each stage: the last checkpoint seen before its end."""
-    starts = np.full(len(times) - 1, MISSING, dtype=np.int64)
-    last = times[0]
-    for k in range(1, len(times)):
-        starts[k - 1] = last
-        if times[k] != MISSING:
-            last = times[k]
-    return starts
 
 
 def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: int,

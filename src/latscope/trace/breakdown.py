@@ -297,20 +297,23 @@ def analyse(table: EventTable, samples: Samples | None = None, options: Options 
         warnings.append("no latscope markers: each send call of the sender is a packet, measured from the call "
                         "to the receiver's return from its receive call")
     durations = pk.durations()
+    spans = metric_spans(probe)
+    if spans is not None:
+        durations = attr.clip_to_spans(pk.times, durations, spans)
     traced = (pk.rows[:, 2] >= 0) & (pk.rows[:, 11] >= 0)
     valid = ~np.isnan(values)
     threshold, source = _threshold(values[valid], options.threshold_ns)
     late = valid & (values > threshold)
     normal = valid & ~late & traced
     present = pk.times[:, 1:] != MISSING
-    base = attr.baselines(durations, normal, present)
+    base = attr.baselines(durations, normal, present, clipped=spans is not None)
     late_idx = np.flatnonzero(late & traced)
     late_idx = late_idx[np.argsort(-values[late_idx], kind="stable")]
     if len(late_idx) > MAX_EXPLAINED:
         warnings.append(f"{len(late_idx)} late packets: the {MAX_EXPLAINED} worst are broken down")
         late_idx = late_idx[:MAX_EXPLAINED]
     explained = [attr.explain(tl, pk, int(i), float(values[i]), durations, base, steal=steal,
-                              span=metric_span(probe, int(i))) for i in late_idx]
+                              span=span_at(spans, int(i))) for i in late_idx]
     subset = table.meta.get("subset")
     names = set(subset["event_names"] if subset else table.event_names)
     missing = [" or ".join(group) for group in NEEDED if all(e not in names for e in group)]
@@ -407,9 +410,6 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
             from latscope.analysis.metrics import rx_best
 
             probe["span_start"], probe["span_end"] = samples["send_ns"], rx_best(samples)
-            warnings.append("late is judged on latency (send call to the kernel's receive timestamp): every stage "
-                            "of the path is listed, as for e2e, but the dominant stage and the culprits come only "
-                            "from the stages inside latency (those outside are marked '-')")
         return seq, probe, values, metric
     if metric != "trace":
         warnings.append(f"no run samples: late packets are judged on the markers (metric 'trace'), not {metric}")
@@ -420,12 +420,18 @@ def _packets(tl: model.Timeline, samples: Samples | None, metric: str,
     return seq, {"sched_ns": tx_t, "wake_ns": tx_t, "rx_user_ns": rx_t}, values, "trace"
 
 
-def metric_span(probe: dict[str, np.ndarray], i: int) -> tuple[int, int] | None:
-    """(start, end) of packet ``i``'s metric where it covers only part of the path (``latency``), else None."""
+def metric_spans(probe: dict[str, np.ndarray]) -> np.ndarray | None:
+    """(n, 2) start and end of each packet's metric where it covers only part of the path (``latency``)."""
     if "span_start" not in probe:
         return None
-    a, b = int(probe["span_start"][i]), int(probe["span_end"][i])
-    return (a, b) if a != MISSING and b != MISSING else None
+    return np.column_stack([np.asarray(probe["span_start"], np.int64), np.asarray(probe["span_end"], np.int64)])
+
+
+def span_at(spans: np.ndarray | None, i: int) -> tuple[int, int] | None:
+    """Packet ``i``'s span from ``metric_spans``, None without one."""
+    if spans is None or spans[i, 0] == MISSING or spans[i, 1] == MISSING:
+        return None
+    return int(spans[i, 0]), int(spans[i, 1])
 
 
 def _at(seq: np.ndarray, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ BREAKDOWN_FORMAT = "latscope-breakdown"
 BREAKDOWN_SCHEMA_VERSION = 1
 METRIC_WORDS = {
     "e2e": "e2e = rx_user_ns - sched_ns (scheduled send to receiver in user space)",
-    "latency": "latency = rx_best - send_ns",
+    "latency": "latency = rx_best - send_ns (send call to the kernel's receive timestamp); stages marked - lie "
+               "outside it: listed with their whole time, never blamed",
     "trace": "receiver marker - sender marker (trace only)",
 }
 
@@ -64,7 +65,8 @@ def to_json(bd: Breakdown) -> dict[str, Any]:
         "stage_model": bd.model.key,
         "vm": _vm_json(bd.vm),
         "stages": [{"name": b.stage, "title": bd.model.title(b.stage), "baseline_median_us": us(b.median_ns),
-                    "baseline_p99_us": us(b.p99_ns), "baseline_packets": b.count} for b in bd.baselines],
+                    "baseline_p99_us": us(b.p99_ns), "baseline_packets": b.count, "in_metric": b.in_metric}
+                   for b in bd.baselines],
         "dominant_stages": dict(bd.dominant),
         "culprits": [_ranked(c) for c in bd.culprits],
         "culprits_by_count": [_ranked(c) for c in by_count],
@@ -163,20 +165,20 @@ def to_text(bd: Breakdown, top: int = 10, culprits: int = 10) -> str:
         out.append(head)
         by_stage: dict[str, list[Culprit]] = {}
         for cu in p.culprits:
-            for name in (cu.stage.split(",") if cu.stage else ["-"]):
-                by_stage.setdefault(name, []).append(cu)
+            # once, under the first stage it struck in: its time is the sum over them (" across A + B")
+            by_stage.setdefault(cu.stage.split(",")[0] if cu.stage else "-", []).append(cu)
         for s in p.stages:
             mark = "  <" if s.name == p.dominant_stage else "   " if s.in_metric else "  -"
             who = [c for c in by_stage.get(s.name, []) if c.kind != "vcpu"]
             tail = ""
             if who:
                 tail = "  " + "; ".join(f"{culprit_label(c.kind, c.name, [c.pid] if c.pid >= 0 else [], c.where)} "
-                                        f"{fmt(c.ns)}" for c in who[:3])
-            median = base[s.name].median_ns if s.name in base else 0.0
+                                        f"{fmt(c.ns)}" + _across(c, T) for c in who[:3])
+            median = fmt(base[s.name].median_ns) if s.name in base and s.in_metric else "-"
             cpu = ("g" if bd.model.domains[bd.model.index(s.name)] == "guest" and bd.vm else "") + \
                 (str(s.cpu) if s.cpu >= 0 else "?")
             out.append(f"    +{fmt(s.ns):>11} us  {T(s.name):<22}{mark} CPU {cpu:<3}"
-                       f" median {fmt(median):>9}{tail}")
+                       f" median {median:>9}{tail}")
             # the seed's words: "vCPU thread CPU 0/TCG runnable, preempted by QEMU IO thread IO io0 for 1.2 ms"
             for cu in by_stage.get(s.name, []):
                 if cu.kind == "vcpu" or (cu.kind == "qemu" and cu.victim.startswith("vCPU thread")):
@@ -223,13 +225,23 @@ def _vcpu_lines(bd: Breakdown) -> list[str]:
     return out
 
 
+def _across(c: Culprit, title: Any) -> str:
+    """' across A + B' for a culprit that struck in more than one stage of the packet."""
+    names = c.stage.split(",") if c.stage else []
+    return f" across {' + '.join(title(n) for n in names)}" if len(names) > 1 else ""
+
+
 def _baseline_lines(bd: Breakdown) -> list[str]:
     T = bd.model.title
-    out = ["", "Stage times of packets that were not late (us)",
+    what = "Stage times inside latency" if bd.metric == "latency" else "Stage times"
+    out = ["", f"{what} of packets that were not late (us)",
            f"  {'stage':<24} {'median':>10} {'p99':>10} {'packets':>8}"]
     for b in bd.baselines:
-        if b.count:
+        if b.count and b.in_metric:
             out.append(f"  {T(b.stage):<24} {fmt(b.median_ns):>10} {fmt(b.p99_ns):>10} {b.count:>8}")
+    outside = [T(b.stage) for b in bd.baselines if b.count and not b.in_metric]
+    if outside:
+        out.append(f"  outside {bd.metric}: {', '.join(outside)}")
     missing = [T(b.stage) for b in bd.baselines if not b.count]
     if missing:
         out.append(f"  not seen in this trace: {', '.join(missing)}")

@@ -31,7 +31,8 @@ from latscope.trace.breakdown import (
     _to_probe_clock,
     load_run_table,
     load_trace_file,
-    metric_span,
+    metric_spans,
+    span_at,
     trace_info,
 )
 from latscope.trace.guestcapture import TABLE_FILE, TEXT_FILE
@@ -133,12 +134,15 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
     warnings += list(vp.notes)
     pk = vp.packets
     durations = pk.durations()
+    spans = metric_spans(probe)
+    if spans is not None:
+        durations = attr.clip_to_spans(pk.times, durations, spans)
     valid = ~np.isnan(values)
     threshold, source = _threshold(values[valid], options.threshold_ns)
     late = valid & (values > threshold)
     normal = valid & ~late & traced
     present = pk.times[:, 1:] != MISSING
-    base = attr.baselines(durations, normal, present, pk.model.names)
+    base = attr.baselines(durations, normal, present, pk.model.names, clipped=spans is not None)
     late_idx = np.flatnonzero(late & traced)
     late_idx = late_idx[np.argsort(-values[late_idx], kind="stable")]
     if len(late_idx) > MAX_EXPLAINED:
@@ -146,7 +150,7 @@ def analyse_vm(host: EventTable, guest: EventTable | None, samples: Samples, vm:
         late_idx = late_idx[:MAX_EXPLAINED]
     ctx = VmCulprits(htl, gtl, vp, threads, host_pids, guest_pids)
     explained = [attr.explain(htl, pk, int(i), float(values[i]), durations, base, ctx,
-                              span=metric_span(probe, int(i))) for i in late_idx]
+                              span=span_at(spans, int(i))) for i in late_idx]
     untraced = int((late & ~traced).sum())
     if untraced:
         warnings.append(f"{untraced} late packets are not (fully) in the traces and are not broken down")
