@@ -101,7 +101,7 @@ def test_recorded_trace_gets_the_breakdown_latscope_breakdown_gives(latscope, re
     assert r.returncode == 0, r.stderr
     text = out.read_text(encoding="utf-8")
     section = text.split("<h3>Trace breakdown</h3>")[1].split("<h2")[0]
-    assert "computed for this report" in section
+    assert "Computed for this report as latscope breakdown does by default: judged on e2e" in section
     # the parameters as a sentence, with the breakdown's own numbers (no `key: value` dump)
     assert f"above {doc['threshold_us']:.3f} µs, the run&#39;s 99th percentile" in section
     assert f"{doc['late_count']} of {doc['packets']} packets" in section

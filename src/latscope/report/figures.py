@@ -186,8 +186,9 @@ def ccdf(runs: Sequence[tuple[str, np.ndarray]], title: str = "Latency tail (CCD
         idx = len(v) - exceed  # exceed values are larger than v[idx]
         ax.step(v[idx], exceed / len(v), where="post", color=COLORS[i % len(COLORS)], label=label, linewidth=1.2)
     _log(ax, "y")
-    if runs and all(wide_range(v) for _, v in runs if np.isfinite(v).any()):
-        _log(ax, "x")  # a 30 ms outlier would squash a 60 µs body into one pixel
+    finite = [v[np.isfinite(v)] for _, v in runs]
+    if any(wide_range(v) for v in finite) and all(float(v.min()) > 0 for v in finite if len(v)):
+        _log(ax, "x")  # a 30 ms outlier in any run would squash every run's 60 µs body into one pixel
     ax.set_xlabel("latency (µs)")
     ax.set_ylabel("P(latency ≥ x)")
     ax.set_title(title, loc="left", fontsize=10)
@@ -236,7 +237,8 @@ def quantile_shift(label_a: str, label_b: str, levels: np.ndarray, diff_us: np.n
     ax.axhline(0.0, color="black", linewidth=0.7)
     ax.fill_between(x, lo_us, hi_us, color=COLORS[1], alpha=0.3, linewidth=0, label="interval")
     ax.plot(x, diff_us, "o-", color=COLORS[1], markersize=3, label=f"{label_b} − {label_a}")
-    ticks = [p for p in (50, 90, 99, 99.9, 99.99) if p <= float(levels.max()) + 1e-9]
+    ticks = [p for p in (10, 50, 90, 99, 99.9, 99.99)
+             if float(levels.min()) - 1e-9 <= p <= float(levels.max()) + 1e-9]
     ax.set_xticks([-np.log10(1 - p / 100) for p in ticks], [f"p{p:g}" for p in ticks])
     ax.set_xlabel("quantile (tail stretched)")
     ax.set_ylabel("difference (µs)")
@@ -393,9 +395,10 @@ def cpu_timeline(rows: Sequence[CpuRow], packet: str, stages: Sequence[tuple[flo
         if r.silent:
             bars = ax.broken_barh([(s, e - s) for s, e in r.silent], (lane + 0.27, 0.13), facecolors="none",
                                   edgecolors="black", hatch="//////", linewidth=0.4)
-            handles.setdefault("no event on the CPU", bars)
+            handles.setdefault("silent gap (no event on the CPU)", bars)
     for s, _e, _name in stages:
-        ax.axvline(s, color="black", linewidth=0.5, linestyle=":")
+        line = ax.axvline(s, color="black", linewidth=0.5, linestyle=":")
+        handles.setdefault("stage boundary", line)
     ax.set_yticks(range(len(rows) + 1), [packet] + [r.label for r in rows])
     ax.set_ylim(-0.6, len(rows) + 0.6)
     ax.invert_yaxis()

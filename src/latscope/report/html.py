@@ -275,7 +275,8 @@ def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
                              overruns=overruns, steal=load_run_steal(run.path))
     except LatscopeError as exc:
         return None, f"a kernel trace was recorded but could not be broken down: {exc}"
-    return bd, "computed for this report with `latscope breakdown`'s defaults"
+    return bd, ("computed for this report as latscope breakdown does by default: judged on e2e (scheduled send to "
+                "the receiver in user space), so its late packets need not be the worst latencies above")
 
 
 def render(data: ReportData) -> str:

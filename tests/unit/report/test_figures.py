@@ -95,3 +95,23 @@ def test_breakdown_figures_are_drawn_from_the_breakdown_numbers() -> None:
         assert abs(seg[f"excess-0-{stages.index(name)}"][1] / top - ex / late.excess_ns) < 0.01
     sentence = breakdown_sentence(bd)
     assert "above 500.000 µs, set with --threshold" in sentence and f"{bd.late_count} of {bd.packets}" in sentence
+
+
+def test_ccdf_goes_logarithmic_when_any_run_has_held_packets() -> None:
+    """One run with a 6 ms packet over a 60 µs body and one without: the latency axis is logarithmic for
+    both (linear, the held packet would squash both curves); with a negative latency in one run (clocks
+    of two hosts) it stays linear, which can show it."""
+    body = np.full(5_000, 60.0) + np.random.default_rng(3).standard_normal(5_000)
+    held = body.copy()
+    held[10] = 6_000.0
+    assert figures.ccdf([("a", body), ("b", held)]).axes[0].get_xscale() == "log"
+    assert figures.ccdf([("a", body), ("b", body + 1)]).axes[0].get_xscale() == "linear"
+    assert figures.ccdf([("a", body - 100), ("b", held)]).axes[0].get_xscale() == "linear"
+
+
+def test_quantile_shift_names_the_levels_it_draws() -> None:
+    """From p10 to p99.9: every named level on the axis is one that was drawn, p10 included."""
+    levels = np.array([10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9])
+    fig = figures.quantile_shift("a", "b", levels, np.ones(9), np.zeros(9), np.full(9, 2.0))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["p10", "p50", "p90", "p99", "p99.9"]
