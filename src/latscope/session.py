@@ -204,7 +204,8 @@ def measure_all(
             clock_check = check_clocks(cfg, topo, runs[0], stop)
             with rt.cpu_dma_latency(cfg.cpu_dma_latency_us) as pm_qos:
                 _run_workers(runs, stop, on_progress, cfg.count, topo.guest)
-            cap_results = [cap.stop(runs[0].stage) for cap in captures]
+            # Last started, first stopped: the steal sampler, started first, outlasts the trace it names gaps in.
+            cap_results = [cap.stop(runs[0].stage) for cap in reversed(captures)][::-1]
         finally:
             # Last started, first closed: a load writing into a log file system ends before it is unmounted.
             for cap in reversed(captures):

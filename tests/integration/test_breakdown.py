@@ -377,6 +377,8 @@ def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) 
     assert part.returncode == 0 and whole.returncode == 0, (part.stderr, whole.stderr)
     assert part.stdout == whole.stdout
     assert json.loads(part.stdout)["late_broken_down"] > 0
+    # the steal sampler starts before the trace and stops after it: its series covers the whole trace
+    assert json.loads(part.stdout)["trace"]["host_steal"]["covers_trace"] is True
     stored = ResultsStore(results).resolve(rid)
     assert stored.record.config["trace"] is True  # what compare lists when a traced and an untraced run differ
     samples, steal = stored.samples(), load_run_steal(stored.path)
