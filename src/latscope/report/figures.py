@@ -200,9 +200,13 @@ def ccdf(runs: Sequence[tuple[str, np.ndarray]], title: str = "Latency tail (CCD
 @_styled
 def inter_arrival(runs: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]],
                   title: str = "Inter-arrival time (delta)") -> Figure:
-    """Delta over time per run, with the sending period as a reference line."""
+    """Delta over time per run, with the sending period as a reference line.
+
+    Runs sent at one period share the delta axis, so their panels compare at a glance.
+    """
     fig = Figure(figsize=(10, 1.2 + 2.0 * max(1, len(runs))), layout="constrained")
-    axes = fig.subplots(max(1, len(runs)), 1, sharex=False, squeeze=False)[:, 0]
+    same_period = len({period for *_, period in runs}) <= 1
+    axes = fig.subplots(max(1, len(runs)), 1, sharex=False, sharey=same_period, squeeze=False)[:, 0]
     for i, (label, t_s, d_us, period_us) in enumerate(runs):
         ax = axes[i]
         ok = np.isfinite(t_s) & np.isfinite(d_us)

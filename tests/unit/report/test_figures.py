@@ -115,3 +115,15 @@ def test_quantile_shift_names_the_levels_it_draws() -> None:
     fig = figures.quantile_shift("a", "b", levels, np.ones(9), np.zeros(9), np.full(9, 2.0))
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["p10", "p50", "p90", "p99", "p99.9"]
+
+
+def test_inter_arrival_panels_share_the_axis_when_the_period_is_the_same() -> None:
+    """Two runs at 1 ms, one with a 35 ms gap: both panels span the same delta range; at different
+    periods each panel keeps its own."""
+    t = np.arange(3_000) / 1000.0
+    calm, gap = np.full(3_000, 1000.0), np.full(3_000, 1000.0)
+    gap[100] = 35_000.0
+    fig = figures.inter_arrival([("a", t, calm, 1000.0), ("b", t, gap, 1000.0)])
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim() and fig.axes[0].get_ylim()[1] > 30_000
+    fig = figures.inter_arrival([("a", t, calm / 10, 100.0), ("b", t, gap, 1000.0)])
+    assert fig.axes[0].get_ylim()[1] < 1_000 < fig.axes[1].get_ylim()[1]
