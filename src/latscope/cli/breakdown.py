@@ -26,7 +26,9 @@ from latscope.safetext import terminal_safe
 @click.option("--threshold", type=DURATION, default=None,
               help="Late above this (150us, 1ms) [default: the run's p99 of the metric].")
 @click.option("--metric", type=click.Choice(["e2e", "latency", "trace"]), default="e2e", show_default=True,
-              help="What 'late' is judged on (e2e: scheduled send to receiver in user space).")
+              help="What 'late' is judged on. e2e: scheduled send to receiver in user space; latency: send "
+                   "call to the kernel's receive timestamp (only the stages inside it are blamed); trace: "
+                   "sender marker to receiver marker.")
 @click.option("--packet-pid", "packet_pid", type=int, default=None,
               help="pid of the sending process, for traces without latscope markers.")
 @click.option("--receiver-pid", "receiver_pid", type=int, default=None,
