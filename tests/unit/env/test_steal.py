@@ -128,19 +128,22 @@ def test_virt_facts_and_doctor(tmp_path: Path) -> None:
     assert stealing["evidence"][0] == "cpuid hypervisor flag" and "reports steal" in virt_check(stealing).found
 
 
-def test_the_sampling_thread_carries_its_own_name_in_the_kernel() -> None:
-    """A trace (and so a breakdown's culprit list) shows the sampler as latscope-steal, not as latscope."""
+def test_the_sampling_thread_carries_its_own_name_in_the_kernel_and_yields_its_cpu() -> None:
+    """A trace (and so a breakdown's culprit list) shows the sampler as latscope-steal, not as latscope,
+    and it runs at nice 19, so a woken probe task does not wait for it."""
     import os
 
-    from latscope.env.steal import StealSampler
+    from latscope.env.steal import NICE, StealSampler
 
-    def names() -> list[str]:
-        out = []
+    def threads() -> dict[str, int]:
+        out = {}
         for t in os.listdir("/proc/self/task"):
             try:
-                out.append((Path("/proc/self/task") / t / "comm").read_text().strip())
+                stat = (Path("/proc/self/task") / t / "stat").read_text()
             except OSError:
                 continue  # a thread that ended meanwhile
+            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            out[comm] = int(rest[16])  # field 19 of proc(5), nice
         return out
 
     sampler = StealSampler()
@@ -148,9 +151,10 @@ def test_the_sampling_thread_carries_its_own_name_in_the_kernel() -> None:
     try:
         # the thread names itself as it starts, which a loaded machine may take a while to let it do
         deadline = time.monotonic() + 10
-        while "latscope-steal" not in names() and time.monotonic() < deadline:
+        while threads().get("latscope-steal") != NICE and time.monotonic() < deadline:
             time.sleep(0.01)
-        seen = names()
+        seen = threads()
     finally:
         sampler.stop()
-    assert "latscope-steal" in seen, seen
+    assert seen.get("latscope-steal") == NICE == 19, seen
+    assert seen[Path("/proc/self/comm").read_text().strip()] == os.getpriority(os.PRIO_PROCESS, 0), seen
