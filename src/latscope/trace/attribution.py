@@ -169,7 +169,7 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
     dominant stage is one inside, and culprits are looked for only inside the span.
 
     ``ctx`` finds the culprits of each stage for models other than one host's
-    (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx)``, and
+    (latscope.trace.vmculprits): ``ctx.stage_culprits(idx, k, cpu, a, b, base)``, ``ctx.extra(idx, span)``, and
     ``ctx.finish(idx, merged)`` to word the merged culprits.
     """
     names = pk.model.names
@@ -205,7 +205,7 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
         culprits += _stage_culprits(tl, names[k], cpu, a, b, victim, base[k], steal)
         if names[k] == "runqueue_wait" and pk.model is ONE_HOST:
             culprits = _note_tick(tl, pk, idx, culprits)
-    culprits += _migrations(tl, pk, idx, span) if ctx is None else ctx.extra(idx)
+    culprits += _migrations(tl, pk, idx, span) if ctx is None else ctx.extra(idx, span)
     merged = _merge(culprits)
     if ctx is not None:
         merged = ctx.finish(idx, merged)
@@ -215,8 +215,10 @@ def explain(tl: Timeline, pk: Packets, idx: int, value_ns: float, durations: np.
 
 
 def _keep(merged: list[Culprit]) -> tuple[Culprit, ...]:
-    """The largest culprits, and every QEMU thread and vCPU entry: they are what a VM breakdown is for."""
-    return tuple(merged[:MAX_CULPRITS]) + tuple(c for c in merged[MAX_CULPRITS:] if c.kind in ("qemu", "vcpu"))
+    """The largest culprits, every QEMU thread and vCPU entry (what a VM breakdown is for) and every
+    migration (no time of its own, so it ranks last, but the text report prints each)."""
+    return tuple(merged[:MAX_CULPRITS]) + tuple(c for c in merged[MAX_CULPRITS:]
+                                                if c.kind in ("qemu", "vcpu", "migration"))
 
 
 def _stage_culprits(tl: Timeline, stage: str, cpu: int, a: int, b: int, victim: int,

@@ -154,7 +154,8 @@ class VmCulprits:
                   if c.kind != "gap"]
         return host_side + inside + self._guest_gaps(stage, cpu, a, b, victim, base, offcpu)
 
-    def extra(self, idx: int) -> list[Culprit]:
+    def extra(self, idx: int, span: tuple[int, int] | None = None) -> list[Culprit]:
+        """The sender's and receiver's moves to another CPU while the packet was on its way (inside ``span``)."""
         out: list[Culprit] = []
         pk = self.vp.packets
         times = pk.times[idx]
@@ -162,6 +163,8 @@ class VmCulprits:
         if len(valid) < 2:
             return out
         a, b = int(valid.min()), int(valid.max())
+        if span is not None:
+            a, b = max(a, span[0]), min(b, span[1])
         for tl, where, pids in ((self.host, "host", self.host_pids), (self.guest, "guest", self.guest_pids)):
             if tl is None:
                 continue
