@@ -394,3 +394,14 @@ def test_breakdown_read_by_windows_is_the_whole_traces(latscope, results: Path) 
     assert bd is not None and bd.timeline is not None
     subset = bd.timeline.table.meta["subset"]
     assert subset["rows_read"] < subset["events"], subset
+
+
+def test_a_round_trip_run_is_refused_with_the_reason(latscope, results: Path) -> None:
+    """A traced --mode rtt run has a trace but no per-packet markers: the breakdown says it is a round
+    trip (exit 1, one line), not that the run was not recorded with --trace."""
+    run = traced_run(latscope, "--mode", "rtt", count=200)
+    assert run["completeness"]["trace_overruns"] == 0
+    r = latscope("breakdown", run["run_id"], timeout=180)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "is a round trip (--mode rtt)" in r.stderr, r.stderr
+    assert "record with `latscope run --trace`" not in r.stderr

@@ -14,7 +14,7 @@ from latscope.cli.common import (
     store_from,
     warn,
 )
-from latscope.errors import ConfigError
+from latscope.errors import ConfigError, TraceError
 from latscope.safetext import terminal_safe
 
 
@@ -65,6 +65,11 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     run = store_from(results).resolve(run_ref) if run_ref is not None else None
     options = Options(metric=metric, threshold_ns=threshold, sender_pid=packet_pid, receiver_pid=receiver_pid,
                       top=top)
+    if run is not None and trace_file is None and run.record.config.get("mode") == "rtt" \
+            and (packet_pid is None or receiver_pid is None):
+        raise TraceError(f"run {run.run_id} is a round trip (--mode rtt): its probes write no per-packet trace "
+                         "markers, so the breakdown cannot follow its packets: break down a one-way run (the "
+                         "default --mode)")
     overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
     if run is not None and trace_file is None and run.record.extra.get("vm"):
         # through a QEMU guest: the host's trace and the guest's, on one path
