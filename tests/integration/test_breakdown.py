@@ -405,3 +405,8 @@ def test_a_round_trip_run_is_refused_with_the_reason(latscope, results: Path) ->
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "is a round trip (--mode rtt)" in r.stderr, r.stderr
     assert "record with `latscope run --trace`" not in r.stderr
+    out = results.parent / "rtt.html"
+    r = latscope("report", run["run_id"], "-o", str(out), "--bootstrap", "200", timeout=180)
+    assert r.returncode == 0, r.stderr
+    section = out.read_text(encoding="utf-8").split("<h3>Trace breakdown</h3>")[1].split("<h2")[0]
+    assert "A kernel trace was recorded, but this run is a round trip (--mode rtt)" in section

@@ -57,6 +57,7 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
         analyse_run,
         load_run_steal,
         load_trace_file,
+        round_trip,
     )
     from latscope.trace.report import to_json, to_text
 
@@ -65,11 +66,9 @@ def breakdown(run_ref: str | None, trace_file: Path | None, threshold: int | Non
     run = store_from(results).resolve(run_ref) if run_ref is not None else None
     options = Options(metric=metric, threshold_ns=threshold, sender_pid=packet_pid, receiver_pid=receiver_pid,
                       top=top)
-    if run is not None and trace_file is None and run.record.config.get("mode") == "rtt" \
-            and (packet_pid is None or receiver_pid is None):
-        raise TraceError(f"run {run.run_id} is a round trip (--mode rtt): its probes write no per-packet trace "
-                         "markers, so the breakdown cannot follow its packets: break down a one-way run (the "
-                         "default --mode)")
+    if run is not None and trace_file is None and (packet_pid is None or receiver_pid is None) \
+            and (why := round_trip(run.record.config)):
+        raise TraceError(f"run {run.run_id} is {why}: break down a one-way run (the default --mode)")
     overruns = run.record.completeness.get("trace_overruns") if run is not None and trace_file is None else None
     if run is not None and trace_file is None and run.record.extra.get("vm"):
         # through a QEMU guest: the host's trace and the guest's, on one path

@@ -258,9 +258,11 @@ def worst_packet_timeline(bd: Any, margin_ns: int = 50_000) -> Any:
 def _compute_breakdown(run: StoredRun) -> tuple[Any, str]:
     """(the Breakdown or None, a note on how it was computed or why it could not be)."""
     try:
-        from latscope.trace.breakdown import Options, analyse_run, load_run_steal
+        from latscope.trace.breakdown import Options, analyse_run, load_run_steal, round_trip
     except ImportError as exc:
         return None, f"a kernel trace was recorded, but the breakdown is not available here ({exc})"
+    if why := round_trip(run.record.config):
+        return None, f"a kernel trace was recorded, but this run is {why}"
     try:
         overruns = run.record.completeness.get("trace_overruns")
         if run.record.extra.get("vm"):

@@ -186,6 +186,14 @@ def detect_format(head: bytes) -> str:
 
 # -- analysis -------------------------------------------------------------
 
+def round_trip(config: dict[str, Any]) -> str | None:
+    """Why a run of ``config`` (run.json's) cannot be broken down from its markers, or None."""
+    if config.get("mode") == "rtt":
+        return ("a round trip (--mode rtt): its probes write no per-packet trace markers, so the breakdown "
+                "cannot follow its packets")
+    return None
+
+
 def load_run_steal(run_path: Path) -> StealSeries | None:
     """The run's host steal series (steal.parquet), None for runs recorded without one."""
     path = run_path / STEAL_FILE
