@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,10 +71,9 @@ class PlainLogFormatter(LogFormatter):
     def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
         if 1 <= x < 10_000:
             return f"{x:g}"
-        exp = math.floor(math.log10(x) + 1e-9)
-        coeff = round(x / 10.0 ** exp)
-        power = "10" + str(exp).translate(_SUPERSCRIPT)
-        return power if coeff == 1 else f"{coeff}×{power}"
+        mantissa, exp = f"{x:.0e}".split("e")  # one significant digit, rounded: 99,999.9 is 1e+05
+        power = "10" + str(int(exp)).translate(_SUPERSCRIPT)
+        return power if mantissa == "1" else f"{mantissa}×{power}"
 
 
 def _log(ax: Axes, which: str) -> None:

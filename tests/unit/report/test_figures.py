@@ -65,7 +65,9 @@ def test_log_axes_are_labelled_in_plain_text() -> None:
     assert not any("$" in label for label in labels), labels
     assert {"10", "100", "1000", "10⁴", "1", "10⁻³", "10⁻⁵"} <= labels, labels
     fmt = figures.PlainLogFormatter()
-    assert [fmt._num_to_string(x, 0, 0) for x in (1, 250, 10_000, 1e5, 2e-5)] == ["1", "250", "10⁴", "10⁵", "2×10⁻⁵"]
+    values = (1, 250, 10_000, 1e5, 2e-5, 15_000, 99_999.99, 0.5, 5e-324)
+    assert [fmt._num_to_string(x, 0, 0) for x in values] == \
+        ["1", "250", "10⁴", "10⁵", "2×10⁻⁵", "2×10⁴", "10⁵", "5×10⁻¹", "5×10⁻³²⁴"]
 
 
 def test_breakdown_figures_are_drawn_from_the_breakdown_numbers() -> None:
