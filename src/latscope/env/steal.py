@@ -24,7 +24,6 @@ longer run keeps every other sample and samples half as often from then on
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -36,6 +35,7 @@ import numpy as np
 
 from latscope.errors import FormatError, LatscopeError
 from latscope.libc import set_thread_name
+from latscope.process import run_only_when_idle
 
 STEAL_FILE = "steal.parquet"
 INTERVAL_NS = 10_000_000
@@ -112,10 +112,6 @@ class StealSeries:
                          for c, g in zip(self.cpus, grown, strict=True)}}
 
 
-#: The sampling thread's nice value.
-NICE = 19
-
-
 class StealSampler:
     """A thread that reads /proc/stat every ``interval_ns`` until stopped (memory bounded by ``max_samples``)."""
 
@@ -133,6 +129,8 @@ class StealSampler:
         self.cpus: tuple[int, ...] = ()
         self.error: str | None = None
         self.late_samples = 0
+        #: The sampling thread's scheduling policy (latscope.process.run_only_when_idle).
+        self.policy = ""
 
     def start(self) -> None:
         first = self._read()
@@ -187,10 +185,10 @@ class StealSampler:
 
     def _loop(self) -> None:
         set_thread_name("latscope-steal")  # what a breakdown names when this thread delays a packet
-        # The lowest priority of SCHED_OTHER: a woken probe preempts it at once (a breakdown had found it
-        # holding the sender's CPU for 0.4 ms while it read /proc/stat); a late sample is only counted.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        # An observer yields to what it observes: a woken probe preempts it wherever the kernel can preempt
+        # (breakdowns name it in a few late packets, for silent time while it was current: host steal too
+        # short for the 10 ms counter, or kernel work that could not be preempted). A late sample is counted.
+        self.policy = run_only_when_idle()
         deadline = time.monotonic_ns()
         while True:
             deadline += self.interval_ns
@@ -275,7 +273,7 @@ class StealCapture:
         info: dict[str, Any] = {
             "source": str(self.sampler.stat), "file": STEAL_FILE, "samples": len(series),
             "interval_ns": self.sampler.interval_ns, "resolution_ns": series.resolution_ns,
-            "late_samples": self.sampler.late_samples, "cpus": list(series.cpus),
+            "late_samples": self.sampler.late_samples, "cpus": list(series.cpus), "policy": self.sampler.policy,
         }
         if self.sampler.error:
             info["error"] = self.sampler.error

@@ -36,6 +36,7 @@ import numpy as np
 from latscope.errors import FormatError, TraceError
 from latscope.files import atomic_output
 from latscope.libc import set_thread_name
+from latscope.process import run_only_when_idle
 
 MAGIC = b"LSRING01"
 VERSION = 1
@@ -247,15 +248,7 @@ class Reader(threading.Thread):
             self._boosted_until = None
 
     def _lower_priority(self) -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            self.stats.policy = "SCHED_IDLE"
-        except (OSError, AttributeError):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-                self.stats.policy = "nice 19"
-            except OSError:
-                self.stats.policy = "unchanged"
+        self.stats.policy = run_only_when_idle()
         allowed = os.sched_getaffinity(0)
         spare = allowed - self.avoid_cpus
         if self.avoid_cpus and spare:
