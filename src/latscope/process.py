@@ -17,16 +17,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def run_only_when_idle() -> str:
-    """Put the calling thread under SCHED_IDLE: any ordinary task that wakes on its CPU preempts it at once
-    (a low nice value does not do that under EEVDF, which lets the current task finish its slice).
-    Falls back to nice 19. Returns the policy it got: "SCHED_IDLE", "nice 19" or "unchanged"."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return "SCHED_IDLE"
-    except (OSError, AttributeError):
+def lower_priority(idle: bool = True) -> str:
+    """Lower the calling thread's priority below the probes'.
+
+    ``idle``: SCHED_IDLE, so that any ordinary task that wakes on its CPU preempts it at once (nice 19
+    does not guarantee that under EEVDF), at the price of getting almost no CPU while others want it;
+    falls back to nice 19. Without ``idle``: nice 19, which still gets a share of a busy CPU.
+    Returns the policy it got: "SCHED_IDLE", "nice 19" or "unchanged".
+    """
+    if idle:
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            return "nice 19"
-        except OSError:
-            return "unchanged"
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return "nice 19"
+    except OSError:
+        return "unchanged"

@@ -35,7 +35,7 @@ import numpy as np
 
 from latscope.errors import FormatError, LatscopeError
 from latscope.libc import set_thread_name
-from latscope.process import run_only_when_idle
+from latscope.process import lower_priority
 
 STEAL_FILE = "steal.parquet"
 INTERVAL_NS = 10_000_000
@@ -185,10 +185,11 @@ class StealSampler:
 
     def _loop(self) -> None:
         set_thread_name("latscope-steal")  # what a breakdown names when this thread delays a packet
-        # An observer yields to what it observes: a woken probe preempts it wherever the kernel can preempt
-        # (breakdowns name it in a few late packets, for silent time while it was current: host steal too
-        # short for the 10 ms counter, or kernel work that could not be preempted). A late sample is counted.
-        self.policy = run_only_when_idle()
+        # An observer yields to what it observes, but must still sample on a loaded machine: nice 19, not
+        # SCHED_IDLE, which the test suite's load starved down to a sample every 0.1 s. (Breakdowns still
+        # name it in a few late packets, for silent time while it was current: host steal too short for the
+        # 10 ms counter, or kernel work that could not be preempted.) A late sample is counted.
+        self.policy = lower_priority(idle=False)
         deadline = time.monotonic_ns()
         while True:
             deadline += self.interval_ns

@@ -36,7 +36,7 @@ import numpy as np
 from latscope.errors import FormatError, TraceError
 from latscope.files import atomic_output
 from latscope.libc import set_thread_name
-from latscope.process import run_only_when_idle
+from latscope.process import lower_priority
 
 MAGIC = b"LSRING01"
 VERSION = 1
@@ -248,7 +248,7 @@ class Reader(threading.Thread):
             self._boosted_until = None
 
     def _lower_priority(self) -> None:
-        self.stats.policy = run_only_when_idle()
+        self.stats.policy = lower_priority()
         allowed = os.sched_getaffinity(0)
         spare = allowed - self.avoid_cpus
         if self.avoid_cpus and spare:
