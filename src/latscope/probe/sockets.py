@@ -118,6 +118,16 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF_BYTES = 16 << 20
 
 
+def _large_receive_buffer(sock: socket.socket) -> None:
+    """RCVBUF_BYTES of receive buffer, past rmem_max (212 KB by default: a few hundred packets, a stall
+    of 0.05-0.2 s of a receiver on a loaded machine or in an emulated guest) with SO_RCVBUFFORCE, which
+    needs root; SO_RCVBUF, capped at rmem_max, without."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+
+
 def open_receiver(listen: Endpoint) -> socket.socket:
     """A bound socket that receives the stream with kernel RX timestamps."""
     try:
@@ -127,17 +137,13 @@ def open_receiver(listen: Endpoint) -> socket.socket:
             # ETH_P_ALL: frames are seen before the core strips an 802.1Q tag, so
             # the auxiliary data still tells the VID and PCP they arrived with.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            _large_receive_buffer(sock)
             sock.bind((listen.ifname, ETH_P_ALL))
             sock.setsockopt(ts.SOL_PACKET, PACKET_AUXDATA, 1)
         else:
             fam = socket.AF_INET6 if listen.family == "inet6" else socket.AF_INET
             sock = socket.socket(fam, socket.SOCK_DGRAM)
-            try:
-                # Past rmem_max (212 KB by default: a few hundred packets, a 0.2 s stall of a
-                # receiver in an emulated guest) only with SO_RCVBUFFORCE, which needs root.
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            _large_receive_buffer(sock)
             sock.bind((listen.address, listen.port))
         ts.enable_rx(sock)
     except PermissionError as exc:
