@@ -32,7 +32,7 @@ import numpy as np
 from latscope.env.steal import StealSeries
 from latscope.store.samples import MISSING
 from latscope.trace.model import Timeline, running_at, silent_gaps, window_shares
-from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets, stage_durations
+from latscope.trace.stages import ONE_HOST, STAGE_ROLE, STAGES, Packets, stage_durations, stage_starts
 
 MIN_EXCESS_NS = 5_000
 MIN_SHARE_NS = 1_000
@@ -128,16 +128,6 @@ def baselines(durations: np.ndarray, normal: np.ndarray, present: np.ndarray,
             out.append(Baseline(name, len(v), float(med), float(p99), inside))
         else:
             out.append(Baseline(name, 0, 0.0, 0.0, inside))
-    return out
-
-
-def stage_starts(times: np.ndarray) -> np.ndarray:
-    """(n, stages) start of each stage: the last checkpoint seen before its end (MISSING before any)."""
-    out = np.full((times.shape[0], times.shape[1] - 1), MISSING, dtype=np.int64)
-    last = times[:, 0].copy()
-    for k in range(1, times.shape[1]):
-        out[:, k - 1] = last
-        last = np.where(times[:, k] != MISSING, times[:, k], last)
     return out
 
 

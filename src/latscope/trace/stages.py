@@ -80,17 +80,22 @@ class Packets:
         return stage_durations(self.times)
 
 
-def stage_durations(times: np.ndarray) -> np.ndarray:
-    n, ncheck = times.shape
-    out = np.zeros((n, ncheck - 1), dtype=np.float64)
+def stage_starts(times: np.ndarray) -> np.ndarray:
+    """(n, stages) start of each stage: the last checkpoint seen before its end (MISSING before any)."""
+    out = np.full((times.shape[0], times.shape[1] - 1), MISSING, dtype=np.int64)
     last = times[:, 0].copy()
-    have_last = last != MISSING
-    for k in range(1, ncheck):
-        t = times[:, k]
-        ok = (t != MISSING) & have_last
-        out[ok, k - 1] = (t[ok] - last[ok]).astype(np.float64)
-        last = np.where(t != MISSING, t, last)
-        have_last |= t != MISSING
+    for k in range(1, times.shape[1]):
+        out[:, k - 1] = last
+        last = np.where(times[:, k] != MISSING, times[:, k], last)
+    return out
+
+
+def stage_durations(times: np.ndarray) -> np.ndarray:
+    """(n, stages) ns from each stage's start to its end; 0 for a stage whose end (or every checkpoint
+    before it) was not seen, NaN for the whole row of a packet without its last checkpoint."""
+    starts, ends = stage_starts(times), times[:, 1:]
+    ok = (ends != MISSING) & (starts != MISSING)
+    out = np.where(ok, ends - np.where(ok, starts, 0), 0).astype(np.float64)
     out[times[:, -1] == MISSING] = np.nan
     return out
 
