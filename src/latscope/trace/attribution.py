@@ -305,19 +305,23 @@ def _note_tick(tl: Timeline, pk: Packets, idx: int, culprits: list[Culprit]) -> 
             if c.pid == prev_pid and c.kind == "task" else c for c in culprits]
 
 
+def on_its_way(times: np.ndarray, span: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """(first, last) checkpoint time of one packet's ``times``, cut to ``span``; None with fewer than two."""
+    valid = times[times != MISSING]
+    if len(valid) < 2:
+        return None
+    a, b = int(valid.min()), int(valid.max())
+    return (max(a, span[0]), min(b, span[1])) if span is not None else (a, b)
+
+
 def _migrations(tl: Timeline, pk: Packets, idx: int, span: tuple[int, int] | None = None) -> list[Culprit]:
     """The sender's and receiver's moves to another CPU while the packet was on its way (inside ``span``)."""
     t = tl.table
     rows = tl.migrations
-    if len(rows) == 0:
+    window = on_its_way(pk.times[idx], span)
+    if len(rows) == 0 or window is None:
         return []
-    times = pk.times[idx]
-    valid = times[times != MISSING]
-    if len(valid) < 2:
-        return []
-    a, b = int(valid.min()), int(valid.max())
-    if span is not None:
-        a, b = max(a, span[0]), min(b, span[1])
+    a, b = window
     ts = tl.migration_ts()
     rows = rows[int(np.searchsorted(ts, a, side="left")):int(np.searchsorted(ts, b, side="right"))]
     sel = rows[np.isin(t.nums[rows, 0], [pk.sender_pid, pk.receiver_pid])]

@@ -26,7 +26,7 @@ from dataclasses import replace
 import numpy as np
 
 from latscope.store.samples import MISSING
-from latscope.trace.attribution import GAP_MIN_NS, MIN_SHARE_NS, Baseline, Culprit, _stage_culprits
+from latscope.trace.attribution import GAP_MIN_NS, MIN_SHARE_NS, Baseline, Culprit, _stage_culprits, on_its_way
 from latscope.trace.model import Timeline, running_at, running_at_many, silent_gaps
 from latscope.trace.qemuthreads import QemuThreads
 from latscope.trace.vmpath import VmPackets
@@ -157,14 +157,10 @@ class VmCulprits:
     def extra(self, idx: int, span: tuple[int, int] | None = None) -> list[Culprit]:
         """The sender's and receiver's moves to another CPU while the packet was on its way (inside ``span``)."""
         out: list[Culprit] = []
-        pk = self.vp.packets
-        times = pk.times[idx]
-        valid = times[times != MISSING]
-        if len(valid) < 2:
+        window = on_its_way(self.vp.packets.times[idx], span)
+        if window is None:
             return out
-        a, b = int(valid.min()), int(valid.max())
-        if span is not None:
-            a, b = max(a, span[0]), min(b, span[1])
+        a, b = window
         for tl, where, pids in ((self.host, "host", self.host_pids), (self.guest, "guest", self.guest_pids)):
             if tl is None:
                 continue
