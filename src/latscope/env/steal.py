@@ -129,7 +129,7 @@ class StealSampler:
         self.cpus: tuple[int, ...] = ()
         self.error: str | None = None
         self.late_samples = 0
-        #: The sampling thread's scheduling policy (latscope.process.run_only_when_idle).
+        #: The sampling thread's scheduling policy (latscope.process.lower_priority).
         self.policy = ""
 
     def start(self) -> None:

@@ -76,11 +76,6 @@ def minimal_timer_slack() -> None:
     libc.LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def set_thread_name(name: str) -> None:
-    """Name the process as the kernel shows it (comm: ps, sched_switch in traces); 15 bytes at most."""
-    libc.set_thread_name(name)
-
-
 def parent_death_signal(sig: int) -> bool:
     """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
     return libc.LIBC.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0

@@ -25,6 +25,7 @@ from typing import Any
 from latscope import netns
 from latscope.errors import ConfigError, LatscopeError
 from latscope.files import atomic_output, write_atomic
+from latscope.libc import set_thread_name
 from latscope.probe import rt
 from latscope.probe.clock import RealClock, tai_offset_ns
 from latscope.probe.columns import write_npz
@@ -146,7 +147,7 @@ def run_role(role: str, spec_doc: dict[str, Any], result: Path, progress_path: s
     """Run one half; write RESULT.npz and RESULT.json; return the process exit code."""
     info: dict[str, Any] = {"role": role}
     # "python3" twice in a trace says nothing; these names say which half delayed whom.
-    rt.set_thread_name({"receiver": "latscope-rx", "reflector": "latscope-echo"}.get(role, "latscope-tx"))
+    set_thread_name({"receiver": "latscope-rx", "reflector": "latscope-echo"}.get(role, "latscope-tx"))
     progress, _mm = open_progress(progress_path)
     spec = spec_from_json(role, spec_doc)
     stopper = _Stopper(progress, spec if isinstance(spec, ReceiverSpec) else None)
